@@ -1,0 +1,109 @@
+"""The app factory: `create_app()` for servers and the CLI, `create_app({...})` for tests."""
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+from dotenv import load_dotenv
+from flask import Flask
+
+from app import config as settings
+from app.extensions import csrf, db, htmx, login_manager, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True,
+                template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    load_dotenv(ROOT / ".env")
+    try:
+        app.config.update(settings.load(app.instance_path))
+    except settings.ConfigError as exc:
+        # One line naming the variable, not a traceback.
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    app.config.update(overrides or {})
+    app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # lean fragments on the wire
+    app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _instance_secret(app)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    app.config.setdefault("RUN_SWEEP_SECONDS", 15.0)
+    app.config.setdefault("SEED_WORKSPACE", True)
+
+    if not app.debug and not app.testing:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    csrf.init_app(app)
+    htmx.init_app(app)
+    login_manager.init_app(app)
+
+    from app.agent.executor import RunExecutor
+    from app.agent.llm import model_for
+    app.extensions["model"] = model_for(app.config)
+    app.extensions["run_executor"] = RunExecutor(app, sweep_seconds=app.config["RUN_SWEEP_SECONDS"])
+
+    from app.web import chat, errors, security
+    app.register_blueprint(chat.bp)
+    errors.register(app)
+    security.register(app)
+    _register_template_helpers(app)
+
+    if app.config["SEED_WORKSPACE"]:
+        from app.workspace import ensure_workspace
+        with app.app_context():
+            ensure_workspace(db.engines["workspace"])
+    return app
+
+
+def _register_template_helpers(app: Flask) -> None:
+    from flask_login import current_user
+
+    from app.markdown import render_markdown
+    from app.workspace import recent_outbox
+
+    app.add_template_filter(render_markdown, "markdown")
+
+    @app.context_processor
+    def outbox():
+        def outbox_items():
+            if not current_user.is_authenticated:
+                return []
+            return recent_outbox(db.engines["workspace"], current_user.id)
+        return {"outbox_items": outbox_items}
+
+
+def _instance_secret(app: Flask) -> str:
+    """Without SECRET_KEY, keep one in instance/ so sessions survive a restart."""
+    path = Path(app.instance_path) / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@sa.event.listens_for(sa.engine.Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record):
+    """SQLite with several threads and workers: WAL, a busy timeout, and explicit transactions."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+@sa.event.listens_for(sa.engine.Engine, "begin")
+def _sqlite_begin_immediate(connection):
+    # A deferred transaction that reads and then writes fails with "database is locked" when another
+    # writer got in between, whatever the busy timeout; taking the write lock up front waits instead.
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

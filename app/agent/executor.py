@@ -1,0 +1,57 @@
+"""Runs execute here, in the web process but outside any request: closing the tab never stops one.
+
+Each job gets its own app context (so its own database session). A sweeper thread calls
+`runner.recover()` now and then, so runs whose worker died are failed cleanly and queued runs are
+picked up after a restart.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from app.extensions import db
+
+log = logging.getLogger(__name__)
+
+
+class RunExecutor:
+    def __init__(self, app, max_workers: int = 16, sweep_seconds: float | None = 15.0):
+        self.app = app
+        self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="run")
+        self.sweep_seconds = sweep_seconds
+        self._sweeper: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    def submit(self, run_id: str) -> None:
+        self._start_sweeper()
+        self.pool.submit(self._in_context, "execute", run_id)
+
+    def _in_context(self, name: str, *args) -> None:
+        from app.agent import runner
+        with self.app.app_context():
+            try:
+                getattr(runner, name)(*args)
+            except Exception:
+                log.exception("background %s%s failed", name, args)
+            finally:
+                db.session.remove()
+
+    def _start_sweeper(self) -> None:
+        if self.sweep_seconds and self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep, name="run-sweeper", daemon=True)
+            self._sweeper.start()
+
+    def _sweep(self) -> None:
+        while True:
+            self._in_context("recover")
+            if self._stopped.wait(self.sweep_seconds):
+                return
+
+    def start(self) -> None:
+        """Begin sweeping at once (the server calls this; tests that want it do too)."""
+        self._start_sweeper()
+
+    def shutdown(self) -> None:
+        self._stopped.set()
+        self.pool.shutdown(wait=True, cancel_futures=False)

@@ -1,0 +1,464 @@
+"""The agent loop and the run state machine.
+
+    run:  queued -> running -> paused -> queued -> running -> ... -> completed | failed | cancelled
+    call: pending -> approved | rejected;  approved -> executing -> done | failed | outcome_unknown
+
+Every transition is a compare-and-set (`UPDATE ... WHERE status = <expected>`, then check the row
+count), so double clicks, two tabs or two workers decide once and execute once. Nothing here knows of
+requests or HTML: views, tests, CLI commands and the background executor all call these functions
+inside an app context, and read the results from the database.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+
+from app.agent import events
+from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
+from app.agent.tools import ToolArgumentError, ToolContext, ToolError
+from app.agents import get_agent
+from app.extensions import db
+from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=30)     # a worker that stops renewing for this long is presumed dead
+FLUSH_SECONDS = 0.04              # batch streamed tokens: one write per ~40 ms, not per token
+MAX_MODEL_TURNS = 12              # a model that keeps calling tools is stopped, not looped forever
+MAX_MESSAGE_CHARS = 8000
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+INTERRUPTED = "Interrupted: the server stopped while this reply was being written. Retry to continue."
+OUTCOME_UNKNOWN_TEXT = ("Error: the outcome is unknown. The server stopped while this tool was running; "
+                        "it was not run again.")
+
+
+class RunError(Exception):
+    """A request the state machine refuses; `status` is the HTTP-like code (404, 409, 422)."""
+
+    def __init__(self, message: str, status: int = 409, run: Run | None = None, call: ToolCall | None = None):
+        super().__init__(message)
+        self.status, self.run, self.call = status, run, call
+
+
+# ---------------------------------------------------------------------------------------------------
+# Commands: start, decide, retry, cancel
+# ---------------------------------------------------------------------------------------------------
+
+def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
+    """Add the person's message and start (or resume) a run. Returns the run and the event cursor
+    from which a stream shows everything this message caused."""
+    text = (text or "").strip()
+    if not text:
+        raise RunError("Type a message first.", 422)
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise RunError(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).", 413)
+
+    latest = db.session.scalars(
+        sa.select(Run).where(Run.session_id == chat.id).order_by(Run.created_at.desc(), Run.id.desc()).limit(1)
+    ).first()
+    if latest is not None and latest.is_active:
+        raise RunError("The agent is still answering. Wait for it to finish, or press Stop.", 409, run=latest)
+
+    if latest is not None and latest.status == RunStatus.PAUSED:
+        run, cursor = _answer_paused_run(latest, text)
+    else:
+        run = Run(session_id=chat.id, owner_id=chat.owner_id, agent_id=chat.agent_id, input=text,
+                  status=RunStatus.QUEUED, model=current_app.extensions["model"].label)
+        db.session.add(run)
+        db.session.flush()
+        cursor = 0
+        events.append(run.id, "run_started")
+    message = Message(session_id=chat.id, run_id=run.id, role="user", content=text)
+    db.session.add(message)
+    db.session.flush()
+    events.append(run.id, "user_message", {"message_id": message.id})
+    if chat.title == "New chat":
+        chat.title = _title_from(text)
+    chat.updated_at = utcnow()
+    _commit(run.id)
+    submit(run.id)
+    return run, cursor
+
+
+def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
+    """A message typed while cards are pending rejects them, with the message as the reason."""
+    cursor = run.last_seq
+    pending = db.session.scalars(sa.select(ToolCall.id).where(
+        ToolCall.run_id == run.id, ToolCall.status == CallStatus.PENDING)).all()
+    for call_id in pending:
+        if _set_call_status(call_id, CallStatus.PENDING, CallStatus.REJECTED,
+                            decided_by="user", decided_at=utcnow(), reason=text):
+            events.append(run.id, "tool_call_updated", {"call_id": call_id})
+    if not _set_run_status(run.id, RunStatus.PAUSED, RunStatus.QUEUED, input=text):
+        db.session.rollback()
+        raise RunError("This run changed meanwhile; reload to see its state.", 409, run=db.session.get(Run, run.id))
+    events.append(run.id, "run_resumed")
+    return run, cursor
+
+
+def decide(owner_id: int, run_id: str, call_id: str, approve: bool, reason: str | None = None) -> tuple[ToolCall, int]:
+    """Approve or reject one pending call. Returns the call and the cursor to stream the run from.
+
+    The second of two racing decisions gets a 409 with the call's current state."""
+    call = _owned_call(owner_id, run_id, call_id)
+    reason = (reason or "").strip()[:2000] or None
+    cursor = db.session.get(Run, run_id).last_seq
+    status = CallStatus.APPROVED if approve else CallStatus.REJECTED
+    if not _set_call_status(call.id, CallStatus.PENDING, status, decided_by="user", decided_at=utcnow(),
+                            reason=None if approve else reason):
+        db.session.rollback()
+        call = db.session.get(ToolCall, call.id)
+        raise RunError(f"This call was already {call.status.replace('_', ' ')}.", 409, call=call)
+    events.append(run_id, "tool_call_updated", {"call_id": call.id})
+    still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
+        ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
+    resumed = still_pending == 0 and _set_run_status(run_id, RunStatus.PAUSED, RunStatus.QUEUED)
+    if resumed:
+        events.append(run_id, "run_resumed")
+    _commit(run_id)
+    if resumed:
+        submit(run_id)
+    db.session.refresh(call)
+    return call, cursor
+
+
+def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
+    """Continue a failed run from its last good state (the broken-off reply stays, marked)."""
+    run = _owned_run(owner_id, run_id)
+    cursor = run.last_seq
+    if not _set_run_status(run.id, RunStatus.FAILED, RunStatus.QUEUED, error=None):
+        db.session.rollback()
+        raise RunError("Only a failed run can be retried.", 409, run=db.session.get(Run, run.id))
+    events.append(run.id, "run_resumed")
+    _commit(run.id)
+    submit(run.id)
+    return db.session.get(Run, run.id), cursor
+
+
+def cancel(owner_id: int, run_id: str) -> Run:
+    """Stop a run now. A streaming worker notices at its next flush; a paused run's cards expire."""
+    run = _owned_run(owner_id, run_id)
+    for status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
+        if _set_run_status(run.id, status, RunStatus.CANCELLED, lease_owner=None, lease_until=None):
+            break
+    else:
+        db.session.rollback()
+        raise RunError(f"This run has already {run.status}.", 409, run=run)
+    for call_id in db.session.scalars(sa.select(ToolCall.id).where(
+            ToolCall.run_id == run.id, ToolCall.status.in_([CallStatus.PENDING, CallStatus.APPROVED]))):
+        if _set_call_status(call_id, None, CallStatus.REJECTED, reason="The run was stopped.",
+                            decided_by="user", decided_at=utcnow()):
+            events.append(run.id, "tool_call_updated", {"call_id": call_id})
+    db.session.execute(sa.update(Message).where(Message.run_id == run.id, Message.state == "streaming")
+                       .values(state="interrupted"))
+    events.append(run.id, "run_cancelled")
+    _commit(run.id)
+    return db.session.get(Run, run.id)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Execution (in the background executor, never inside a request)
+# ---------------------------------------------------------------------------------------------------
+
+def submit(run_id: str) -> None:
+    current_app.extensions["run_executor"].submit(run_id)
+
+
+def execute(run_id: str) -> None:
+    """Take the run's lease and drive it until it pauses, completes, fails or is cancelled."""
+    if not _set_run_status(run_id, RunStatus.QUEUED, RunStatus.RUNNING,
+                           lease_owner=WORKER_ID, lease_until=utcnow() + LEASE):
+        db.session.rollback()
+        return  # another worker has it, or it was cancelled meanwhile
+    _commit(run_id)
+    run = db.session.get(Run, run_id)
+    agent = get_agent(run.agent_id)
+    model = current_app.extensions["model"]
+    try:
+        for _ in range(MAX_MODEL_TURNS):
+            if not _execute_approved_calls(run, agent):
+                return
+            outcome = _model_turn(run, agent, model)
+            if outcome != "tools":
+                return
+        _finish(run.id, RunStatus.FAILED, "run_failed",
+                error=f"Stopped after {MAX_MODEL_TURNS} model turns in a row without an answer.")
+    except Exception:
+        log.exception("run %s crashed", run_id)
+        db.session.rollback()
+        _finish(run_id, RunStatus.FAILED, "run_failed", error="Something went wrong on the server. Retry to continue.")
+
+
+def _model_turn(run: Run, agent, model) -> str:
+    """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
+    context = build_context(run.session_id)
+    message = Message(session_id=run.session_id, run_id=run.id, role="assistant", state="streaming")
+    db.session.add(message)
+    db.session.flush()
+    events.append(run.id, "message_started", {"message_id": message.id})
+    if not _renew_lease(run.id):
+        return "stopped"
+    _commit(run.id)
+
+    requests: list[ToolCallRequest] = []
+    response_id = None
+    pending_text, last_flush = "", time.monotonic()
+    try:
+        for event in model.stream(agent.instructions, context, [t.openai_function() for t in agent.tools]):
+            if isinstance(event, TextDelta):
+                pending_text += event.text
+                if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                    if not _flush_text(run.id, message.id, pending_text):
+                        return "stopped"
+                    pending_text, last_flush = "", time.monotonic()
+            elif isinstance(event, ToolCallRequest):
+                requests.append(event)
+            elif isinstance(event, TurnDone):
+                response_id = event.response_id
+        if pending_text and not _flush_text(run.id, message.id, pending_text):
+            return "stopped"
+    except ModelError as exc:
+        db.session.rollback()
+        if pending_text:
+            _flush_text(run.id, message.id, pending_text)
+        _interrupt_message(run.id, message.id)
+        _finish(run.id, RunStatus.FAILED, "run_failed", error=str(exc))
+        return "stopped"
+
+    db.session.execute(sa.update(Message).where(Message.id == message.id)
+                       .values(state="done", response_id=response_id))
+    events.append(run.id, "message_completed", {"message_id": message.id})
+    if not requests:
+        _finish(run.id, RunStatus.COMPLETED, "run_completed")
+        return "done"
+
+    gated = _record_calls(run, agent, message.id, requests)
+    if gated:
+        _finish(run.id, RunStatus.PAUSED, "run_paused")
+        return "stopped"
+    _commit(run.id)
+    return "tools"
+
+
+def _record_calls(run: Run, agent, message_id: int, requests: list[ToolCallRequest]) -> bool:
+    """Store the turn's calls in the ledger. Invalid ones fail at once (the model reads the error);
+    if any valid call needs confirmation, nothing of this turn runs until every gated call is decided."""
+    ctx = tool_context(run)
+    any_gated = False
+    ids = []
+    for position, request in enumerate(requests):
+        call = ToolCall(run_id=run.id, message_id=message_id, position=position, call_id=request.call_id,
+                        name=request.name, raw_arguments=request.arguments or "")
+        tool = agent.tool(request.name)
+        if tool is None:
+            call.status, call.error = CallStatus.FAILED, f"Unknown tool {request.name!r}. " \
+                f"Available: {', '.join(t.name for t in agent.tools)}."
+        else:
+            call.requires_confirmation = tool.requires_confirmation
+            try:
+                call.arguments = tool.validate(request.arguments or "{}")
+            except ToolArgumentError as exc:
+                call.status, call.error = CallStatus.FAILED, f"Invalid arguments: {exc}"
+            else:
+                if tool.requires_confirmation:
+                    any_gated = True
+                    call.status = CallStatus.PENDING
+                    call.preview = _safe_preview(tool, ctx, call.arguments)
+                else:
+                    call.status, call.decided_by, call.decided_at = CallStatus.APPROVED, "auto", utcnow()
+        db.session.add(call)
+        db.session.flush()
+        ids.append(call.id)
+    events.append(run.id, "tool_calls", {"message_id": message_id, "call_ids": ids})
+    return any_gated
+
+
+def _execute_approved_calls(run: Run, agent) -> bool:
+    """Run every approved call once: `executing` is committed before the side effect starts."""
+    ctx = tool_context(run)
+    calls = db.session.scalars(sa.select(ToolCall).where(
+        ToolCall.run_id == run.id, ToolCall.status == CallStatus.APPROVED)
+        .order_by(ToolCall.created_at, ToolCall.position)).all()
+    for call in calls:
+        if not _set_call_status(call.id, CallStatus.APPROVED, CallStatus.EXECUTING):
+            db.session.rollback()
+            continue
+        events.append(run.id, "tool_call_updated", {"call_id": call.id})
+        if not _renew_lease(run.id):
+            # Cancelled between approval and execution: the side effect never starts.
+            _set_call_status(call.id, CallStatus.EXECUTING, CallStatus.REJECTED, reason="The run was stopped.")
+            _commit(run.id)
+            return False
+        _commit(run.id)
+        tool = agent.tool(call.name)
+        try:
+            values = {"status": CallStatus.DONE, "result": tool.run(ctx, call.arguments or {})}
+        except ToolError as exc:
+            values = {"status": CallStatus.FAILED, "error": str(exc)}
+        except Exception as exc:  # a bug in a tool must not take the run down with it
+            log.exception("tool %s crashed", call.name)
+            values = {"status": CallStatus.FAILED, "error": f"The tool crashed ({type(exc).__name__})."}
+        db.session.rollback()  # anything the tool left in our session is not ours to commit
+        status = values.pop("status")
+        _set_call_status(call.id, CallStatus.EXECUTING, status, **values)
+        events.append(run.id, "tool_call_updated", {"call_id": call.id})
+        _commit(run.id)
+    return True
+
+
+def tool_context(run: Run) -> ToolContext:
+    return ToolContext(workspace=db.engines["workspace"], owner_id=run.owner_id, run_id=run.id)
+
+
+def _safe_preview(tool, ctx, arguments) -> str | None:
+    if not tool.preview:
+        return None
+    try:
+        return tool.preview(ctx, arguments)
+    except Exception:  # a preview is a courtesy; the card works without it
+        log.exception("preview of %s failed", tool.name)
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# The conversation as the model sees it
+# ---------------------------------------------------------------------------------------------------
+
+def build_context(session_id: str) -> list[ContextItem]:
+    items: list[ContextItem] = []
+    for message in db.session.scalars(sa.select(Message).where(Message.session_id == session_id)
+                                      .order_by(Message.id)):
+        if message.role == "user":
+            items.append(ContextItem("user", message.content))
+        elif message.state == "done":
+            items.append(ContextItem("assistant", message.content, response_id=message.response_id, tool_calls=[
+                {"call_id": c.call_id, "name": c.name, "arguments": c.raw_arguments} for c in message.tool_calls]))
+            items.extend(ContextItem("tool", tool_output(c), call_id=c.call_id) for c in message.tool_calls)
+    return items
+
+
+def tool_output(call: ToolCall) -> str:
+    """What the model reads back for a call."""
+    if call.status == CallStatus.DONE:
+        return call.result or ""
+    if call.status == CallStatus.REJECTED:
+        return f"Rejected by the user: {call.reason}" if call.reason else "Rejected by the user."
+    if call.status == CallStatus.OUTCOME_UNKNOWN:
+        return OUTCOME_UNKNOWN_TEXT
+    if call.status == CallStatus.FAILED:
+        return f"Error: {call.error}"
+    return "Error: this call was not executed."
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recovery: leases that lapsed mean the worker died
+# ---------------------------------------------------------------------------------------------------
+
+def recover() -> None:
+    """Fail runs whose worker died (their executing calls become outcome_unknown, never re-run) and
+    pick up queued runs nobody is working on. Safe to call from every process at once."""
+    now = utcnow()
+    stale = db.session.scalars(sa.select(Run.id).where(
+        Run.status == RunStatus.RUNNING, Run.lease_until < now)).all()
+    for run_id in stale:
+        if not _set_run_status(run_id, RunStatus.RUNNING, RunStatus.FAILED, error=INTERRUPTED,
+                               lease_owner=None, lease_until=None, extra=[Run.lease_until < now]):
+            db.session.rollback()
+            continue
+        for call_id in db.session.scalars(sa.select(ToolCall.id).where(
+                ToolCall.run_id == run_id, ToolCall.status == CallStatus.EXECUTING)):
+            _set_call_status(call_id, CallStatus.EXECUTING, CallStatus.OUTCOME_UNKNOWN)
+            events.append(run_id, "tool_call_updated", {"call_id": call_id})
+        db.session.execute(sa.update(Message).where(Message.run_id == run_id, Message.state == "streaming")
+                           .values(state="interrupted"))
+        events.append(run_id, "run_failed")
+        _commit(run_id)
+    queued = db.session.scalars(sa.select(Run.id).where(Run.status == RunStatus.QUEUED)).all()
+    db.session.rollback()
+    for run_id in queued:
+        submit(run_id)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small compare-and-set helpers
+# ---------------------------------------------------------------------------------------------------
+
+def _set_run_status(run_id: str, expected: str, new: str, extra=(), **values) -> bool:
+    result = db.session.execute(sa.update(Run).where(Run.id == run_id, Run.status == expected, *extra)
+                                .values(status=new, updated_at=utcnow(), **values))
+    return result.rowcount == 1
+
+
+def _set_call_status(call_id: str, expected: str | None, new: str, **values) -> bool:
+    condition = [ToolCall.id == call_id]
+    if expected is not None:
+        condition.append(ToolCall.status == expected)
+    result = db.session.execute(sa.update(ToolCall).where(*condition)
+                                .values(status=new, updated_at=utcnow(), **values))
+    return result.rowcount == 1
+
+
+def _renew_lease(run_id: str) -> bool:
+    """Extend our lease; False when the run is no longer ours (cancelled, or recovered elsewhere)."""
+    result = db.session.execute(sa.update(Run).where(
+        Run.id == run_id, Run.status == RunStatus.RUNNING, Run.lease_owner == WORKER_ID)
+        .values(lease_until=utcnow() + LEASE))
+    return result.rowcount == 1
+
+
+def _flush_text(run_id: str, message_id: int, text: str) -> bool:
+    """Append streamed text to the message and the event log in one short transaction."""
+    if not _renew_lease(run_id):
+        db.session.rollback()
+        return False
+    db.session.execute(sa.update(Message).where(Message.id == message_id)
+                       .values(content=Message.content + text))
+    events.append(run_id, "text", {"message_id": message_id, "text": text})
+    _commit(run_id)
+    return True
+
+
+def _interrupt_message(run_id: str, message_id: int) -> None:
+    db.session.execute(sa.update(Message).where(Message.id == message_id).values(state="interrupted"))
+    events.append(run_id, "message_completed", {"message_id": message_id})
+
+
+def _finish(run_id: str, status: str, event: str, error: str | None = None) -> None:
+    """Leave the running state (only if we still hold it: a cancel wins over a late finish)."""
+    if _set_run_status(run_id, RunStatus.RUNNING, status, error=error, lease_owner=None, lease_until=None):
+        events.append(run_id, event)
+        _commit(run_id)
+    else:
+        db.session.rollback()
+
+
+def _commit(run_id: str) -> None:
+    db.session.commit()
+    events.notify(run_id)
+
+
+def _owned_run(owner_id: int, run_id: str) -> Run:
+    run = db.session.scalar(sa.select(Run).where(Run.id == run_id, Run.owner_id == owner_id))
+    if run is None:
+        raise RunError("No such run.", 404)
+    return run
+
+
+def _owned_call(owner_id: int, run_id: str, call_id: str) -> ToolCall:
+    call = db.session.scalar(sa.select(ToolCall).join(Run).where(
+        ToolCall.id == call_id, ToolCall.run_id == run_id, Run.owner_id == owner_id))
+    if call is None:
+        raise RunError("No such tool call.", 404)
+    return call
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 60 else line[:57].rstrip() + "…"

@@ -1,0 +1,68 @@
+"""Reading and creating chats for the UI; every lookup is scoped by its owner (others get None)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from app.agents import get_agent
+from app.extensions import db
+from app.models import ChatSession, Message, Run, RunStatus, ToolCall
+
+DEFAULT_AGENT = "data_manager"
+
+
+@dataclass
+class Conversation:
+    chat: ChatSession
+    messages: list[Message]
+    run: Run | None          # the newest run, which decides the composer's and the stream's state
+    cursor: int              # the newest event the messages already include
+
+
+def list_chats(owner_id: int, limit: int = 50) -> list[ChatSession]:
+    return list(db.session.scalars(sa.select(ChatSession).where(ChatSession.owner_id == owner_id)
+                                   .order_by(ChatSession.updated_at.desc()).limit(limit)))
+
+
+def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
+    return db.session.scalar(sa.select(ChatSession).where(ChatSession.id == chat_id,
+                                                          ChatSession.owner_id == owner_id))
+
+
+def create_chat(owner_id: int, agent_id: str = DEFAULT_AGENT) -> ChatSession:
+    if get_agent(agent_id) is None:
+        raise LookupError(agent_id)
+    chat = ChatSession(owner_id=owner_id, agent_id=agent_id)
+    db.session.add(chat)
+    db.session.commit()
+    return chat
+
+
+def get_run(owner_id: int, run_id: str) -> Run | None:
+    return db.session.scalar(sa.select(Run).where(Run.id == run_id, Run.owner_id == owner_id))
+
+
+def get_call(owner_id: int, run_id: str, call_id: str) -> ToolCall | None:
+    return db.session.scalar(sa.select(ToolCall).join(Run).where(
+        ToolCall.id == call_id, ToolCall.run_id == run_id, Run.owner_id == owner_id))
+
+
+def conversation(chat: ChatSession) -> Conversation:
+    """The whole chat as stored, plus the event cursor it corresponds to.
+
+    Read in one snapshot, so text streamed while the page renders is either in the page or after the
+    cursor, never both and never neither (REPEATABLE READ on PostgreSQL; SQLite reads are snapshots)."""
+    db.session.commit()
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    run = db.session.scalars(sa.select(Run).where(Run.session_id == chat.id)
+                             .order_by(Run.created_at.desc(), Run.id.desc()).limit(1)).first()
+    messages = list(db.session.scalars(sa.select(Message).where(Message.session_id == chat.id)
+                                       .order_by(Message.id)))
+    # The transaction stays open while the page renders, so lazy loads read the same snapshot.
+    return Conversation(chat, messages, run, run.last_seq if run else 0)
+
+
+def active(run: Run | None) -> bool:
+    return run is not None and run.status in RunStatus.ACTIVE

@@ -1,0 +1,75 @@
+"""Settings from the environment (and a `.env` file), checked once at start-up.
+
+A wrong value stops the app with one line naming the variable (`ConfigError`), never a traceback.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_MODEL = "gpt-5.2"
+OPENAI_APIS = ("responses", "chat")
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the variable and says what is expected."""
+
+
+def database_url(value: str, variable: str) -> str:
+    """Normalise a database URL so PostgreSQL always goes through psycopg 3."""
+    if value.startswith("postgres://"):  # Heroku-style
+        value = "postgresql+psycopg://" + value[len("postgres://"):]
+    elif value.startswith("postgresql://"):
+        value = "postgresql+psycopg://" + value[len("postgresql://"):]
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigError(f"{variable} is not a database URL: {value!r}") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(f"{variable} must be a sqlite:// or postgresql:// URL, got {url.get_backend_name()!r}")
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+        raise ConfigError(f"{variable} must use psycopg 3 (postgresql+psycopg://), got {url.drivername!r}")
+    return value
+
+
+def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
+    """Build the Flask config mapping from environment variables."""
+    env = os.environ if environ is None else environ
+    instance = Path(instance_path)
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else default
+
+    api = get("OPENAI_API", "responses").lower()
+    if api not in OPENAI_APIS:
+        raise ConfigError(f"OPENAI_API must be one of {', '.join(OPENAI_APIS)}, got {api!r}")
+
+    base_url = get("OPENAI_BASE_URL")
+    if base_url and urlsplit(base_url).scheme not in ("http", "https"):
+        raise ConfigError(f"OPENAI_BASE_URL must be an http(s):// URL, got {base_url!r}")
+
+    timeout = get("OPENAI_TIMEOUT", "60")
+    try:
+        timeout_seconds = float(timeout)
+        if timeout_seconds <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"OPENAI_TIMEOUT must be a positive number of seconds, got {timeout!r}") from None
+
+    return {
+        "SECRET_KEY": get("SECRET_KEY"),
+        "SQLALCHEMY_DATABASE_URI": database_url(
+            get("DATABASE_URL", f"sqlite:///{instance / 'app.db'}"), "DATABASE_URL"),
+        "SQLALCHEMY_BINDS": {"workspace": database_url(
+            get("WORKSPACE_DATABASE_URL", f"sqlite:///{instance / 'workspace.db'}"), "WORKSPACE_DATABASE_URL")},
+        "OPENAI_API_KEY": get("OPENAI_API_KEY"),
+        "OPENAI_BASE_URL": base_url,
+        "OPENAI_MODEL": get("OPENAI_MODEL", DEFAULT_MODEL),
+        "OPENAI_API": api,
+        "OPENAI_TIMEOUT": timeout_seconds,
+    }

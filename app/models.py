@@ -1,0 +1,150 @@
+"""The app's own tables: accounts, chats, messages, and the run ledger (runs, tool_calls, run_events).
+
+The run state machine lives in `app.agent.runner`; the models only describe the rows. Every row leads
+back to its owner so that each lookup can be scoped by owner (another user's id is a 404).
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask_login import UserMixin
+
+from app.extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    """Unguessable ids: they appear in URLs, and guessing one must not reveal a row."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+class RunStatus:
+    QUEUED = "queued"          # waiting for a worker (new, or resumed after a decision)
+    RUNNING = "running"        # a worker holds the lease and is talking to the model / running tools
+    PAUSED = "paused"          # waiting for a person; stored state only, no worker is waiting
+    COMPLETED = "completed"
+    FAILED = "failed"          # model error or a crash; Retry continues from the stored state
+    CANCELLED = "cancelled"
+
+    ACTIVE = (QUEUED, RUNNING)
+    FINISHED = (COMPLETED, FAILED, CANCELLED)
+
+
+class CallStatus:
+    PENDING = "pending"            # waiting for the person's decision
+    APPROVED = "approved"          # decided (or needed no confirmation); will execute
+    REJECTED = "rejected"          # never executes; the model is told why
+    EXECUTING = "executing"        # committed before the side effect starts
+    DONE = "done"
+    FAILED = "failed"              # invalid arguments or the tool refused / raised
+    OUTCOME_UNKNOWN = "outcome_unknown"  # the process died while executing: never silently retried
+
+    DECIDED = (APPROVED, REJECTED, EXECUTING, DONE, FAILED, OUTCOME_UNKNOWN)
+
+
+class Account(UserMixin, db.Model):
+    """A person using the app. Until sign-in lands, each browser gets its own guest account."""
+    __tablename__ = "accounts"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str | None] = so.mapped_column(sa.String(120))
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class ChatSession(db.Model):
+    __tablename__ = "chat_sessions"
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("chat"))
+    owner_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    agent_id: so.Mapped[str] = so.mapped_column(sa.String(80))
+    title: so.Mapped[str] = so.mapped_column(sa.String(200), default="New chat")
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    updated_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow, index=True)
+
+
+class Run(db.Model):
+    __tablename__ = "runs"
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("run"))
+    session_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey("chat_sessions.id", ondelete="CASCADE"), index=True)
+    owner_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    agent_id: so.Mapped[str] = so.mapped_column(sa.String(80))
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), default=RunStatus.QUEUED, index=True)
+    input: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    model: so.Mapped[str | None] = so.mapped_column(sa.String(120))
+    # Sequence number of the newest run_event; incremented under the run row's lock, so the order
+    # events are committed in is the order of their numbers (a reader's cursor never skips one).
+    last_seq: so.Mapped[int] = so.mapped_column(default=0)
+    lease_owner: so.Mapped[str | None] = so.mapped_column(sa.String(80))
+    lease_until: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    updated_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in RunStatus.ACTIVE
+
+
+class Message(db.Model):
+    """One bubble: what the person typed, or one model turn's text (its tool calls hang off it)."""
+    __tablename__ = "messages"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    session_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey("chat_sessions.id", ondelete="CASCADE"), index=True)
+    run_id: so.Mapped[str | None] = so.mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    role: so.Mapped[str] = so.mapped_column(sa.String(20))  # user | assistant
+    content: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    # streaming -> done; interrupted when the turn broke off (kept for the person, left out of the model's context)
+    state: so.Mapped[str] = so.mapped_column(sa.String(20), default="done")
+    response_id: so.Mapped[str | None] = so.mapped_column(sa.String(120))  # the model's id for this turn
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+    tool_calls: so.Mapped[list["ToolCall"]] = so.relationship(
+        back_populates="message", order_by="ToolCall.position", lazy="selectin")
+
+
+class ToolCall(db.Model):
+    """The ledger of tool calls: one row per call the model made, with its decision and outcome."""
+    __tablename__ = "tool_calls"
+    __table_args__ = (sa.UniqueConstraint("run_id", "call_id"),)
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("tc"))
+    run_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    message_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    position: so.Mapped[int] = so.mapped_column(default=0)  # order within the model turn
+    call_id: so.Mapped[str] = so.mapped_column(sa.String(120))  # the model's id for the call
+    name: so.Mapped[str] = so.mapped_column(sa.String(120))
+    arguments: so.Mapped[dict | None] = so.mapped_column(sa.JSON)  # validated arguments (None if invalid)
+    raw_arguments: so.Mapped[str] = so.mapped_column(sa.Text, default="")  # exactly what the model sent
+    requires_confirmation: so.Mapped[bool] = so.mapped_column(default=False)
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), index=True)
+    preview: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    decided_by: so.Mapped[str | None] = so.mapped_column(sa.String(20))  # user | auto
+    decided_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
+    reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    result: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    updated_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    message: so.Mapped[Message] = so.relationship(back_populates="tool_calls")
+
+
+class RunEvent(db.Model):
+    """The replayable stream of a run: every text batch, card and state change, numbered per run."""
+    __tablename__ = "run_events"
+    __table_args__ = (sa.UniqueConstraint("run_id", "seq"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    run_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: so.Mapped[int]
+    type: so.Mapped[str] = so.mapped_column(sa.String(40))
+    data: so.Mapped[dict] = so.mapped_column(sa.JSON, default=dict)
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)

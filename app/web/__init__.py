@@ -1,0 +1,1 @@
+"""HTTP: blueprints that parse requests, call the core, and render partials."""

@@ -1,0 +1,256 @@
+"""Fixtures built on the app factory: real databases (SQLite and PostgreSQL), the fake OpenAI server,
+and helpers that drive the app the way the UI, a worker or a test client would."""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+
+from app import create_app
+from app.agent import runner
+from app.extensions import db
+from app.models import Account, ChatSession, Run, ToolCall
+from app.workspace import count_rows
+from tests.fake_openai import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- Suites that must not be skipped quietly ------------------------------------------------------
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """With REQUIRE_POSTGRES / REQUIRE_BROWSER set (scripts/test sets both), a skipped test fails the run."""
+    if os.environ.get("REQUIRE_POSTGRES") or os.environ.get("REQUIRE_BROWSER"):
+        skipped = terminalreporter.stats.get("skipped", [])
+        if skipped:
+            terminalreporter.write_line(f"{len(skipped)} tests were skipped, but this run requires every suite.",
+                                        red=True)
+            config._required_suites_skipped = True
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if getattr(session.config, "_required_suites_skipped", False) and exitstatus == 0:
+        session.exitstatus = 1
+
+
+# --- Databases ----------------------------------------------------------------------------------
+
+@dataclass
+class Databases:
+    backend: str
+    app_url: str
+    workspace_url: str
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url():
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail("REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not: the PostgreSQL suite must run.")
+        pytest.skip("TEST_POSTGRES_URL is not set (scripts/test starts a PostgreSQL server and sets it)")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def databases(request, tmp_path):
+    """A fresh app database and workspace database for each test, on each backend."""
+    if request.param == "sqlite":
+        yield Databases("sqlite", f"sqlite:///{tmp_path / 'app.db'}", f"sqlite:///{tmp_path / 'workspace.db'}")
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    names = [f"test_app_{secrets.token_hex(5)}", f"test_ws_{secrets.token_hex(5)}"]
+    with admin.connect() as conn:
+        for name in names:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    base = sa.make_url(admin_url)
+    urls = [base.set(database=name).render_as_string(hide_password=False) for name in names]
+    yield Databases("postgresql", *urls)
+    with admin.connect() as conn:
+        for name in names:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+# --- The model ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_model():
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture(params=["responses"])
+def openai_api(request):
+    """Which OpenAI API the app speaks; tests that care parametrize it indirectly."""
+    return request.param
+
+
+# --- The app ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def app_config(databases, fake_model, openai_api):
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": databases.app_url,
+        "SQLALCHEMY_BINDS": {"workspace": databases.workspace_url},
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": fake_model.base_url,
+        "OPENAI_API": openai_api,
+        "OPENAI_MODEL": "fake-model",
+        "OPENAI_TIMEOUT": 10.0,
+        "RUN_SWEEP_SECONDS": None,
+    }
+
+
+@pytest.fixture
+def app(app_config):
+    app = create_app(app_config)
+    with app.app_context():
+        upgrade()
+    yield app
+    app.extensions["run_executor"].shutdown()
+    with app.app_context():
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(interval)
+
+
+class Harness:
+    """Drives the core the way a view or worker does, and reads back what a person would see."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def account(self) -> int:
+        with self.app.app_context():
+            account = Account()
+            db.session.add(account)
+            db.session.commit()
+            return account.id
+
+    def chat(self, owner_id: int | None = None) -> tuple[int, str]:
+        owner_id = owner_id or self.account()
+        with self.app.app_context():
+            chat = ChatSession(owner_id=owner_id, agent_id="data_manager")
+            db.session.add(chat)
+            db.session.commit()
+            return owner_id, chat.id
+
+    def send(self, chat_id: str, text: str) -> str:
+        with self.app.app_context():
+            run, _ = runner.start_run(db.session.get(ChatSession, chat_id), text)
+            return run.id
+
+    def wait(self, run_id: str, *statuses: str, timeout: float = 10.0) -> Run:
+        statuses = statuses or ("paused", "completed", "failed", "cancelled")
+        return wait_for(lambda: (r := self.run(run_id)).status in statuses and r,
+                        timeout, message=f"run {run_id} to become {'/'.join(statuses)}")
+
+    def run(self, run_id: str) -> Run:
+        with self.app.app_context():
+            run = db.session.get(Run, run_id)
+            db.session.expunge(run)
+            return run
+
+    def calls(self, run_id: str) -> list[ToolCall]:
+        with self.app.app_context():
+            calls = list(db.session.scalars(sa.select(ToolCall).where(ToolCall.run_id == run_id)
+                                            .order_by(ToolCall.created_at, ToolCall.position)))
+            db.session.expunge_all()
+            return calls
+
+    def decide(self, owner_id: int, run_id: str, call_id: str, approve: bool, reason: str | None = None):
+        with self.app.app_context():
+            call, _ = runner.decide(owner_id, run_id, call_id, approve, reason)
+            return call.status
+
+    def messages(self, chat_id: str) -> list[tuple[str, str]]:
+        from app.models import Message
+        with self.app.app_context():
+            return [(m.role, m.content) for m in db.session.scalars(
+                sa.select(Message).where(Message.session_id == chat_id).order_by(Message.id))]
+
+    def rows(self, table: str) -> int:
+        with self.app.app_context():
+            return count_rows(db.engines["workspace"], table)
+
+
+@pytest.fixture
+def harness(app):
+    return Harness(app)
+
+
+class Browser:
+    """A test client that behaves like the page: keeps cookies, sends the CSRF token like htmx does."""
+
+    def __init__(self, app):
+        self.client = app.test_client()
+        self.csrf = None
+
+    def get(self, url, **kwargs):
+        response = self.client.get(url, **kwargs)
+        if match := re.search(rb'name="csrf_token" value="([^"]+)"', response.data):
+            self.csrf = match.group(1).decode()
+        return response
+
+    def post(self, url, data=None, htmx=True, **kwargs):
+        if self.csrf is None:
+            self.get("/")
+        headers = {"X-CSRFToken": self.csrf, **({"HX-Request": "true"} if htmx else {})}
+        headers.update(kwargs.pop("headers", {}))
+        return self.client.post(url, data=data or {}, headers=headers, **kwargs)
+
+    def new_chat(self) -> str:
+        response = self.post("/chats", htmx=False)
+        assert response.status_code == 303
+        return response.headers["Location"].rsplit("/", 1)[-1]
+
+    def events(self, run_id: str, after: int = 0, last_event_id: int | None = None) -> list[dict]:
+        """Read the run's event stream to its end (it ends when the run pauses or finishes)."""
+        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+        response = self.client.get(f"/runs/{run_id}/events?after={after}", headers=headers)
+        assert response.mimetype == "text/event-stream"
+        return parse_sse(response.get_data(as_text=True))
+
+
+def parse_sse(text: str) -> list[dict]:
+    found = []
+    for block in text.split("\n\n"):
+        event = {"event": "message", "id": None, "data": []}
+        for line in block.split("\n"):
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "data":
+                event["data"].append(value)
+            elif field in ("event", "id"):
+                event[field] = value
+        if event["data"] or event["event"] != "message":
+            event["data"] = "\n".join(event["data"])
+            found.append(event)
+    return found
+
+
+@pytest.fixture
+def browser(app):
+    return Browser(app)
