@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -82,8 +83,9 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     if chat.title == "New chat":
         chat.title = _title_from(text)
     chat.updated_at = utcnow()
-    _commit(run.id)
-    submit(run.id)
+    run_id = run.id
+    _commit(run_id)
+    submit(run_id)
     return run, cursor
 
 
@@ -136,10 +138,10 @@ def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
     if not _set_run_status(run.id, RunStatus.FAILED, RunStatus.QUEUED, error=None):
         db.session.rollback()
         raise RunError("Only a failed run can be retried.", 409, run=db.session.get(Run, run.id))
-    events.append(run.id, "run_resumed")
-    _commit(run.id)
-    submit(run.id)
-    return db.session.get(Run, run.id), cursor
+    events.append(run_id, "run_resumed")
+    _commit(run_id)
+    submit(run_id)
+    return db.session.get(Run, run_id), cursor
 
 
 def cancel(owner_id: int, run_id: str) -> Run:
@@ -168,7 +170,20 @@ def cancel(owner_id: int, run_id: str) -> Run:
 # ---------------------------------------------------------------------------------------------------
 
 def submit(run_id: str) -> None:
+    """Hand the run to the background executor. Call it with no transaction open: under gevent,
+    starting a worker switches greenlets, and one holding SQLite's write lock would stall the rest."""
     current_app.extensions["run_executor"].submit(run_id)
+
+
+@dataclass(frozen=True)
+class _RunRef:
+    """Plain values of the run being executed. The loop never touches ORM objects across a commit: an
+    expired attribute would silently open a transaction and hold it (and SQLite's write lock) for the
+    whole model stream or tool run."""
+    id: str
+    session_id: str
+    owner_id: int
+    agent_id: str
 
 
 def execute(run_id: str) -> None:
@@ -177,8 +192,9 @@ def execute(run_id: str) -> None:
                            lease_owner=WORKER_ID, lease_until=utcnow() + LEASE):
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
+    row = db.session.get(Run, run_id)
+    run = _RunRef(row.id, row.session_id, row.owner_id, row.agent_id)
     _commit(run_id)
-    run = db.session.get(Run, run_id)
     agent = get_agent(run.agent_id)
     model = current_app.extensions["model"]
     try:
@@ -196,16 +212,18 @@ def execute(run_id: str) -> None:
         _finish(run_id, RunStatus.FAILED, "run_failed", error="Something went wrong on the server. Retry to continue.")
 
 
-def _model_turn(run: Run, agent, model) -> str:
+def _model_turn(run: _RunRef, agent, model) -> str:
     """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
     context = build_context(run.session_id)
     message = Message(session_id=run.session_id, run_id=run.id, role="assistant", state="streaming")
     db.session.add(message)
     db.session.flush()
-    events.append(run.id, "message_started", {"message_id": message.id})
+    message_id = message.id
+    events.append(run.id, "message_started", {"message_id": message_id})
     if not _renew_lease(run.id):
+        db.session.rollback()
         return "stopped"
-    _commit(run.id)
+    _commit(run.id)  # no transaction stays open while the model streams
 
     requests: list[ToolCallRequest] = []
     response_id = None
@@ -215,31 +233,31 @@ def _model_turn(run: Run, agent, model) -> str:
             if isinstance(event, TextDelta):
                 pending_text += event.text
                 if time.monotonic() - last_flush >= FLUSH_SECONDS:
-                    if not _flush_text(run.id, message.id, pending_text):
+                    if not _flush_text(run.id, message_id, pending_text):
                         return "stopped"
                     pending_text, last_flush = "", time.monotonic()
             elif isinstance(event, ToolCallRequest):
                 requests.append(event)
             elif isinstance(event, TurnDone):
                 response_id = event.response_id
-        if pending_text and not _flush_text(run.id, message.id, pending_text):
+        if pending_text and not _flush_text(run.id, message_id, pending_text):
             return "stopped"
     except ModelError as exc:
         db.session.rollback()
         if pending_text:
-            _flush_text(run.id, message.id, pending_text)
-        _interrupt_message(run.id, message.id)
+            _flush_text(run.id, message_id, pending_text)
+        _interrupt_message(run.id, message_id)
         _finish(run.id, RunStatus.FAILED, "run_failed", error=str(exc))
         return "stopped"
 
-    db.session.execute(sa.update(Message).where(Message.id == message.id)
+    db.session.execute(sa.update(Message).where(Message.id == message_id)
                        .values(state="done", response_id=response_id))
-    events.append(run.id, "message_completed", {"message_id": message.id})
+    events.append(run.id, "message_completed", {"message_id": message_id})
     if not requests:
         _finish(run.id, RunStatus.COMPLETED, "run_completed")
         return "done"
 
-    gated = _record_calls(run, agent, message.id, requests)
+    gated = _record_calls(run, agent, message_id, requests)
     if gated:
         _finish(run.id, RunStatus.PAUSED, "run_paused")
         return "stopped"
@@ -247,7 +265,7 @@ def _model_turn(run: Run, agent, model) -> str:
     return "tools"
 
 
-def _record_calls(run: Run, agent, message_id: int, requests: list[ToolCallRequest]) -> bool:
+def _record_calls(run: _RunRef, agent, message_id: int, requests: list[ToolCallRequest]) -> bool:
     """Store the turn's calls in the ledger. Invalid ones fail at once (the model reads the error);
     if any valid call needs confirmation, nothing of this turn runs until every gated call is decided."""
     ctx = tool_context(run)
@@ -280,40 +298,38 @@ def _record_calls(run: Run, agent, message_id: int, requests: list[ToolCallReque
     return any_gated
 
 
-def _execute_approved_calls(run: Run, agent) -> bool:
+def _execute_approved_calls(run: _RunRef, agent) -> bool:
     """Run every approved call once: `executing` is committed before the side effect starts."""
     ctx = tool_context(run)
-    calls = db.session.scalars(sa.select(ToolCall).where(
+    calls = [(c.id, c.name, c.arguments or {}) for c in db.session.scalars(sa.select(ToolCall).where(
         ToolCall.run_id == run.id, ToolCall.status == CallStatus.APPROVED)
-        .order_by(ToolCall.created_at, ToolCall.position)).all()
-    for call in calls:
-        if not _set_call_status(call.id, CallStatus.APPROVED, CallStatus.EXECUTING):
+        .order_by(ToolCall.created_at, ToolCall.position))]
+    db.session.commit()
+    for call_id, name, arguments in calls:
+        if not _set_call_status(call_id, CallStatus.APPROVED, CallStatus.EXECUTING):
             db.session.rollback()
             continue
-        events.append(run.id, "tool_call_updated", {"call_id": call.id})
+        events.append(run.id, "tool_call_updated", {"call_id": call_id})
         if not _renew_lease(run.id):
             # Cancelled between approval and execution: the side effect never starts.
-            _set_call_status(call.id, CallStatus.EXECUTING, CallStatus.REJECTED, reason="The run was stopped.")
-            _commit(run.id)
+            db.session.rollback()
             return False
         _commit(run.id)
-        tool = agent.tool(call.name)
         try:
-            values = {"status": CallStatus.DONE, "result": tool.run(ctx, call.arguments or {})}
+            values = {"status": CallStatus.DONE, "result": agent.tool(name).run(ctx, arguments)}
         except ToolError as exc:
             values = {"status": CallStatus.FAILED, "error": str(exc)}
         except Exception as exc:  # a bug in a tool must not take the run down with it
-            log.exception("tool %s crashed", call.name)
+            log.exception("tool %s crashed", name)
             values = {"status": CallStatus.FAILED, "error": f"The tool crashed ({type(exc).__name__})."}
-        db.session.rollback()  # anything the tool left in our session is not ours to commit
         status = values.pop("status")
-        _set_call_status(call.id, CallStatus.EXECUTING, status, **values)
-        events.append(run.id, "tool_call_updated", {"call_id": call.id})
+        _set_call_status(call_id, CallStatus.EXECUTING, status, **values)
+        events.append(run.id, "tool_call_updated", {"call_id": call_id})
         _commit(run.id)
     return True
 
 
-def tool_context(run: Run) -> ToolContext:
+def tool_context(run: _RunRef) -> ToolContext:
     return ToolContext(workspace=db.engines["workspace"], owner_id=run.owner_id, run_id=run.id)
 
 

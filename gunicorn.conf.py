@@ -1,0 +1,20 @@
+"""gunicorn settings for production (`gunicorn -c gunicorn.conf.py`); the Procfile uses this file.
+
+gevent workers hold many open event streams each (a sync worker holds one, and kills it at `timeout`);
+`timeout` only watches each worker's heartbeat, so long streams are fine. Override with the usual
+environment variables: PORT, WEB_CONCURRENCY, GUNICORN_CMD_ARGS.
+"""
+import os
+
+wsgi_app = "app:create_app()"
+bind = os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+worker_class = "gevent"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_connections = 1000
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+# No preload: gevent must patch the standard library before the app (and psycopg, httpx) import it.
+preload_app = False

@@ -1,0 +1,204 @@
+"""The chat UI over HTTP (Flask's test client): pages, fragments, decisions, the event stream, and
+what bad input, other people and hostile model text get."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.fake_openai import ToolCall, Turn
+
+DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
+
+
+def run_id_in(html: bytes) -> str:
+    return re.search(rb"/runs/(run_[0-9a-f]+)/events", html).group(1).decode()
+
+
+def pending_call(browser, chat_id) -> tuple[str, str]:
+    page = browser.get(f"/chats/{chat_id}").data
+    run_id, call_id = re.search(rb"/runs/(run_\w+)/calls/(tc_\w+)/approve", page).groups()
+    return run_id.decode(), call_id.decode()
+
+
+def wait_until_idle(harness, run_id):
+    return harness.wait(run_id, "paused", "completed", "failed", "cancelled")
+
+
+def test_a_new_chat_appears_in_the_sidebar(browser):
+    assert b"Start a chat" in browser.get("/").data
+    first, second = browser.new_chat(), browser.new_chat()
+    page = browser.get(f"/chats/{first}").data.decode()
+    assert page.count('class="chat-link') == 2
+    assert f'href="/chats/{second}"' in page
+    assert browser.get("/").headers["Location"].endswith(second), "/ opens the newest chat"
+
+
+def test_the_whole_flow_over_http(browser, harness, fake_model):
+    fake_model.script(Turn(text="I'll delete **50** users.", tool_calls=[DELETE_50]), Turn(text="All done."))
+    chat = browser.new_chat()
+    before = harness.rows("users")
+
+    sent = browser.post(f"/chats/{chat}/messages", {"message": "Delete 50 old records from the users table"})
+    assert sent.status_code == 200
+    assert b'id="composer-input"' in sent.data and b"disabled" in sent.data, "the composer waits for the run"
+    run_id = run_id_in(sent.data)
+
+    stream = browser.events(run_id, after=0)
+    html = "".join(e["data"] for e in stream)
+    assert stream[-1]["event"] == "done"
+    assert [int(e["id"]) for e in stream[:-1]] == list(range(1, len(stream)))
+    assert "Delete 50 old records from the users table" in html
+    assert "Needs your approval" in html and "Deletes the 50 oldest of" in html
+    assert "<strong>50</strong>" in html, "the finished reply is rendered markdown"
+
+    page = browser.get(f"/chats/{chat}").data.decode()
+    assert "Waiting for your decision." in page and "Approve" in page
+    run, call = pending_call(browser, chat)
+    approved = browser.post(f"/runs/{run}/calls/{call}/approve")
+    assert approved.status_code == 200
+    assert b"call-approved" in approved.data or b"call-executing" in approved.data or b"call-done" in approved.data
+    cursor = int(re.search(rb"events\?after=(\d+)", approved.data).group(1))
+
+    rest = browser.events(run, after=cursor)
+    assert rest[-1]["event"] == "done"
+    html = "".join(e["data"] for e in rest)
+    assert f"Deleted 50 records from users. {before - 50:,} remain." in html
+    assert "All done." in html
+    page = browser.get(f"/chats/{chat}").data.decode()
+    assert "Deleted 50 records" in page and "All done." in page and "Approve</button>" not in page
+
+
+def test_reload_continues_the_stream_without_gaps_or_repeats(browser, harness, fake_model):
+    fake_model.script(Turn(text="one two three four five six seven eight nine ten", token_delay=0.03))
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "count to ten"}).data)
+    harness.wait(run_id, "running")
+    wait_for(lambda: "four" in harness.messages(chat)[-1][1], message="some text to stream")
+
+    page = browser.get(f"/chats/{chat}").data.decode()  # a reload mid-reply
+    cursor = int(re.search(r"events\?after=(\d+)", page).group(1))
+    shown = re.search(r'class="msg-text streaming"[^>]*>([^<]*)</div>', page).group(1)
+    rest = browser.events(run_id, after=cursor)
+    appended = "".join(re.findall(r"<span>([^<]*)</span>", "".join(e["data"] for e in rest)))
+    assert shown + appended == "one two three four five six seven eight nine ten"
+
+    # Last-Event-ID (what the browser sends on reconnect) wins over the URL's cursor.
+    again = browser.events(run_id, after=0, last_event_id=cursor)
+    assert [e["id"] for e in again] == [e["id"] for e in rest]
+
+
+def test_decisions_are_compare_and_set(browser, harness, fake_model):
+    fake_model.script(Turn(tool_calls=[DELETE_50]), Turn(text="ok"))
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "delete"}).data)
+    harness.wait(run_id, "paused")
+    run, call = pending_call(browser, chat)
+    assert browser.post(f"/runs/{run}/calls/{call}/reject", {"reason": "no"}).status_code == 200
+    late = browser.post(f"/runs/{run}/calls/{call}/approve")
+    assert late.status_code == 409
+    assert b"already rejected" in late.data and b"call-rejected" in late.data, "the loser sees the current card"
+
+
+def test_bad_input_gets_clear_errors(browser, harness, fake_model):
+    chat = browser.new_chat()
+    empty = browser.post(f"/chats/{chat}/messages", {"message": "   "})
+    assert empty.status_code == 422 and b"Type a message first." in empty.data
+    huge = browser.post(f"/chats/{chat}/messages", {"message": "x" * 8001})
+    assert huge.status_code == 413 and b"too long" in huge.data
+    assert harness.messages(chat) == []
+    assert browser.get("/chats/chat_doesnotexist").status_code == 404
+    assert browser.post("/chats/chat_doesnotexist/messages", {"message": "hi"}).status_code == 404
+    assert browser.post("/runs/run_nope/calls/tc_nope/approve").status_code == 404
+    assert browser.get("/runs/run_nope/events").status_code == 404
+    assert browser.post("/runs/run_nope/retry").status_code == 404
+
+
+def test_other_people_see_404(app, browser, harness, fake_model):
+    fake_model.script(Turn(tool_calls=[DELETE_50]))
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "delete"}).data)
+    harness.wait(run_id, "paused")
+    run, call = pending_call(browser, chat)
+
+    from tests.conftest import Browser
+    stranger = Browser(app)
+    assert stranger.get(f"/chats/{chat}").status_code == 404
+    assert stranger.get(f"/runs/{run}/events").status_code == 404
+    assert stranger.post(f"/runs/{run}/calls/{call}/approve").status_code == 404
+    assert stranger.post(f"/chats/{chat}/messages", {"message": "hi"}).status_code == 404
+    assert chat.encode() not in stranger.get("/").data
+    assert harness.calls(run)[0].status == "pending"
+
+
+def test_state_changes_need_the_csrf_token(browser, harness, fake_model):
+    fake_model.script(Turn(tool_calls=[DELETE_50]))
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "delete"}).data)
+    harness.wait(run_id, "paused")
+    run, call = pending_call(browser, chat)
+    forged = browser.client.post(f"/runs/{run}/calls/{call}/approve", headers={"HX-Request": "true"})
+    assert forged.status_code == 400
+    assert harness.calls(run)[0].status == "pending"
+
+
+def test_model_text_never_reaches_the_page_as_html(browser, harness, fake_model):
+    evil = ('<script>alert(1)</script><img src=x onerror=alert(2)> <button hx-post="/x">go</button> '
+            '[click](javascript:alert(3)) ![pixel](https://evil.example/p.png)')
+    fake_model.script(Turn(text=evil, tool_calls=[ToolCall("send_notification",
+                                                           {"recipient": "<b>bob</b>", "message": evil})]))
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "<i>hi</i>"}).data)
+    harness.wait(run_id, "paused")
+    stream = "".join(e["data"] for e in browser.events(run_id))
+    page = browser.get(f"/chats/{chat}").data.decode().split("<body", 1)[1]  # our own <head> has scripts
+    for html in (stream, page):
+        assert not re.search(r"<(script|img|b|i)[\s>]", html), "no tag from model or user text survives"
+        assert not re.search(r"<button[^>]*hx-post=\"/x\"", html), "no live htmx control from model text"
+        assert not re.search(r"<[^>]+\son\w+=", html), "no event handler attributes"
+        assert 'href="javascript' not in html and "evil.example" not in html.replace("![pixel](https://evil.example/p.png)", "")
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;b&gt;bob&lt;/b&gt;" in html
+    assert "&lt;i&gt;hi&lt;/i&gt;" in page
+    assert "Content-Security-Policy" in browser.get(f"/chats/{chat}").headers
+
+
+def test_failed_runs_offer_retry(browser, harness, fake_model):
+    fake_model.script(Turn(status=401, error_message="bad key"), Turn(text="Back again."))  # 401s are not retried
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "hi"}).data)
+    harness.wait(run_id, "failed")
+    page = browser.get(f"/chats/{chat}").data.decode()
+    assert "rejected the API key (401)" in page and "Retry" in page
+    retried = browser.post(f"/runs/{run_id}/retry")
+    assert retried.status_code == 200 and b"events?after=" in retried.data
+    assert harness.wait(run_id).status == "completed"
+    assert "Back again." in browser.get(f"/chats/{chat}").data.decode()
+    assert browser.post(f"/runs/{run_id}/retry").status_code == 409
+
+
+def test_stop_cancels_a_streaming_run(browser, harness, fake_model):
+    fake_model.script(Turn(text="blah " * 300, token_delay=0.02))
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "talk"}).data)
+    harness.wait(run_id, "running")
+    stopped = browser.post(f"/runs/{run_id}/cancel")
+    assert stopped.status_code == 200 and b"Stopped." in stopped.data
+    assert harness.run(run_id).status == "cancelled"
+    assert browser.post(f"/chats/{chat}/messages", {"message": "next"}).status_code == 200
+
+
+def test_the_outbox_shows_sent_notifications(browser, harness, fake_model):
+    fake_model.script(Turn(tool_calls=[ToolCall("send_notification",
+                                                {"recipient": "ops@example.com", "message": "Backup finished"})]),
+                      Turn(text="Sent."))
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "tell ops"}).data)
+    harness.wait(run_id, "paused")
+    run, call = pending_call(browser, chat)
+    outbox = browser.get(f"/chats/{chat}").data.split(b'id="outbox"')[1].split(b"</section>")[0]
+    assert b"Backup finished" not in outbox, "nothing is sent before the approval"
+    cursor = int(re.search(rb"events\?after=(\d+)", browser.post(f"/runs/{run}/calls/{call}/approve").data).group(1))
+    live = "".join(e["data"] for e in browser.events(run, after=cursor))
+    assert 'id="outbox"' in live and "Backup finished" in live, "the outbox updates live"
+    assert b"To ops@example.com" in browser.get(f"/chats/{chat}").data
