@@ -254,3 +254,28 @@ def parse_sse(text: str) -> list[dict]:
 @pytest.fixture
 def browser(app):
     return Browser(app)
+
+
+# --- Real servers ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def server_env(databases, fake_model, openai_api):
+    """The environment a self-hoster would set, pointed at this test's databases and fake model."""
+    return {
+        "DATABASE_URL": databases.app_url,
+        "WORKSPACE_DATABASE_URL": databases.workspace_url,
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": fake_model.base_url,
+        "OPENAI_API": openai_api,
+        "OPENAI_MODEL": "fake-model",
+        "SECRET_KEY": "test-secret",
+    }
+
+
+@pytest.fixture
+def live_server(app, server_env, tmp_path):
+    """gunicorn (production config) on a free loopback port; `app` has already migrated its database."""
+    from tests.live import LiveServer
+    server = LiveServer(server_env, log_path=tmp_path / "gunicorn.log").start()
+    yield server
+    server.stop()

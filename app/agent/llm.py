@@ -231,6 +231,9 @@ class DemoModel:
             text, call = self._summarise(context), None
         else:
             text, call = self._understand(last.content, available)
+            if call is None and len(context) > 1 and context[-2].role == "tool":
+                # A message typed while a card waited: it rejected the card; acknowledge that.
+                text = self._summarise(context[:-1])
         for word in re.findall(r"\S+\s*|\s+", text):
             if self.word_delay:
                 time.sleep(self.word_delay)
@@ -281,6 +284,8 @@ class DemoModel:
                 lines.append("Understood, I did not do that." + (f" You said: *{reason}*" if reason else ""))
             elif output.startswith("Error"):
                 lines.append(f"That did not work. {output}")
+            elif "\n" in output.strip():
+                lines.append("Done.\n\n" + "\n".join(f"- {line}" for line in output.strip().splitlines()))
             else:
                 lines.append(f"Done. {output}")
         return "\n\n".join(lines) or "Done."

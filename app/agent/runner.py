@@ -158,8 +158,9 @@ def cancel(owner_id: int, run_id: str) -> Run:
         if _set_call_status(call_id, None, CallStatus.REJECTED, reason="The run was stopped.",
                             decided_by="user", decided_at=utcnow()):
             events.append(run.id, "tool_call_updated", {"call_id": call_id})
-    db.session.execute(sa.update(Message).where(Message.run_id == run.id, Message.state == "streaming")
-                       .values(state="interrupted"))
+    for message_id in db.session.scalars(sa.select(Message.id).where(
+            Message.run_id == run.id, Message.state == "streaming")):
+        _interrupt_message(run.id, message_id)
     events.append(run.id, "run_cancelled")
     _commit(run.id)
     return db.session.get(Run, run.id)

@@ -73,6 +73,7 @@ def show(chat_id):
 def send(chat_id):
     chat = _owned_chat_or_404(chat_id)
     text = request.form.get("message", "")
+    first_message = chat.title == "New chat"
     try:
         run, cursor = runner.start_run(chat, text)
     except RunError as exc:
@@ -82,7 +83,7 @@ def send(chat_id):
     if not _wants_fragment():
         return redirect(url_for("chat.show", chat_id=chat.id), 303)
     return render_template("chat/_run_started.html", chat=chat, run=run, cursor=cursor,
-                           chats=chats.list_chats(current_user.id))
+                           first_message=first_message, chats=chats.list_chats(current_user.id))
 
 
 @bp.post("/runs/<run_id>/calls/<call_id>/<any(approve, reject):decision>")

@@ -10,14 +10,6 @@
     if (input.value.trim() && !input.disabled) input.form.requestSubmit();
   });
 
-  // The composer grows with its text, up to a limit.
-  document.addEventListener("input", function (event) {
-    var input = event.target;
-    if (input.id !== "composer-input") return;
-    input.style.height = "auto";
-    input.style.height = Math.min(input.scrollHeight, 240) + "px";
-  });
-
   // An event stream replays from its cursor when htmx re-creates it after an error, so drop any event
   // this page already applied: no text appears twice.
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
@@ -49,13 +41,13 @@
     if (event.target.id === "composer" && event.detail.successful) {
       pinned = true;
       var input = document.getElementById("composer-input");
-      if (input) { input.value = ""; input.style.height = "auto"; }
+      if (input) input.value = "";
     }
   });
 
   // A suggestion fills the composer.
   document.addEventListener("click", function (event) {
-    var item = event.target.closest(".suggestions li");
+    var item = event.target.closest(".suggestion");
     var input = document.getElementById("composer-input");
     if (item && input && !input.disabled) { input.value = item.textContent.trim(); input.focus(); }
   });
