@@ -45,13 +45,17 @@ def test_the_whole_flow_over_http(browser, harness, fake_model):
     assert b'id="composer-input"' in sent.data and b"disabled" in sent.data, "the composer waits for the run"
     run_id = run_id_in(sent.data)
 
-    stream = browser.events(run_id, after=0)
+    harness.wait(run_id, "paused")
+    stream = browser.events(run_id, after=0)  # e.g. a browser that connects late: a full replay
     html = "".join(e["data"] for e in stream)
     assert stream[-1]["event"] == "done"
     assert [int(e["id"]) for e in stream[:-1]] == list(range(1, len(stream)))
     assert "Delete 50 old records from the users table" in html
     assert "Needs your approval" in html and "Deletes the 50 oldest of" in html
     assert "<strong>50</strong>" in html, "the finished reply is rendered markdown"
+    # Replaying a finished stream from the start must not close it early: only its last event
+    # replaces the stream element (an old "started" replayed as today's "paused" would).
+    assert [e for e in stream if 'id="run-stream"' in e["data"]] == [stream[-2]]
 
     page = browser.get(f"/chats/{chat}").data.decode()
     assert "Waiting for your decision." in page and "Approve" in page

@@ -5,10 +5,22 @@ replaying an event is harmless; only `text` events append, and the client drops 
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from flask import render_template
 
 from app.extensions import db
-from app.models import Message, Run, RunEvent, ToolCall
+from app.models import Message, Run, RunEvent, RunStatus, ToolCall
+
+
+STATUS_AFTER = {
+    "run_started": RunStatus.RUNNING,
+    "run_resumed": RunStatus.RUNNING,
+    "run_paused": RunStatus.PAUSED,
+    "run_completed": RunStatus.COMPLETED,
+    "run_failed": RunStatus.FAILED,
+    "run_cancelled": RunStatus.CANCELLED,
+}
 
 
 def sse(data: str, event: str | None = None, id: int | None = None) -> str:
@@ -39,5 +51,9 @@ def render_event(event: RunEvent) -> str:
             call = db.session.get(ToolCall, data["call_id"])
             return render_template("chat/events/_call_replace.html", call=call) if call else ""
         case _:
+            # A replayed state change shows the state it recorded, not today's: replaying an old
+            # "started" as "paused" would close the stream before the later events arrive.
             run = db.session.get(Run, event.run_id)
-            return render_template("chat/events/_run_state.html", run=run)
+            status = STATUS_AFTER.get(event.type, run.status)
+            return render_template("chat/events/_run_state.html", run=SimpleNamespace(
+                id=run.id, session_id=run.session_id, status=status, error=run.error))

@@ -1,0 +1,130 @@
+"""What a person sees in Chromium: streamed replies, the inline confirmation card, approve, reject
+with a reason, and reloads at any moment."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.fake_openai import ToolCall, Turn
+
+DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
+REPLY = "I will delete the 50 oldest records from the users table once you approve it."
+
+pytestmark = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
+
+
+def start_chat(page, message: str):
+    page.goto("/")
+    page.get_by_role("button", name="Start a chat").click()
+    expect(page.locator("#composer-input")).to_be_enabled()
+    page.locator("#composer-input").fill(message)
+    page.locator("#composer-input").press("Enter")
+
+
+def test_stream_card_approve_result(page, fake_model, harness):
+    fake_model.script(Turn(text=REPLY, tool_calls=[DELETE_50], token_delay=0.06),
+                      Turn(text="Done: 50 old users are gone.", token_delay=0.02))
+    before = harness.rows("users")
+    start_chat(page, "Delete 50 old records from the users table")
+
+    expect(page.locator(".msg-user .bubble")).to_have_text("Delete 50 old records from the users table")
+    text = page.locator(".msg-assistant .msg-text").first
+    expect(text).to_contain_text("I will delete")
+    assert text.inner_text() != REPLY, "the reply arrives in pieces, not at once"
+    expect(page.locator("#composer-input")).to_be_disabled()
+
+    card = page.locator(".call-pending")
+    expect(card).to_be_visible()
+    expect(card).to_contain_text("delete_records")
+    expect(card.locator("dd").first).to_have_text("users")
+    expect(card).to_contain_text(f"Deletes the 50 oldest of {before:,} rows in users.")
+    expect(text).to_have_text(REPLY)
+    assert harness.rows("users") == before
+
+    card.get_by_role("button", name="Approve").click()
+    done = page.locator(".call-done")
+    expect(done).to_contain_text(f"Deleted 50 records from users. {before - 50:,} remain.")
+    expect(page.locator(".msg-assistant").last).to_contain_text("Done: 50 old users are gone.")
+    expect(page.locator("#composer-input")).to_be_enabled()
+    assert harness.rows("users") == before - 50
+
+
+def test_reject_with_a_reason_and_read_the_answer(page, fake_model, harness):
+    fake_model.script(Turn(text="Deleting now.", tool_calls=[DELETE_50]),
+                      Turn(text="Understood, I kept the users table as it is."))
+    before = harness.rows("users")
+    start_chat(page, "Delete 50 old records from the users table")
+
+    card = page.locator(".call-pending")
+    card.get_by_text("Reject…").click()
+    card.locator("textarea[name=reason]").fill("we still need them for the audit")
+    card.get_by_role("button", name="Reject", exact=True).click()
+
+    rejected = page.locator(".call-rejected")
+    expect(rejected).to_contain_text("we still need them for the audit")
+    expect(page.locator(".msg-assistant").last).to_contain_text("Understood, I kept the users table as it is.")
+    assert fake_model.requests[-1].tool_outputs()[0][1] == "Rejected by the user: we still need them for the audit"
+    assert harness.rows("users") == before
+
+
+def test_reload_while_the_card_waits_then_approve(page, fake_model, harness):
+    fake_model.script(Turn(text="This needs your approval.", tool_calls=[DELETE_50]),
+                      Turn(text="All done after the reload."))
+    before = harness.rows("users")
+    start_chat(page, "Delete 50 old records from the users table")
+    expect(page.locator(".call-pending")).to_be_visible()
+
+    page.reload()
+    card = page.locator(".call-pending")
+    expect(card).to_be_visible()
+    expect(page.locator(".msg-assistant .msg-text").first).to_have_text("This needs your approval.")
+    expect(page.locator("#run-status")).to_contain_text("Waiting for your decision.")
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator(".call-done")).to_be_visible()
+    expect(page.locator(".msg-assistant").last).to_contain_text("All done after the reload.")
+    page.reload()
+    expect(page.locator(".call-done")).to_contain_text("Deleted 50 records")
+    expect(page.locator(".msg-assistant")).to_have_count(2)
+    assert harness.rows("users") == before - 50
+
+
+def test_reload_mid_stream_shows_every_word_once(page, fake_model):
+    words = " ".join(f"word{i}" for i in range(60))
+    fake_model.script(Turn(text=words, token_delay=0.05))
+    start_chat(page, "Say sixty words")
+    expect(page.locator(".msg-assistant .msg-text")).to_contain_text("word10")
+    page.reload()
+    expect(page.locator(".msg-assistant .msg-text")).to_have_text(words, timeout=20_000)
+    expect(page.locator("#composer-input")).to_be_enabled()
+
+
+def test_sidebar_lists_and_switches_chats(page, fake_model):
+    fake_model.script(Turn(text="First answer."), Turn(text="Second answer."))
+    start_chat(page, "first question")
+    expect(page.locator(".msg-assistant")).to_contain_text("First answer.")
+    page.get_by_role("button", name="New chat").click()
+    page.locator("#composer-input").fill("second question")
+    page.locator("#composer-input").press("Enter")
+    expect(page.locator(".msg-assistant")).to_contain_text("Second answer.")
+    links = page.locator(".chat-link")
+    expect(links).to_have_count(2)
+    page.get_by_role("link", name="first question").click()
+    expect(page.locator(".msg-assistant")).to_contain_text("First answer.")
+    expect(page.locator(".chat-link.current")).to_have_text("first question")
+
+
+def test_shift_enter_makes_a_newline_and_enter_sends(page, fake_model):
+    fake_model.script(Turn(text="Got both lines."))
+    page.goto("/")
+    page.get_by_role("button", name="Start a chat").click()
+    box = page.locator("#composer-input")
+    box.type("line one")
+    box.press("Shift+Enter")
+    box.type("line two")
+    expect(box).to_have_value("line one\nline two")
+    box.press("Enter")
+    expect(page.locator(".msg-user .bubble")).to_have_text("line one\nline two")
+    expect(page.locator(".msg-assistant")).to_contain_text("Got both lines.")
+    expect(box).to_have_value("")

@@ -1,0 +1,35 @@
+"""A fresh machine with no API key: the offline demo model, clearly labelled, runs the confirm flow."""
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+def server_env(databases):
+    return {"DATABASE_URL": databases.app_url, "WORKSPACE_DATABASE_URL": databases.workspace_url,
+            "SECRET_KEY": "test-secret"}  # no OPENAI_API_KEY, no OPENAI_BASE_URL
+
+
+def test_the_demo_model_deletes_after_approval(page, harness):
+    before = harness.rows("users")
+    page.goto("/")
+    expect(page.locator(".model-badge")).to_have_text("Demo model (offline)")
+    page.get_by_role("button", name="Start a chat").click()
+    page.get_by_role("button", name="Delete 50 old records from the users table").click()
+    page.locator("#composer-input").press("Enter")
+
+    card = page.locator(".call-pending")
+    expect(card).to_contain_text("delete_records")
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator(".call-done")).to_contain_text(f"{before - 50:,} remain")
+    expect(page.locator(".msg-assistant").last).to_contain_text("Done.")
+    assert harness.rows("users") == before - 50
+
+    page.locator("#composer-input").fill("Notify alice@example.com that the export is ready")
+    page.locator("#composer-input").press("Enter")
+    page.locator(".call-pending").get_by_role("button", name="Approve").click()
+    expect(page.locator("#outbox")).to_contain_text("To alice@example.com")
+    expect(page.locator("#outbox")).to_contain_text("the export is ready")
