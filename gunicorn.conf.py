@@ -6,6 +6,10 @@ environment variables: PORT, WEB_CONCURRENCY, GUNICORN_CMD_ARGS.
 """
 import os
 
+from dotenv import load_dotenv
+
+load_dotenv(".env")  # PORT, HOST, WEB_CONCURRENCY may live there too
+
 wsgi_app = "app:create_app()"
 bind = os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gevent"

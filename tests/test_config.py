@@ -1,0 +1,46 @@
+"""Configuration from the environment: sane defaults, normalised URLs, and one-line errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app import config
+from tests.live import ROOT
+
+
+def test_defaults_are_sqlite_files_under_instance(tmp_path):
+    settings = config.load(str(tmp_path), {})
+    assert settings["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'app.db'}"
+    assert settings["SQLALCHEMY_BINDS"]["workspace"] == f"sqlite:///{tmp_path / 'workspace.db'}"
+    assert (settings["OPENAI_MODEL"], settings["OPENAI_API"], settings["OPENAI_API_KEY"]) == ("gpt-5.2", "responses", None)
+
+
+@pytest.mark.parametrize("url", ["postgres://u:p@db:5432/app", "postgresql://u:p@db:5432/app",
+                                 "postgresql+psycopg://u:p@db:5432/app"])
+def test_postgres_urls_always_use_psycopg_3(tmp_path, url):
+    assert config.load(str(tmp_path), {"DATABASE_URL": url})["SQLALCHEMY_DATABASE_URI"] == \
+        "postgresql+psycopg://u:p@db:5432/app"
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql+psycopg2://u@h/d"}, "DATABASE_URL"),
+    ({"WORKSPACE_DATABASE_URL": "oracle://x"}, "WORKSPACE_DATABASE_URL"),
+    ({"OPENAI_API": "completions"}, "OPENAI_API"),
+    ({"OPENAI_BASE_URL": "localhost:11434"}, "OPENAI_BASE_URL"),
+    ({"OPENAI_TIMEOUT": "soon"}, "OPENAI_TIMEOUT"),
+])
+def test_a_wrong_value_names_the_variable(tmp_path, env, variable):
+    with pytest.raises(config.ConfigError, match=variable):
+        config.load(str(tmp_path), env)
+
+
+def test_the_app_stops_with_one_line_not_a_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "from app import create_app; create_app()"], cwd=ROOT, capture_output=True,
+        text=True, env={"PATH": "/usr/bin:/bin", "OPENAI_API": "bogus", "HOME": str(tmp_path)}, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Configuration error: OPENAI_API must be one of responses, chat, got 'bogus'"
