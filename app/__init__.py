@@ -32,7 +32,6 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # lean fragments on the wire
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _instance_secret(app)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
-    app.config.setdefault("RUN_SWEEP_SECONDS", 15.0)
     app.config.setdefault("SEED_WORKSPACE", True)
 
     if not app.debug and not app.testing:
@@ -55,10 +54,15 @@ def create_app(overrides: dict | None = None) -> Flask:
     security.register(app)
     _register_template_helpers(app)
 
-    if app.config["SEED_WORKSPACE"]:
-        from app.workspace import ensure_workspace
-        with app.app_context():
+    with app.app_context():
+        if app.config["SEED_WORKSPACE"]:
+            from app.workspace import ensure_workspace
             ensure_workspace(db.engines["workspace"])
+        if db.engine.dialect.name == "postgresql" and app.config.get("RUN_EVENTS_LISTEN", True):
+            from app.agent.events import Listener
+            app.extensions["run_events_listener"] = Listener(db.engine.url).start()
+    if app.config["RUN_SWEEP_SECONDS"]:
+        app.extensions["run_executor"].start()  # recover runs a dead worker left behind
     return app
 
 

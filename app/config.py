@@ -53,16 +53,15 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
     if base_url and urlsplit(base_url).scheme not in ("http", "https"):
         raise ConfigError(f"OPENAI_BASE_URL must be an http(s):// URL, got {base_url!r}")
 
-    timeout = get("OPENAI_TIMEOUT", "60")
-    try:
-        timeout_seconds = float(timeout)
-        if timeout_seconds <= 0:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"OPENAI_TIMEOUT must be a positive number of seconds, got {timeout!r}") from None
+    timeout_seconds = _positive(get("OPENAI_TIMEOUT", "60"), "OPENAI_TIMEOUT")
+
+    lease = _positive(get("RUN_LEASE_SECONDS", "30"), "RUN_LEASE_SECONDS")
+    sweep = _positive(get("RUN_SWEEP_SECONDS", "15"), "RUN_SWEEP_SECONDS")
 
     return {
         "SECRET_KEY": get("SECRET_KEY"),
+        "RUN_LEASE_SECONDS": lease,
+        "RUN_SWEEP_SECONDS": sweep,
         "SQLALCHEMY_DATABASE_URI": database_url(
             get("DATABASE_URL", f"sqlite:///{instance / 'app.db'}"), "DATABASE_URL"),
         "SQLALCHEMY_BINDS": {"workspace": database_url(
@@ -73,3 +72,13 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "OPENAI_API": api,
         "OPENAI_TIMEOUT": timeout_seconds,
     }
+
+
+def _positive(value: str, variable: str) -> float:
+    try:
+        seconds = float(value)
+        if seconds <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{variable} must be a positive number of seconds, got {value!r}") from None
+    return seconds

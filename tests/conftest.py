@@ -118,6 +118,8 @@ def app(app_config):
     with app.app_context():
         upgrade()
     yield app
+    if listener := app.extensions.get("run_events_listener"):
+        listener.stop()
     app.extensions["run_executor"].shutdown()
     with app.app_context():
         db.session.remove()

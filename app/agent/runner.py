@@ -29,7 +29,6 @@ from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCal
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=30)     # a worker that stops renewing for this long is presumed dead
 FLUSH_SECONDS = 0.04              # batch streamed tokens: one write per ~40 ms, not per token
 MAX_MODEL_TURNS = 12              # a model that keeps calling tools is stopped, not looped forever
 MAX_MESSAGE_CHARS = 8000
@@ -190,7 +189,7 @@ class _RunRef:
 def execute(run_id: str) -> None:
     """Take the run's lease and drive it until it pauses, completes, fails or is cancelled."""
     if not _set_run_status(run_id, RunStatus.QUEUED, RunStatus.RUNNING,
-                           lease_owner=WORKER_ID, lease_until=utcnow() + LEASE):
+                           lease_owner=WORKER_ID, lease_until=_lease_until()):
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
     row = db.session.get(Run, run_id)
@@ -422,11 +421,16 @@ def _set_call_status(call_id: str, expected: str | None, new: str, **values) -> 
     return result.rowcount == 1
 
 
+def _lease_until():
+    """A worker that stops renewing its lease for RUN_LEASE_SECONDS is presumed dead."""
+    return utcnow() + timedelta(seconds=current_app.config.get("RUN_LEASE_SECONDS", 30))
+
+
 def _renew_lease(run_id: str) -> bool:
     """Extend our lease; False when the run is no longer ours (cancelled, or recovered elsewhere)."""
     result = db.session.execute(sa.update(Run).where(
         Run.id == run_id, Run.status == RunStatus.RUNNING, Run.lease_owner == WORKER_ID)
-        .values(lease_until=utcnow() + LEASE))
+        .values(lease_until=_lease_until()))
     return result.rowcount == 1
 
 

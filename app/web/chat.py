@@ -17,7 +17,10 @@ from app.web.stream import render_event, sse
 bp = Blueprint("chat", __name__)
 
 PING_SECONDS = 15.0
-POLL_SECONDS = 1.0  # how often a stream re-reads the database when no wake-up came (other processes)
+# How often a stream re-reads the database when no wake-up came: the safety net for runs executed by
+# another process (SQLite), or while the PostgreSQL listener reconnects.
+POLL_SECONDS = 1.0
+POLL_SECONDS_LISTENING = 5.0
 
 
 @login_manager.user_loader
@@ -135,6 +138,7 @@ def run_events(run_id):
     except ValueError:
         abort(400, "The cursor must be a number.")
     db.session.remove()  # hold no connection while the stream is open
+    listener = current_app.extensions.get("run_events_listener")
 
     def stream():
         nonlocal cursor
@@ -158,7 +162,8 @@ def run_events(run_id):
             if time.monotonic() - last_sent >= PING_SECONDS:
                 yield ": ping\n\n"
                 last_sent = time.monotonic()
-            events.wait(run_id, seen, POLL_SECONDS)
+            listening = listener is not None and listener.listening.is_set()
+            events.wait(run_id, seen, POLL_SECONDS_LISTENING if listening else POLL_SECONDS)
 
     return Response(stream_with_context(stream()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,6 +1,7 @@
 """Errors people can read: a small page (or fragment, for htmx) and never a stack trace."""
-from flask import Flask, render_template, request
+from flask import Flask, jsonify as app_json, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from app.extensions import db
@@ -15,6 +16,16 @@ def register(app: Flask) -> None:
     def http_error(error):
         return _render(error.description, error.code)
 
+    @app.errorhandler(DBAPIError)
+    def database_unavailable(error):
+        """The database is down, unreachable or locked for too long: nothing was half-written (the
+        transaction rolled back), and the same request can simply be sent again."""
+        app.logger.warning("database error: %s", error.orig)
+        db.session.rollback()
+        response = _render("The database is not available right now. Please try again in a moment.", 503)
+        response[0].headers["Retry-After"] = "5"  # type: ignore[index]
+        return response
+
     @app.errorhandler(Exception)
     def unexpected(error):
         app.logger.exception("unhandled error")
@@ -24,6 +35,6 @@ def register(app: Flask) -> None:
 
 def _render(message: str, status: int):
     if request.accept_mimetypes.best == "application/json":
-        return {"detail": message}, status
+        return app_json({"detail": message}), status
     template = "errors/_error.html" if request.headers.get("HX-Request") else "errors/page.html"
-    return render_template(template, message=message, status=status), status
+    return make_response(render_template(template, message=message, status=status)), status
