@@ -6,6 +6,7 @@ import time
 from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
                    stream_with_context, url_for)
 from flask_login import current_user, login_user
+from sqlalchemy.exc import DBAPIError
 
 from app import chats
 from app.agent import events, runner
@@ -25,7 +26,10 @@ POLL_SECONDS_LISTENING = 5.0
 
 @login_manager.user_loader
 def load_account(account_id: str):
-    return db.session.get(Account, int(account_id))
+    try:
+        return db.session.get(Account, int(account_id))
+    except DBAPIError:  # the database is down: treat as signed out so the 503 page can render
+        return None
 
 
 @bp.before_app_request

@@ -21,7 +21,7 @@ def register(app: Flask) -> None:
         """The database is down, unreachable or locked for too long: nothing was half-written (the
         transaction rolled back), and the same request can simply be sent again."""
         app.logger.warning("database error: %s", error.orig)
-        db.session.rollback()
+        _discard_session()
         response = _render("The database is not available right now. Please try again in a moment.", 503)
         response[0].headers["Retry-After"] = "5"  # type: ignore[index]
         return response
@@ -29,8 +29,15 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(error):
         app.logger.exception("unhandled error")
-        db.session.rollback()
+        _discard_session()
         return _render("Something went wrong on the server.", 500)
+
+
+def _discard_session() -> None:
+    try:
+        db.session.rollback()
+    except Exception:  # the connection is gone with the database; the pool drops it
+        pass
 
 
 def _render(message: str, status: int):
