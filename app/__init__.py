@@ -29,6 +29,8 @@ def create_app(overrides: dict | None = None) -> Flask:
         print(f"Configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     app.config.update(overrides or {})
+    global _sqlite_busy_ms
+    _sqlite_busy_ms = int(app.config["SQLITE_BUSY_TIMEOUT"] * 1000)
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # lean fragments on the wire
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _instance_secret(app)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
@@ -92,6 +94,9 @@ def _instance_secret(app: Flask) -> str:
     return path.read_text().strip()
 
 
+_sqlite_busy_ms = 15000  # SQLITE_BUSY_TIMEOUT; past it a request gets a 503, never a 500
+
+
 @sa.event.listens_for(sa.engine.Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record):
     """SQLite with several threads and workers: WAL, a busy timeout, and explicit transactions."""
@@ -100,7 +105,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={_sqlite_busy_ms:d}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_MODEL = "gpt-5.2"
 OPENAI_APIS = ("responses", "chat")
+API_AUTH_MODES = ("on", "off")
 
 
 class ConfigError(Exception):
@@ -57,11 +58,17 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
 
     lease = _positive(get("RUN_LEASE_SECONDS", "30"), "RUN_LEASE_SECONDS")
     sweep = _positive(get("RUN_SWEEP_SECONDS", "15"), "RUN_SWEEP_SECONDS")
+    busy = _positive(get("SQLITE_BUSY_TIMEOUT", "15"), "SQLITE_BUSY_TIMEOUT")
+
+    api_auth = get("API_AUTH", "on").lower()
+    if api_auth not in API_AUTH_MODES:
+        raise ConfigError(f"API_AUTH must be on or off, got {api_auth!r}")
 
     return {
         "SECRET_KEY": get("SECRET_KEY"),
         "RUN_LEASE_SECONDS": lease,
         "RUN_SWEEP_SECONDS": sweep,
+        "SQLITE_BUSY_TIMEOUT": busy,
         "SQLALCHEMY_DATABASE_URI": database_url(
             get("DATABASE_URL", f"sqlite:///{instance / 'app.db'}"), "DATABASE_URL"),
         "SQLALCHEMY_BINDS": {"workspace": database_url(
@@ -71,6 +78,10 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "OPENAI_MODEL": get("OPENAI_MODEL", DEFAULT_MODEL),
         "OPENAI_API": api,
         "OPENAI_TIMEOUT": timeout_seconds,
+        # The REST API: a bearer key that acts for any user_id (the reference's variable name), or
+        # API_AUTH=off to open it for local experiments.
+        "OS_SECURITY_KEY": get("OS_SECURITY_KEY"),
+        "API_AUTH": api_auth,
     }
 
 

@@ -132,6 +132,26 @@ def test_a_database_outage_is_a_503_and_the_app_recovers_by_itself(server, datab
     assert harness.messages(chat)[-1] == ("assistant", "Back in business.")
 
 
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
+def test_sqlite_locked_past_the_busy_timeout_is_a_503_not_a_500(app, server_env, databases, harness, tmp_path):
+    server = LiveServer({**server_env, "SQLITE_BUSY_TIMEOUT": "1"}, log_path=tmp_path / "gunicorn.log").start()
+    try:
+        client = Client(server.url)
+        chat = client.new_chat()
+        locker = sqlite3.connect(sa.make_url(databases.app_url).database, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")  # e.g. a long write by another process
+        try:
+            sent = client.post(f"/chats/{chat}/messages", {"message": "hello"})
+            assert sent.status_code == 503 and "not available right now" in sent.text
+        finally:
+            locker.rollback()
+            locker.close()
+        assert harness.messages(chat) == []
+        assert client.get(f"/chats/{chat}").status_code == 200
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
 def test_two_servers_share_runs_and_wake_each_other(server, server_env, harness, fake_model, tmp_path):
     """A stream on server A follows a run that server B resumes, woken by LISTEN/NOTIFY: the stream's

@@ -242,6 +242,7 @@ def test_empty_or_oversized_messages_are_refused_and_nothing_is_stored(harness, 
 @pytest.mark.parametrize("turn, expected", [
     (Turn(status=401, error_message="Incorrect API key provided"), "rejected the API key (401)"),
     (Turn(status=429, error_message="Rate limit reached"), "rate-limited"),
+    (Turn(status=500, error_message="The server had an error"), "answered with an error (500)"),
 ])
 def test_model_errors_fail_the_run_with_a_readable_message(harness, fake_model, turn, expected):
     fake_model.script(turn, turn, turn)  # the SDK retries once

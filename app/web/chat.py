@@ -1,42 +1,36 @@
 """The chat UI: pages, htmx fragments, decisions, and the run's event stream (SSE)."""
 from __future__ import annotations
 
-import time
-
-from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
-                   stream_with_context, url_for)
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_user
 from sqlalchemy.exc import DBAPIError
 
 from app import chats
-from app.agent import events, runner
+from app.agent import runner
 from app.agent.runner import RunError
 from app.extensions import db, login_manager
-from app.models import Account, Run, RunStatus
-from app.web.stream import render_event, sse
+from app.models import Account, Run
+from app.web.stream import follow_run, render_event, sse
 
 bp = Blueprint("chat", __name__)
-
-PING_SECONDS = 15.0
-# How often a stream re-reads the database when no wake-up came: the safety net for runs executed by
-# another process (SQLite), or while the PostgreSQL listener reconnects.
-POLL_SECONDS = 1.0
-POLL_SECONDS_LISTENING = 5.0
 
 
 @login_manager.user_loader
 def load_account(account_id: str):
+    if g.get("database_unavailable"):
+        return None  # rendering the 503 page: don't ask the database again
     try:
         return db.session.get(Account, int(account_id))
-    except DBAPIError:  # the database is down: treat as signed out so the 503 page can render
-        return None
+    except DBAPIError:
+        g.database_unavailable = True
+        raise
 
 
 @bp.before_app_request
 def ensure_account():
     """Each browser gets its own guest account (and sees only its own chats) until sign-in lands."""
-    if request.endpoint in (None, "static") or current_user.is_authenticated:
-        return
+    if request.endpoint in (None, "static") or request.blueprint == "api" or current_user.is_authenticated:
+        return  # the REST API authenticates with a bearer key, never with a guest cookie
     account = Account()
     db.session.add(account)
     db.session.commit()
@@ -135,39 +129,20 @@ def _run_command(command):
 @bp.get("/runs/<run_id>/events")
 def run_events(run_id):
     """Replay the run's events after the client's cursor, then tail new ones until the run stops
-    (pauses, completes, fails). A reconnect sends Last-Event-ID and continues without gap or repeat."""
+    (pauses, completes, fails). A reconnect sends Last-Event-ID and continues without gap or repeat.
+
+    `hold=1` (the page's stream while a run waits for a decision) stays open through the pause, so a
+    decision made elsewhere (another tab, the REST API) shows up live."""
     _owned_run_or_404(run_id)
     try:
         cursor = int(request.headers.get("Last-Event-ID") or request.args.get("after") or 0)
     except ValueError:
         abort(400, "The cursor must be a number.")
-    db.session.remove()  # hold no connection while the stream is open
-    listener = current_app.extensions.get("run_events_listener")
-
-    def stream():
-        nonlocal cursor
-        yield "retry: 1000\n\n"  # headers go out at once; reconnect quickly after a restart
-        last_sent = time.monotonic()
-        while True:
-            seen = events.generation(run_id)
-            # Status first, then events: every event up to a final status is then already visible.
-            status = db.session.scalar(db.select(Run.status).where(Run.id == run_id))
-            batch = events.read_after(run_id, cursor)
-            chunks = [sse(render_event(event), id=event.seq) for event in batch]
-            db.session.remove()
-            if batch:
-                cursor = batch[-1].seq
-                yield "".join(chunks)
-                last_sent = time.monotonic()
-                continue
-            if status not in RunStatus.ACTIVE:
-                yield sse("", event="done")
-                return
-            if time.monotonic() - last_sent >= PING_SECONDS:
-                yield ": ping\n\n"
-                last_sent = time.monotonic()
-            listening = listener is not None and listener.listening.is_set()
-            events.wait(run_id, seen, POLL_SECONDS_LISTENING if listening else POLL_SECONDS)
-
-    return Response(stream_with_context(stream()), mimetype="text/event-stream",
+    stream = follow_run(
+        run_id, cursor,
+        render=lambda batch: "".join(sse(render_event(event), id=event.seq) for event in batch),
+        finish=lambda status: sse("", event="done"),
+        first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
+        hold_paused=request.args.get("hold") == "1")
+    return Response(stream, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,5 +1,5 @@
 """Errors people can read: a small page (or fragment, for htmx) and never a stack trace."""
-from flask import Flask, jsonify as app_json, make_response, render_template, request
+from flask import Flask, g, jsonify as app_json, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
@@ -21,6 +21,7 @@ def register(app: Flask) -> None:
         """The database is down, unreachable or locked for too long: nothing was half-written (the
         transaction rolled back), and the same request can simply be sent again."""
         app.logger.warning("database error: %s", error.orig)
+        g.database_unavailable = True
         _discard_session()
         response = _render("The database is not available right now. Please try again in a moment.", 503)
         response[0].headers["Retry-After"] = "5"  # type: ignore[index]
