@@ -1,16 +1,26 @@
-"""Turning run events into the HTML fragments the browser's event stream swaps in.
+"""Following a run's event log over server-sent events, and turning its events into the HTML
+fragments the browser's event stream swaps in.
 
 Fragments are rendered from the stored rows at send time (a card always shows its current state), so
 replaying an event is harmless; only `text` events append, and the client drops ids it has seen.
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
-from flask import render_template
+from flask import current_app, render_template, stream_with_context
 
+from app.agent import events
 from app.extensions import db
 from app.models import Message, Run, RunEvent, RunStatus, ToolCall
+
+PING_SECONDS = 15.0
+# How often a stream re-reads the database when no wake-up came: the safety net for runs executed by
+# another process (SQLite), or while the PostgreSQL listener reconnects.
+POLL_SECONDS = 1.0
+POLL_SECONDS_LISTENING = 5.0
 
 
 STATUS_AFTER = {
@@ -21,6 +31,48 @@ STATUS_AFTER = {
     "run_failed": RunStatus.FAILED,
     "run_cancelled": RunStatus.CANCELLED,
 }
+
+
+def follow_run(run_id: str, cursor: int, render: Callable[[list[RunEvent]], str],
+               finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False) -> Iterator[str]:
+    """Replay the run's events after `cursor`, then tail new ones until the run stops (pauses,
+    completes, fails; with `hold_paused`, only when it finishes), then send `finish(status)`.
+
+    `render` and `finish` run while the stream's database session is open; between reads no
+    connection is held, and the stream waits on the run's wake-ups (polling as the fallback)."""
+    db.session.remove()
+    listener = current_app.extensions.get("run_events_listener")
+
+    def stream():
+        nonlocal cursor
+        if first:
+            yield first
+        last_sent = time.monotonic()
+        while True:
+            seen = events.generation(run_id)
+            # Status first, then events: every event up to a final status is then already visible.
+            status = db.session.scalar(db.select(Run.status).where(Run.id == run_id))
+            batch = events.read_after(run_id, cursor)
+            stopped = status is None or status in RunStatus.FINISHED or \
+                (status == RunStatus.PAUSED and not hold_paused)
+            chunk = render(batch) if batch else (finish(status) if stopped else "")
+            db.session.remove()
+            if batch:
+                cursor = batch[-1].seq
+                if chunk:
+                    yield chunk
+                    last_sent = time.monotonic()
+                continue
+            if stopped:
+                yield chunk
+                return
+            if time.monotonic() - last_sent >= PING_SECONDS:
+                yield ": ping\n\n"
+                last_sent = time.monotonic()
+            listening = listener is not None and listener.listening.is_set()
+            events.wait(run_id, seen, POLL_SECONDS_LISTENING if listening else POLL_SECONDS)
+
+    return stream_with_context(stream())
 
 
 def sse(data: str, event: str | None = None, id: int | None = None) -> str:
@@ -55,5 +107,5 @@ def render_event(event: RunEvent) -> str:
             # "started" as "paused" would close the stream before the later events arrive.
             run = db.session.get(Run, event.run_id)
             status = STATUS_AFTER.get(event.type, run.status)
-            return render_template("chat/events/_run_state.html", run=SimpleNamespace(
+            return render_template("chat/events/_run_state.html", cursor=event.seq, run=SimpleNamespace(
                 id=run.id, session_id=run.session_id, status=status, error=run.error))

@@ -10,14 +10,18 @@
     if (input.value.trim() && !input.disabled) input.form.requestSubmit();
   });
 
-  // An event stream replays from its cursor when htmx re-creates it after an error, so drop any event
-  // this page already applied: no text appears twice.
+  // An event stream replays from its cursor when htmx re-creates it after an error, and a paused run's
+  // stream and the one a decision starts may both deliver the same events, so drop any event this page
+  // already applied (per run: event ids count up within a run): no text appears twice.
+  var applied = {};
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
     var id = parseInt(event.detail.lastEventId, 10);
     var stream = event.target.closest("[data-cursor]");
     if (!stream || isNaN(id)) return;
-    if (id <= parseInt(stream.dataset.cursor, 10)) { event.preventDefault(); return; }
+    var run = stream.dataset.run || "";
+    if (id <= Math.max(parseInt(stream.dataset.cursor, 10), applied[run] || 0)) { event.preventDefault(); return; }
     stream.dataset.cursor = String(id);
+    applied[run] = id;
   });
 
   // Follow the conversation while the reader is at the bottom; leave them be when they scrolled up.
