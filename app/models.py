@@ -49,19 +49,26 @@ class CallStatus:
 
 
 class Account(UserMixin, db.Model):
-    """A person using the app. Until sign-in lands, each browser gets its own guest account."""
+    """A person using the app. Until sign-in lands, each browser gets its own guest account.
+
+    `external_id` is the `user_id` an API client names the account by (NULL for browser guests)."""
     __tablename__ = "accounts"
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     name: so.Mapped[str | None] = so.mapped_column(sa.String(120))
+    external_id: so.Mapped[str | None] = so.mapped_column(sa.String(255), unique=True)
     created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
 
 
 class ChatSession(db.Model):
     __tablename__ = "chat_sessions"
+    # An API client may name its sessions ("test_session"); names are per owner, so two users' sessions
+    # of the same name are two chats, and nobody learns that another user's name exists.
+    __table_args__ = (sa.UniqueConstraint("owner_id", "external_id"),)
 
     id: so.Mapped[str] = so.mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("chat"))
     owner_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    external_id: so.Mapped[str | None] = so.mapped_column(sa.String(200))  # the API's session_id, if the client chose it
     agent_id: so.Mapped[str] = so.mapped_column(sa.String(80))
     title: so.Mapped[str] = so.mapped_column(sa.String(200), default="New chat")
     created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)

@@ -67,6 +67,9 @@ class Tool:
 
     `preview`, when set, is `preview(ctx, arguments) -> str | None`: a one-line, human-readable
     account of what a call would do, for the confirmation card (see `describe_call`).
+
+    `editable` says whether the person deciding a gated call may change its arguments first; edited
+    arguments are validated again and approved as edited. Off by default: the call runs as proposed.
     """
 
     name: str
@@ -75,6 +78,7 @@ class Tool:
     requires_confirmation: bool
     func: Callable
     preview: Callable[[ToolContext, dict], str | None] | None = None
+    editable: bool = False
 
     def __post_init__(self) -> None:
         Draft202012Validator.check_schema(self.parameters)
@@ -154,6 +158,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     preview: Callable[[ToolContext, dict], str | None] | None = None,
+    editable: bool = False,
 ) -> Any:
     """Turn a function into a `Tool`; usable as `@tool` and as `@tool(requires_confirmation=True, ...)`."""
 
@@ -166,6 +171,7 @@ def tool(
             requires_confirmation=requires_confirmation,
             func=f,
             preview=preview,
+            editable=editable,
         )
 
     if func is not None:
