@@ -96,7 +96,7 @@ def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
     for call_id in pending:
         if _set_call_status(call_id, CallStatus.PENDING, CallStatus.REJECTED,
                             decided_by="user", decided_at=utcnow(), reason=text):
-            events.append(run.id, "tool_call_updated", {"call_id": call_id})
+            events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.REJECTED})
     if not _set_run_status(run.id, RunStatus.PAUSED, RunStatus.QUEUED, input=text):
         db.session.rollback()
         raise RunError("This run changed meanwhile; reload to see its state.", 409, run=db.session.get(Run, run.id))
@@ -117,7 +117,7 @@ def decide(owner_id: int, run_id: str, call_id: str, approve: bool, reason: str 
         db.session.rollback()
         call = db.session.get(ToolCall, call.id)
         raise RunError(f"This call was already {call.status.replace('_', ' ')}.", 409, call=call)
-    events.append(run_id, "tool_call_updated", {"call_id": call.id})
+    events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
     still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
         ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
     resumed = still_pending == 0 and _set_run_status(run_id, RunStatus.PAUSED, RunStatus.QUEUED)
@@ -156,13 +156,131 @@ def cancel(owner_id: int, run_id: str) -> Run:
             ToolCall.run_id == run.id, ToolCall.status.in_([CallStatus.PENDING, CallStatus.APPROVED]))):
         if _set_call_status(call_id, None, CallStatus.REJECTED, reason="The run was stopped.",
                             decided_by="user", decided_at=utcnow()):
-            events.append(run.id, "tool_call_updated", {"call_id": call_id})
+            events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.REJECTED})
     for message_id in db.session.scalars(sa.select(Message.id).where(
             Message.run_id == run.id, Message.state == "streaming")):
         _interrupt_message(run.id, message_id)
     events.append(run.id, "run_cancelled")
     _commit(run.id)
     return db.session.get(Run, run.id)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a client decided about one call of a paused run (one entry of the REST API's continue).
+
+    `call_id` is the model's id for the call. `confirmed` None leaves the call pending. `tool_name` and
+    `arguments`, when sent, are checked against the stored call: the server's copy is the truth, so a
+    different name is refused, and different arguments are an edit, which only an `editable` tool
+    accepts (validated again; approved as edited, or left pending with them). `user_input` and
+    `external_result` are the reference's fields for the other kinds of pause; no tool asks for them
+    yet, so sending them is refused rather than silently ignored."""
+    call_id: str
+    tool_name: str | None = None
+    arguments: dict | None = None
+    confirmed: bool | None = None
+    note: str | None = None
+    user_input: dict | None = None
+    external_result: str | None = None
+
+
+def continue_run(owner_id: int, run_id: str, decisions: list[Decision]) -> tuple[Run, int]:
+    """Apply several decisions to a paused run at once. Returns the run and the cursor to stream from.
+
+    All or nothing: every entry is checked before anything is written (422 for an unknown call, a
+    different tool name, an edit the tool does not allow or invalid edited arguments; 409 for a
+    decision that contradicts one already made), then each new decision is a compare-and-set, all in
+    one transaction; losing any of them (a double click, two clients) rolls back the lot and is a 409
+    with the current run. Calls left out or with `confirmed` None stay pending, and the run stays
+    paused until none is. A failed run is retried (so a continue whose model call failed can simply
+    be sent again); any other state is a 409, and no model is called."""
+    run = _owned_run(owner_id, run_id)
+    cursor = run.last_seq
+    calls = {c.call_id: c for c in db.session.scalars(
+        sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}
+    changes = _check_decisions(_RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions)
+    if run.status == RunStatus.FAILED:
+        db.session.rollback()
+        return retry(owner_id, run_id)
+    if run.status != RunStatus.PAUSED:
+        db.session.rollback()
+        raise RunError(f"This run is not waiting for a decision: it is {run.status}.", 409, run=run)
+    try:
+        for call, status, values in changes:
+            if not _set_call_status(call.id, CallStatus.PENDING, status, **values):
+                raise _Lost()
+            events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
+        still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
+            ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
+        resumed = still_pending == 0
+        if resumed:
+            if not _set_run_status(run_id, RunStatus.PAUSED, RunStatus.QUEUED):
+                raise _Lost()
+            events.append(run_id, "run_resumed")
+        _commit(run_id)
+    except (_Lost, sa.exc.OperationalError) as exc:
+        if isinstance(exc, sa.exc.OperationalError) and getattr(exc.orig, "sqlstate", None) != "40P01":
+            raise  # only a deadlock (PostgreSQL picked us to lose a race) is a conflict
+        db.session.rollback()
+        raise RunError("This run changed meanwhile: another decision got there first.", 409,
+                       run=db.session.get(Run, run_id)) from None
+    if resumed:
+        submit(run_id)
+    return db.session.get(Run, run_id), cursor
+
+
+class _Lost(Exception):
+    """A compare-and-set found the row already changed by someone else."""
+
+
+def _check_decisions(run: _RunRef, calls: dict[str, ToolCall], decisions: list[Decision]) -> list:
+    """Check every entry against the stored calls; return (call, new status, values) for the new
+    decisions, in the calls' order (one lock order for every continue, so two cannot deadlock)."""
+    agent = get_agent(run.agent_id)
+    seen, changes = set(), []
+    for decision in decisions:
+        call = calls.get(decision.call_id)
+        if call is None:
+            raise RunError(f"This run has no tool call {decision.call_id!r}.", 422)
+        if decision.call_id in seen:
+            raise RunError(f"Tool call {decision.call_id!r} is listed twice.", 422)
+        seen.add(decision.call_id)
+        if decision.tool_name is not None and decision.tool_name != call.name:
+            raise RunError(f"Tool call {call.call_id!r} is a call of {call.name}, not {decision.tool_name}.", 422)
+        if decision.user_input is not None:
+            raise RunError(f"Tool call {call.call_id!r} ({call.name}) does not ask for input.", 422)
+        if decision.external_result is not None:
+            raise RunError(f"Tool call {call.call_id!r} ({call.name}) runs on the server; it takes no "
+                           "result from the client.", 422)
+        edited = decision.arguments is not None and decision.arguments != call.arguments
+        if call.status != CallStatus.PENDING:
+            was_approved = None if call.decided_by is None else call.status != CallStatus.REJECTED
+            if edited or (decision.confirmed is not None and decision.confirmed != was_approved):
+                raise RunError(f"Tool call {call.call_id!r} was already {call.status.replace('_', ' ')}.", 409,
+                               run=db.session.get(Run, run.id), call=call)
+            continue  # an echo of what was already decided
+        values: dict = {}
+        if edited:
+            tool = agent.tool(call.name) if agent else None
+            if tool is None or not tool.editable:
+                raise RunError(f"{call.name} does not allow editing its arguments: send them as stored, "
+                               "or leave tool_args out.", 422)
+            try:
+                values["arguments"] = tool.validate(decision.arguments)
+            except ToolArgumentError as exc:
+                raise RunError(str(exc), 422) from None
+            values["preview"] = _safe_preview(tool, tool_context(run), values["arguments"])
+        if decision.confirmed is None:
+            if edited:  # the edit waits for its own confirmation, with a fresh preview
+                changes.append((call, CallStatus.PENDING, values))
+            continue
+        values.update(decided_by="user", decided_at=utcnow())
+        if decision.confirmed:
+            changes.append((call, CallStatus.APPROVED, values))
+        else:
+            changes.append((call, CallStatus.REJECTED, {**values, "reason": (decision.note or "").strip()[:2000] or None}))
+    order = list(calls)
+    return sorted(changes, key=lambda change: order.index(change[0].call_id))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -309,7 +427,7 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
         if not _set_call_status(call_id, CallStatus.APPROVED, CallStatus.EXECUTING):
             db.session.rollback()
             continue
-        events.append(run.id, "tool_call_updated", {"call_id": call_id})
+        events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.EXECUTING})
         if not _renew_lease(run.id):
             # Cancelled between approval and execution: the side effect never starts.
             db.session.rollback()
@@ -324,7 +442,7 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
             values = {"status": CallStatus.FAILED, "error": f"The tool crashed ({type(exc).__name__})."}
         status = values.pop("status")
         _set_call_status(call_id, CallStatus.EXECUTING, status, **values)
-        events.append(run.id, "tool_call_updated", {"call_id": call_id})
+        events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": status})
         _commit(run.id)
     return True
 
@@ -391,7 +509,7 @@ def recover() -> None:
         for call_id in db.session.scalars(sa.select(ToolCall.id).where(
                 ToolCall.run_id == run_id, ToolCall.status == CallStatus.EXECUTING)):
             _set_call_status(call_id, CallStatus.EXECUTING, CallStatus.OUTCOME_UNKNOWN)
-            events.append(run_id, "tool_call_updated", {"call_id": call_id})
+            events.append(run_id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.OUTCOME_UNKNOWN})
         db.session.execute(sa.update(Message).where(Message.run_id == run_id, Message.state == "streaming")
                            .values(state="interrupted"))
         events.append(run_id, "run_failed")
