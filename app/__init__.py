@@ -50,8 +50,10 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.extensions["model"] = model_for(app.config)
     app.extensions["run_executor"] = RunExecutor(app, sweep_seconds=app.config["RUN_SWEEP_SECONDS"])
 
-    from app.web import chat, errors, security
+    from app.web import api, auth, chat, errors, security
     app.register_blueprint(chat.bp)
+    app.register_blueprint(api.bp)
+    auth.register(app)
     errors.register(app)
     security.register(app)
     _register_template_helpers(app)

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from app.agents import get_agent
 from app.extensions import db
-from app.models import ChatSession, Message, Run, RunStatus, ToolCall
+from app.models import ChatSession, Message, Run, RunStatus, ToolCall, utcnow
 
 DEFAULT_AGENT = "data_manager"
 
@@ -66,3 +66,59 @@ def conversation(chat: ChatSession) -> Conversation:
 
 def active(run: Run | None) -> bool:
     return run is not None and run.status in RunStatus.ACTIVE
+
+
+# --- The REST API names chats by the session_id a client chose (per owner), or by our id -------------
+
+MAX_SESSION_ID = 200
+MAX_TITLE = 200
+
+
+def find_api_chat(owner_id: int, session_id: str) -> ChatSession | None:
+    """The owner's chat with this id, else the one the client named so."""
+    return get_chat(owner_id, session_id) or db.session.scalar(sa.select(ChatSession).where(
+        ChatSession.owner_id == owner_id, ChatSession.external_id == session_id))
+
+
+def api_chat(owner_id: int, agent_id: str, session_id: str | None) -> ChatSession:
+    """The chat a run goes into: the named one, or a new one (named `session_id`, if given)."""
+    if session_id:
+        chat = find_api_chat(owner_id, session_id)
+        if chat is not None:
+            return chat
+    try:
+        chat = ChatSession(owner_id=owner_id, agent_id=agent_id, external_id=session_id or None)
+        db.session.add(chat)
+        db.session.commit()
+    except sa.exc.IntegrityError:  # a concurrent request created the same name first
+        db.session.rollback()
+        chat = find_api_chat(owner_id, session_id)
+    return chat
+
+
+def chats_page(owner_id: int, page: int, limit: int, sort_by: str = "created_at",
+               descending: bool = True) -> tuple[list[ChatSession], int]:
+    column = getattr(ChatSession, sort_by)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(ChatSession)
+                              .where(ChatSession.owner_id == owner_id))
+    rows = db.session.scalars(sa.select(ChatSession).where(ChatSession.owner_id == owner_id)
+                              .order_by(column.desc() if descending else column.asc(), ChatSession.id)
+                              .offset((page - 1) * limit).limit(limit))
+    return list(rows), total
+
+
+def rename_chat(chat: ChatSession, title: str) -> ChatSession:
+    chat.title = " ".join(title.split())[:MAX_TITLE] or chat.title
+    chat.updated_at = utcnow()
+    db.session.commit()
+    return chat
+
+
+def delete_chat(owner_id: int, chat_id: str) -> bool:
+    """Delete a chat with its runs, messages and calls, unless a run is answering in it right now (a
+    worker would be writing into rows that vanish): one statement, so no run can start in between."""
+    busy = sa.select(Run.id).where(Run.session_id == chat_id, Run.status.in_(RunStatus.ACTIVE)).exists()
+    deleted = db.session.execute(sa.delete(ChatSession).where(
+        ChatSession.id == chat_id, ChatSession.owner_id == owner_id, ~busy)).rowcount
+    db.session.commit()
+    return deleted == 1

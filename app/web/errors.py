@@ -42,7 +42,8 @@ def _discard_session() -> None:
 
 
 def _render(message: str, status: int):
-    if request.accept_mimetypes.best == "application/json":
+    from app.web.api import is_api_request
+    if request.accept_mimetypes.best == "application/json" or is_api_request():
         return app_json({"detail": message}), status
     template = "errors/_error.html" if request.headers.get("HX-Request") else "errors/page.html"
     return make_response(render_template(template, message=message, status=status)), status

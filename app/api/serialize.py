@@ -1,0 +1,372 @@
+"""Runs, tool calls, sessions and run events in the shapes of Agno AgentOS (the reference), and the
+reference's `tools` form field parsed into the runner's `Decision`s.
+
+Field names, status names and event names follow the captures in the research notes
+(`agno-anchor-captures/`). Where the reference reports something we do not track (token metrics,
+session state) the field is there and empty, never made up. Knows no requests: it reads rows.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from app.agent.llm import DemoModel
+from app.agent.runner import Decision, tool_output
+from app.agents import Agent, get_agent
+from app.extensions import db
+from app.models import Account, CallStatus, ChatSession, Message, Run, RunEvent, RunStatus, ToolCall
+
+# Our run states in the reference's names (it has no "queued": a queued run is about to run).
+STATUS = {
+    RunStatus.QUEUED: "RUNNING",
+    RunStatus.RUNNING: "RUNNING",
+    RunStatus.PAUSED: "PAUSED",
+    RunStatus.COMPLETED: "COMPLETED",
+    RunStatus.FAILED: "ERROR",
+    RunStatus.CANCELLED: "CANCELLED",
+}
+STATUS_FILTER = {name: [ours for ours, theirs in STATUS.items() if theirs == name] for name in set(STATUS.values())}
+
+PAUSED_CONTENT = "I have tools to execute, but I need confirmation."  # the reference's fixed text
+SETTLED = (CallStatus.DONE, CallStatus.FAILED, CallStatus.REJECTED, CallStatus.OUTCOME_UNKNOWN)
+FINAL_EVENTS = ("RunPaused", "RunCompleted", "RunError", "RunCancelled")
+
+
+class ShapeError(ValueError):
+    """A request body that is not what the reference accepts; `status` is 400 or 422."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+# --- time -------------------------------------------------------------------------------------------
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were stored in UTC.
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def unix(moment: datetime | None) -> int | None:
+    return int(_utc(moment).timestamp()) if moment else None
+
+
+def iso(moment: datetime | None) -> str | None:
+    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+# --- runs -------------------------------------------------------------------------------------------
+
+@dataclass
+class RunView:
+    """A run with everything its JSON shows, read in one go."""
+    run: Run
+    agent: Agent | None
+    user_id: str | None      # the owner's API user id
+    session_id: str          # the session's id as the API knows it
+    calls: list[ToolCall]
+    messages: list[Message]
+
+    @property
+    def agent_name(self) -> str:
+        return self.agent.name if self.agent else self.run.agent_id
+
+    @property
+    def model_provider(self) -> str:
+        return "Demo" if self.run.model == DemoModel.label else "OpenAI"
+
+
+def api_session_id(chat: ChatSession) -> str:
+    """The id an API client knows a chat by: the name it chose, or our id for chats it did not name."""
+    return chat.external_id or chat.id
+
+
+def load_run(run: Run) -> RunView:
+    chat = db.session.get(ChatSession, run.session_id)
+    owner = db.session.get(Account, run.owner_id)
+    calls = list(db.session.scalars(sa.select(ToolCall).where(ToolCall.run_id == run.id)
+                                    .order_by(ToolCall.created_at, ToolCall.position)))
+    messages = list(db.session.scalars(sa.select(Message).where(Message.run_id == run.id).order_by(Message.id)))
+    return RunView(run, get_agent(run.agent_id), owner.external_id if owner else None, api_session_id(chat),
+                   calls, messages)
+
+
+def run_json(view: RunView) -> dict:
+    run = view.run
+    return {
+        "run_id": run.id,
+        "agent_id": run.agent_id,
+        "agent_name": view.agent_name,
+        "session_id": view.session_id,
+        "user_id": view.user_id,
+        "content": content(view),
+        "content_type": "str",
+        "model": run.model,
+        "model_provider": view.model_provider,
+        "session_state": {},
+        "created_at": unix(run.created_at),
+        "status": STATUS[run.status],
+        "metrics": {},  # we do not count tokens
+        "events": [_frame(view, "RunError", run.updated_at, content=run.error)]
+        if run.status == RunStatus.FAILED else [],
+        "messages": messages_json(view),
+        "tools": [tool_json(call) for call in view.calls],
+        "requirements": requirements_json(view),
+        "input": {"input_content": run.input},
+    }
+
+
+def content(view: RunView) -> str:
+    """What the run said: the reference's fixed text while paused, else the newest reply's text."""
+    if view.run.status == RunStatus.PAUSED:
+        return PAUSED_CONTENT
+    replies = [m for m in view.messages if m.role == "assistant"]
+    return replies[-1].content if replies else ""
+
+
+def tool_json(call: ToolCall, status: str | None = None) -> dict:
+    """A tool call as the reference's `ToolExecution`; `status` replays a state the call was in.
+
+    `requires_confirmation` is true while the call waits for a decision (as in the reference, which
+    clears it once decided); `confirmed` is null until a person decides, and stays null for calls that
+    needed no confirmation. `preview` (what the call would do) is ours."""
+    status = status or call.status
+    settled = status in SETTLED
+    if status == CallStatus.PENDING:
+        confirmed = None
+    elif status == CallStatus.REJECTED:
+        confirmed = False
+    else:
+        confirmed = True if call.decided_by == "user" else None
+    return {
+        "tool_call_id": call.call_id,
+        "tool_name": call.name,
+        "tool_args": tool_args(call),
+        "tool_call_error": (status != CallStatus.DONE) if settled else None,
+        "result": call.result if status == CallStatus.DONE
+        else tool_output(call) if status in (CallStatus.FAILED, CallStatus.OUTCOME_UNKNOWN) else None,
+        "metrics": None,
+        "child_run_id": None,
+        "stop_after_tool_call": False,
+        "created_at": unix(call.created_at),
+        "requires_confirmation": status == CallStatus.PENDING,
+        "confirmed": confirmed,
+        "confirmation_note": call.reason if status == CallStatus.REJECTED else None,
+        "requires_user_input": None,
+        "user_input_schema": None,
+        "user_feedback_schema": None,
+        "answered": None,
+        "external_execution_required": None,
+        "external_execution_silent": None,
+        "approval_type": None,
+        "approval_id": None,
+        "parent_tool_call_id": None,
+        "preview": call.preview if status == CallStatus.PENDING else None,
+    }
+
+
+def tool_args(call: ToolCall) -> dict:
+    if call.arguments is not None:
+        return call.arguments
+    try:  # arguments that failed validation: show what the model sent, if it is an object at all
+        loose = json.loads(call.raw_arguments or "{}")
+    except ValueError:
+        return {}
+    return loose if isinstance(loose, dict) else {}
+
+
+def requirements_json(view: RunView) -> list[dict]:
+    return [{"id": call.id, "created_at": iso(call.created_at), "tool_execution": tool_json(call)}
+            for call in view.calls if call.status == CallStatus.PENDING]
+
+
+def messages_json(view: RunView) -> list[dict]:
+    run = view.run
+    out = []
+    if view.agent:
+        out.append(_message(f"{run.id}-system", "system", view.agent.instructions, run.created_at))
+    for message in view.messages:
+        item = _message(str(message.id), message.role, message.content, message.created_at)
+        calls = [c for c in view.calls if c.message_id == message.id]
+        if calls:
+            item["tool_calls"] = [{"id": c.call_id, "call_id": c.call_id, "type": "function",
+                                   "function": {"name": c.name, "arguments": c.raw_arguments}} for c in calls]
+        if message.response_id:
+            item["provider_data"] = {"response_id": message.response_id}
+        out.append(item)
+        for call in calls:
+            if call.status in SETTLED:
+                out.append({**_message(call.id, "tool", tool_output(call), call.updated_at),
+                            "tool_call_id": call.call_id, "tool_name": call.name, "tool_args": tool_args(call),
+                            "tool_call_error": call.status != CallStatus.DONE})
+    return out
+
+
+def _message(id: str, role: str, text: str, created_at) -> dict:
+    return {"id": id, "content": text, "from_history": False, "stop_after_tool_call": False, "role": role,
+            "created_at": unix(created_at)}
+
+
+# --- the event stream ---------------------------------------------------------------------------------
+
+def _frame(view: RunView, name: str, created_at, **fields) -> dict:
+    run = view.run
+    return {"created_at": unix(created_at), "event": name, "agent_id": run.agent_id, "agent_name": view.agent_name,
+            "run_id": run.id, "session_id": view.session_id, "nested_depth": 0, **fields}
+
+
+def event_frames(view: RunView, event: RunEvent) -> list[dict]:
+    """One stored run event as the reference's stream events (none for what the reference does not
+    announce: the user's message, the model's proposals, decisions)."""
+    data, at = event.data or {}, event.created_at
+    model = {"model": view.run.model, "model_provider": view.model_provider}
+    match event.type:
+        case "run_started":
+            return [_frame(view, "RunStarted", at, **model)]
+        case "message_started":
+            return [_frame(view, "ModelRequestStarted", at, **model)]
+        case "text":
+            return [_frame(view, "RunContent", at, content=data.get("text", ""), workflow_agent=False,
+                           content_type="str", reasoning_content="")]
+        case "message_completed":
+            return [_frame(view, "ModelRequestCompleted", at, **model)]
+        case "tool_call_updated":
+            call = next((c for c in view.calls if c.id == data.get("call_id")), None)
+            status = data.get("status") or (call.status if call else None)
+            if call is None or status not in (CallStatus.EXECUTING, *SETTLED) or status == CallStatus.REJECTED:
+                return []
+            if status == CallStatus.EXECUTING:
+                return [_frame(view, "ToolCallStarted", at, tool=tool_json(call, status))]
+            args = ", ".join(f"{k}={v}" for k, v in tool_args(call).items())
+            outcome = "completed" if status == CallStatus.DONE else "failed"
+            return [_frame(view, "ToolCallCompleted", at, content=f"{call.name}({args}) {outcome}.",
+                           tool=tool_json(call, status))]
+        case "run_resumed":
+            return [_frame(view, "RunContinued", at)]
+        case "run_paused" | "run_completed" | "run_failed" | "run_cancelled":
+            return final_frames(view, event.type, at)
+    return []
+
+
+def final_frames(view: RunView, kind: str, at=None) -> list[dict]:
+    """The events that end a stream: how the run paused, completed, failed or was cancelled."""
+    at = at or view.run.updated_at
+    match kind:
+        case "run_paused":
+            return [_frame(view, "RunContentCompleted", at),
+                    _frame(view, "RunPaused", at, content=PAUSED_CONTENT,
+                           tools=[tool_json(c) for c in view.calls], requirements=requirements_json(view))]
+        case "run_completed":
+            return [_frame(view, "RunContentCompleted", at),
+                    _frame(view, "RunCompleted", at, content=content(view), content_type="str", session_state={},
+                           metrics={})]
+        case "run_failed":
+            return [_frame(view, "RunError", at, content=view.run.error or "The run failed.")]
+        case "run_cancelled":
+            return [_frame(view, "RunCancelled", at, reason="The run was cancelled.")]
+    return []
+
+
+FINAL_KIND = {RunStatus.PAUSED: "run_paused", RunStatus.COMPLETED: "run_completed", RunStatus.FAILED: "run_failed",
+              RunStatus.CANCELLED: "run_cancelled"}
+
+
+def sse(frame: dict) -> str:
+    return f"event: {frame['event']}\ndata: {json.dumps(frame, separators=(',', ':'))}\n\n"
+
+
+# --- sessions and agents --------------------------------------------------------------------------------
+
+def session_json(chat: ChatSession, user_id: str | None) -> dict:
+    return {
+        "session_id": api_session_id(chat),
+        "session_name": chat.title,
+        "session_state": {},
+        "created_at": iso(chat.created_at),
+        "updated_at": iso(chat.updated_at),
+        "session_type": "agent",
+        "user_id": user_id,
+        "agent_id": chat.agent_id,
+        "metrics": {},
+    }
+
+
+def session_detail_json(chat: ChatSession, user_id: str | None, messages: list[Message]) -> dict:
+    agent = get_agent(chat.agent_id)
+    return {
+        **session_json(chat, user_id),
+        "agent_session_id": api_session_id(chat),
+        "session_summary": None,
+        "agent_data": {"agent_id": chat.agent_id, "name": agent.name if agent else chat.agent_id},
+        "chat_history": [{"role": m.role, "content": m.content, "created_at": unix(m.created_at)} for m in messages],
+    }
+
+
+def agent_json(agent: Agent, model_label: str) -> dict:
+    return {
+        "id": agent.id,
+        "agent_id": agent.id,
+        "name": agent.name,
+        "description": agent.description,
+        "instructions": agent.instructions,
+        "model": {"name": model_label, "model": model_label,
+                  "provider": "Demo" if model_label == DemoModel.label else "OpenAI"},
+        "tools": {"tools": [{**t.openai_function(), "requires_confirmation": t.requires_confirmation}
+                            for t in agent.tools]},
+    }
+
+
+# --- the continue's `tools` field ------------------------------------------------------------------------
+
+def parse_tools(text: str | None) -> list[Decision]:
+    """The `tools` form field (a JSON list of the reference's tool objects) as decisions.
+
+    Only what a decision needs is read: `tool_call_id`, `tool_name`, `tool_args`, `confirmed`,
+    `confirmation_note`; input values (`user_input_schema[].value`, when `requires_user_input` is true)
+    and an external `result` (when `external_execution_required` is true). A whole tool object echoed
+    back from a paused run is therefore fine: its other fields are ignored."""
+    if text is None or not text.strip():
+        return []
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        raise ShapeError("Invalid JSON in tools field", 400) from None
+    if not isinstance(entries, list):
+        raise ShapeError(f"tools must be a JSON list of tool objects, not {_kind(entries)}.")
+    if "\x00" in json.dumps(entries, ensure_ascii=False):
+        raise ShapeError("tools must not contain NUL characters.")
+    return [_decision(index, entry) for index, entry in enumerate(entries)]
+
+
+def _decision(index: int, entry) -> Decision:
+    where = f"tools[{index}]"
+    if not isinstance(entry, dict):
+        raise ShapeError(f"{where} must be a tool object, not {_kind(entry)}.")
+    call_id = entry.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise ShapeError(f"{where}.tool_call_id is required: the id of the call, as a string.")
+    for name, kinds, label in (("tool_name", str, "a string"), ("tool_args", dict, "an object"),
+                               ("confirmed", bool, "true, false or null"),
+                               ("confirmation_note", str, "a string"), ("user_input_schema", list, "a list")):
+        if entry.get(name) is not None and not isinstance(entry[name], kinds):
+            raise ShapeError(f"{where}.{name} must be {label}, not {_kind(entry[name])}.")
+    user_input = None
+    if entry.get("requires_user_input") is True:
+        fields = entry.get("user_input_schema") or []
+        if not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in fields):
+            raise ShapeError(f"{where}.user_input_schema must list fields with a name and a value.")
+        user_input = {f["name"]: f.get("value") for f in fields}
+    external = None
+    if entry.get("external_execution_required") is True and entry.get("result") is not None:
+        external = entry["result"] if isinstance(entry["result"], str) else json.dumps(entry["result"])
+    return Decision(call_id=call_id, tool_name=entry.get("tool_name"), arguments=entry.get("tool_args"),
+                    confirmed=entry.get("confirmed"), note=entry.get("confirmation_note"),
+                    user_input=user_input, external_result=external)
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
