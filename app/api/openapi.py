@@ -59,10 +59,7 @@ RUN_ANSWERS = {
     "200": {"description": "The run's events (`stream=true`), or the run once it paused, completed or was "
                            "cancelled (`stream=false`).",
             "content": {"application/json": {"schema": _ref("Run")},
-                        "text/event-stream": {"schema": {"type": "string", "description": (
-                            "Frames `event: <name>` / `data: <json>`; names: " + ", ".join(EVENT_NAMES) +
-                            ". The stream ends with RunPaused (its `tools` are the calls), RunCompleted, "
-                            "RunError or RunCancelled.")}}}},
+                        "text/event-stream": {"schema": _ref("RunEvent")}}},
     "202": _json(_ref("Run"), "`stream=false`: still running when the wait ran out; poll the run."),
     "401": _error("No valid key."),
     "404": _error("No such agent or run (for this user_id)."),
@@ -109,6 +106,19 @@ SCHEMAS = {
             "requirements": {"type": "array", "items": {"type": "object", "properties": {
                 "id": {"type": "string"}, "created_at": {"type": "string"}, "tool_execution": _ref("Tool")}}},
             "events": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "RunEvent": {
+        "type": "object",
+        "description": "One server-sent event (`event: <name>`, `data: <json>`). The stream ends with RunPaused "
+                       "(its `tools` are the calls waiting for a decision), RunCompleted, RunError or RunCancelled.",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": EVENT_NAMES},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {
+                "type": "object", "required": ["event", "created_at", "agent_id", "run_id", "session_id"],
+                "properties": {"event": {"type": "string"}, "content": {"type": "string"},
+                               "tool": _ref("Tool"), "tools": {"type": "array", "items": _ref("Tool")}}}},
         },
     },
     "RunWithDetail": {"allOf": [_ref("Run"), {"type": "object", "required": ["detail"],

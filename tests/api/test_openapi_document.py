@@ -1,0 +1,35 @@
+"""The OpenAPI document is valid OpenAPI 3.1, describes exactly the API's routes, and its human-readable
+page comes from our own origin (no CDN, no script)."""
+from __future__ import annotations
+
+import re
+
+from openapi_spec_validator import validate
+
+from app.api.openapi import spec
+
+
+def test_the_document_is_valid_openapi():
+    validate(spec())
+
+
+def test_the_document_describes_every_route_and_no_other(app):
+    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
+              for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {(path, method) for path, operations in spec()["paths"].items() for method in operations}
+    assert routes - {("/openapi.json", "get"), ("/docs", "get")} == documented
+
+
+def test_it_is_served_with_its_page(api):
+    served = api.get("/openapi.json")
+    assert served.status_code == 200 and served.get_json() == spec()
+    page = api.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    for operation in (op for ops in spec()["paths"].values() for op in ops.values()):
+        assert f'id="{operation["operationId"]}"' in html
+    assert "<script" not in html and "style=" not in html, "nothing inline: the CSP forbids it"
+    assert not re.search(r'(src|href)="(https?:)?//', html), "every asset from our own origin"
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert api.get(re.search(r'href="(/static/[^"]+\.css)"', html).group(1)).status_code == 200
