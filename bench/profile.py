@@ -1,0 +1,160 @@
+"""Where the server's time goes: run one load shape against the app (production gunicorn config) and
+record every gunicorn worker with py-spy, then print the functions with the most samples.
+
+    .venv/bin/python -m bench.profile cycles  --clients 10 --seconds 20
+    .venv/bin/python -m bench.profile streams --clients 100 --seconds 20
+    .venv/bin/python -m bench.profile idle    --clients 1000 --seconds 15   # quiet open streams
+    .venv/bin/python -m bench.profile growth  --turns 300                   # one long session
+
+Collapsed stacks (flamegraph input) go to bench/results/profile-<shape>-<pid>.txt.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import server as S
+from bench.client import Browser
+from bench.run import RESULTS, log
+
+PY_SPY = Path(sys.executable).with_name("py-spy")
+
+
+def summarize(paths: list[Path], top: int) -> str:
+    own, total, samples = collections.Counter(), collections.Counter(), 0
+    for path in paths:
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack:
+                continue
+            count = int(count)
+            samples += count
+            frames = stack.split(";")
+            own[frames[-1]] += count
+            for frame in set(frames):
+                total[frame] += count
+    out = [f"{samples} samples (idle samples excluded by py-spy unless --idle)", "", "self time:"]
+    out += [f"  {n / samples * 100:5.1f} %  {f}" for f, n in own.most_common(top)]
+    out += ["", "inclusive time, the app's own functions:"]
+    out += [f"  {n / samples * 100:5.1f} %  {f}" for f, n in total.most_common() if "(app/" in f][:top * 2]
+    out += ["", "inclusive time, libraries (top frames of each package):"]
+    out += [f"  {n / samples * 100:5.1f} %  {f}" for f, n in total.most_common(top * 4)
+            if "(app/" not in f and not any(x in f for x in ("gunicorn/", "gevent/", "threading.py",
+                                                                  "concurrent/futures"))][:top]
+    return "\n".join(out)
+
+
+async def load(shape: str, url: str, clients: int, seconds: float, turns: int, fake: S.FakeModelProcess):
+    gate = asyncio.Semaphore(100)
+
+    async def make():
+        async with gate:
+            return await Browser(url).open()
+    browsers = await asyncio.gather(*(make() for _ in range(clients)))
+    end = time.monotonic() + seconds
+    count = 0
+
+    async def cycles(b: Browser):
+        nonlocal count
+        while time.monotonic() < end:
+            await b.cycle()
+            count += 1
+            if count % 10 == 0:
+                await b.new_chat()
+
+    async def streams(b: Browser):
+        nonlocal count
+        while time.monotonic() < end:
+            run, cursor, _ = await b.send("bench stream n=20 rate=50")
+            await b.stream(run, cursor)
+            count += 1
+
+    async def idle(b: Browser):
+        run, cursor, _ = await b.send("bench hold s=50")
+        return run, await b.stream(run, cursor, stop_after_ns=int((end + 1) * 1e9))
+
+    if shape == "cycles":
+        await asyncio.gather(*(cycles(b) for b in browsers))
+    elif shape == "streams":
+        await asyncio.gather(*(streams(b) for b in browsers))
+    elif shape == "idle":
+        tasks = [asyncio.create_task(idle(b)) for b in browsers]
+        await asyncio.sleep(seconds)
+        fake.release()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    elif shape == "growth":
+        for _ in range(turns):
+            await browsers[0].cycle()
+            count += 1
+    await asyncio.gather(*(b.close() for b in browsers))
+    return count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("shape", choices=["cycles", "streams", "idle", "growth"])
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--turns", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--postgres", metavar="URL")
+    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    args = parser.parse_args()
+    if args.shape == "growth":
+        args.clients = 1
+    S.raise_fd_limit()
+    workdir = S.make_workdir(False)
+    fake = S.FakeModelProcess(workdir / "fake.log")
+    dbs = S.Databases.create(workdir, args.postgres)
+    server = None
+    spies = []
+    try:
+        env = S.server_env(dbs, fake.base_url)
+        S.migrate(env, workdir / "migrate.log")
+        server = S.start_server(env, args.workers, workdir / "gunicorn.log")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        outputs = []
+        for pid in S.worker_pids(server):
+            out = RESULTS / f"profile-{args.shape}-{pid}.txt"
+            outputs.append(out)
+            cmd = [str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--rate", str(args.rate),
+                   "--output", str(out), "--nonblocking"]
+            if args.native:
+                cmd.append("--native")
+            spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.0)
+        cpu0 = S.cpu_seconds(S.server_pids(server))
+        t0 = time.monotonic()
+        count = asyncio.run(load(args.shape, server.url, args.clients, args.seconds, args.turns, fake))
+        elapsed = time.monotonic() - t0
+        cpu = S.cpu_seconds(S.server_pids(server)) - cpu0
+        log(f"{count} units in {elapsed:.1f} s; server CPU {cpu:.2f} s ({cpu * 1000 / max(1, count):.1f} ms per unit)")
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            try:
+                spy.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+        if server is not None:
+            server.stop()
+        fake.stop()
+        dbs.drop()
+        S.remove_workdir(workdir)
+    print(summarize([p for p in outputs if p.exists()], args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

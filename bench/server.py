@@ -1,0 +1,290 @@
+"""Everything the benchmark and the soak start and stop: the databases, the fake model process and
+the app under gunicorn (`tests.live.LiveServer`, i.e. `gunicorn -c gunicorn.conf.py`), plus readings
+of the server's processes from /proc."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tests.live import ROOT, LiveServer
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def raise_fd_limit(wanted: int = 65536) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --- databases ---------------------------------------------------------------------------------------
+
+@dataclass
+class Databases:
+    backend: str
+    app_url: str
+    workspace_url: str
+    admin_url: str | None = None
+    names: tuple[str, ...] = ()
+
+    @classmethod
+    def create(cls, workdir: Path, postgres: str | None) -> "Databases":
+        if not postgres:
+            return cls("sqlite", f"sqlite:///{workdir / 'app.db'}", f"sqlite:///{workdir / 'workspace.db'}")
+        admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
+        tag = secrets.token_hex(4)
+        names = (f"bench_app_{tag}", f"bench_ws_{tag}")
+        with admin.connect() as conn:
+            for name in names:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        admin.dispose()
+        base = sa.make_url(postgres)
+        urls = [base.set(database=n).render_as_string(hide_password=False) for n in names]
+        return cls("postgresql", urls[0], urls[1], postgres, names)
+
+    def drop(self) -> None:
+        if self.backend != "postgresql":
+            return
+        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for name in self.names:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    def version(self) -> str:
+        if self.backend == "sqlite":
+            import sqlite3
+            return f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)"
+        engine = sa.create_engine(self.admin_url)
+        with engine.connect() as conn:
+            version = conn.exec_driver_sql("show server_version").scalar()
+            fsync = conn.exec_driver_sql("show fsync").scalar()
+            sync = conn.exec_driver_sql("show synchronous_commit").scalar()
+        engine.dispose()
+        return f"PostgreSQL {version} (fsync={fsync}, synchronous_commit={sync})"
+
+    def pg_stats(self) -> dict[str, int] | None:
+        """Transactions and row writes of the app's database so far (PostgreSQL's cumulative stats)."""
+        if self.backend != "postgresql":
+            return None
+        engine = sa.create_engine(self.admin_url)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("select pg_stat_clear_snapshot()")
+            row = conn.exec_driver_sql(
+                "select xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched "
+                "from pg_stat_database where datname = %s", (self.names[0],)).one()
+        engine.dispose()
+        return dict(zip(("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted",
+                         "tup_fetched"), row))
+
+
+def server_env(dbs: Databases, model_url: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": dbs.app_url,
+        "WORKSPACE_DATABASE_URL": dbs.workspace_url,
+        "OPENAI_API_KEY": "bench-key",
+        "OPENAI_BASE_URL": model_url,
+        "OPENAI_API": "responses",
+        "OPENAI_MODEL": "fake-model",
+        "SECRET_KEY": "bench-" + secrets.token_hex(16),
+    }
+
+
+def migrate(env: dict[str, str], log: Path) -> None:
+    with open(log, "ab") as out:
+        subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT,
+                       env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, check=True, timeout=120)
+
+
+# --- the app ---------------------------------------------------------------------------------------
+
+class CountingServer(LiveServer):
+    """The same gunicorn settings plus a post_worker_init hook that counts SQL statements per worker
+    (bench/gunicorn_counting.py). Used only for the database-writes and cost-growth phases."""
+
+    def __init__(self, env, workers, log_path, count_dir: Path):
+        super().__init__({**env, "BENCH_COUNT_DIR": str(count_dir)}, workers=workers, log_path=log_path)
+        self.count_dir = count_dir
+
+    def start(self, timeout: float = 30.0) -> "CountingServer":
+        import requests
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "bench/gunicorn_counting.py"], cwd=ROOT, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                if requests.get(self.url + "/static/favicon.svg", timeout=2).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start in time")
+
+    def counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for path in self.count_dir.glob("*.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            for key, value in data.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+
+def start_server(env: dict[str, str], workers: int, log: Path, count_dir: Path | None = None) -> LiveServer:
+    if count_dir is not None:
+        count_dir.mkdir(parents=True, exist_ok=True)
+        server = CountingServer(env, workers, log, count_dir)
+    else:
+        server = LiveServer(env, workers=workers, log_path=log)
+    server.start(timeout=30.0)
+    wait_for_workers(server, workers)
+    return server
+
+
+def wait_for_workers(server: LiveServer, workers: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(worker_pids(server)) < workers:
+        time.sleep(0.1)
+
+
+def worker_pids(server: LiveServer) -> list[int]:
+    pid = server.process.pid
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(c) for c in children]
+
+
+def server_pids(server: LiveServer) -> list[int]:
+    return [server.process.pid] + worker_pids(server)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def memory(server: LiveServer) -> dict[str, float]:
+    workers = worker_pids(server)
+    return {"master": rss_mib(server.process.pid), "workers": [rss_mib(p) for p in workers]}
+
+
+# --- the fake model ----------------------------------------------------------------------------------
+
+class FakeModelProcess:
+    """bench/fakemodel.py in its own process; commands over stdin/stdout."""
+
+    def __init__(self, log: Path):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.fakemodel"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(log, "ab"), text=True, bufsize=1)
+        self.base_url = self._read()["base_url"]
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the fake model process exited")
+        return json.loads(line)
+
+    def command(self, cmd: str) -> dict:
+        self.process.stdin.write(json.dumps({"cmd": cmd}) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def stats(self) -> dict:
+        return self.command("stats")
+
+    def release(self) -> None:
+        self.command("release")
+
+    def drain(self, on: bool = True) -> None:
+        self.command("drain" if on else "undrain")
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds([self.process.pid])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.process.stdin.flush()
+                self.process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+
+# --- the machine -------------------------------------------------------------------------------------
+
+def hardware() -> dict[str, str]:
+    def run(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+    lscpu = run("lscpu")
+    model = re.search(r"Model name:\s*(.+)", lscpu)
+    hyper = re.search(r"Hypervisor vendor:\s*(.+)", lscpu)
+    mem_kib = int(re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    versions = {}
+    for package in ("gunicorn", "gevent", "flask", "sqlalchemy", "openai", "aiohttp"):
+        try:
+            from importlib.metadata import version
+            versions[package] = version(package)
+        except Exception:
+            versions[package] = "?"
+    return {
+        "nproc": run("nproc"),
+        "cpu": (model.group(1).strip() if model else platform.processor()) + (f" ({hyper.group(1).strip()} guest)" if hyper else ""),
+        "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        **versions,
+    }
+
+
+def make_workdir(keep: bool) -> Path:
+    return Path(tempfile.mkdtemp(prefix="agent-chat-bench-"))
+
+
+def remove_workdir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
