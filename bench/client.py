@@ -200,7 +200,7 @@ class Browser:
 
     async def stream(self, run_id: str, after: int, *, last_event_id: int | None = None,
                      fresh_connection: bool = False, stop_after_ns: int | None = None,
-                     on_open=None) -> StreamResult:
+                     stop_after_tokens: int | None = None, on_open=None) -> StreamResult:
         """Read /runs/<id>/events from `after` until `event: done` (or `stop_after_ns`)."""
         result = StreamResult(opened_ns=time.monotonic_ns())
         headers = {"Accept": "text/event-stream"}
@@ -240,6 +240,8 @@ class Browser:
                         self._event(result, "\n".join(data), now)
                     event_type, data = "message", []
                     if stop_after_ns and now > stop_after_ns:
+                        break
+                    if stop_after_tokens and result.tokens >= stop_after_tokens:
                         break
         except HTTPError:
             raise
