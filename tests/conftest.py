@@ -118,6 +118,11 @@ def app(app_config):
     with app.app_context():
         upgrade()
     yield app
+    stop_app(app)
+
+
+def stop_app(app) -> None:
+    """Stop what an app started (listener, executor) and close its connections."""
     if listener := app.extensions.get("run_events_listener"):
         listener.stop()
     app.extensions["run_executor"].shutdown()

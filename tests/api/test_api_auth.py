@@ -11,6 +11,7 @@ from app import config, create_app
 from app.extensions import db
 from app.models import Run
 from tests.api.apiclient import DELETE_50, Api, documented, paused
+from tests.conftest import stop_app
 from tests.fake_openai import Turn
 
 
@@ -21,13 +22,7 @@ def another_app(app_config, **overrides):
     try:
         yield other
     finally:
-        if listener := other.extensions.get("run_events_listener"):
-            listener.stop()
-        other.extensions["run_executor"].shutdown()
-        with other.app_context():
-            db.session.remove()
-            for engine in db.engines.values():
-                engine.dispose()
+        stop_app(other)
 
 
 @pytest.mark.parametrize("headers, detail", [
