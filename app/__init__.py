@@ -48,7 +48,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     from app.agent.executor import RunExecutor
     from app.agent.llm import model_for
     app.extensions["model"] = model_for(app.config)
-    app.extensions["run_executor"] = RunExecutor(app, sweep_seconds=app.config["RUN_SWEEP_SECONDS"])
+    app.extensions["run_executor"] = RunExecutor(app, max_workers=app.config["RUN_CONCURRENCY"],
+                                                 sweep_seconds=app.config["RUN_SWEEP_SECONDS"])
 
     from app.web import api, auth, chat, errors, security
     app.register_blueprint(chat.bp)

@@ -59,6 +59,9 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
     lease = _positive(get("RUN_LEASE_SECONDS", "30"), "RUN_LEASE_SECONDS")
     sweep = _positive(get("RUN_SWEEP_SECONDS", "15"), "RUN_SWEEP_SECONDS")
     busy = _positive(get("SQLITE_BUSY_TIMEOUT", "15"), "SQLITE_BUSY_TIMEOUT")
+    # Runs each process executes at once. A streaming run occupies one for its whole reply; under
+    # gevent they are greenlets, so hundreds cost little.
+    concurrency = int(_positive(get("RUN_CONCURRENCY", "200"), "RUN_CONCURRENCY"))
 
     api_auth = get("API_AUTH", "on").lower()
     if api_auth not in API_AUTH_MODES:
@@ -69,6 +72,7 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "RUN_LEASE_SECONDS": lease,
         "RUN_SWEEP_SECONDS": sweep,
         "SQLITE_BUSY_TIMEOUT": busy,
+        "RUN_CONCURRENCY": concurrency,
         "SQLALCHEMY_DATABASE_URI": database_url(
             get("DATABASE_URL", f"sqlite:///{instance / 'app.db'}"), "DATABASE_URL"),
         "SQLALCHEMY_BINDS": {"workspace": database_url(

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class RunExecutor:
-    def __init__(self, app, max_workers: int = 16, sweep_seconds: float | None = 15.0):
+    def __init__(self, app, max_workers: int = 200, sweep_seconds: float | None = 15.0):
         self.app = app
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="run")
         self.sweep_seconds = sweep_seconds
