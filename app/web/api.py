@@ -7,11 +7,10 @@ JSON `{"detail": "..."}`, and errors about a run also carry the run.
 """
 from __future__ import annotations
 
+import json
 import time
 
 import sqlalchemy as sa
-import json
-
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException, NotFound
 
@@ -171,6 +170,8 @@ def _answer(run_id: str, cursor: int, stream: bool):
     if stream:
         return _event_stream(run_id, cursor)
     run = _settled(run_id, current_app.config.get("API_WAIT_SECONDS", 120.0))
+    if run is None:  # its session was deleted meanwhile
+        _not_found(f"No runs found for run ID {run_id}")
     body = _run(run)
     if run.status == RunStatus.FAILED:
         return jsonify({**body, "detail": run.error or "The run failed."}, 502)
