@@ -32,7 +32,7 @@ def summarize(paths: list[Path], top: int) -> str:
     for path in paths:
         for line in path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            if not stack:
+            if not stack or not count.isdigit():
                 continue
             count = int(count)
             samples += count

@@ -133,6 +133,38 @@ class Bench:
         return self.fake.stats()["records"]
 
 
+class Meter:
+    """CPU seconds spent over an interval by: the server (gunicorn master + workers), the PostgreSQL
+    backends serving our databases (if local), the fake model, this load generator, and everything
+    else on the machine (other people's processes would show up there)."""
+
+    def __init__(self, b: "Bench"):
+        self.b = b
+        self.start = self._read()
+
+    def _read(self) -> dict:
+        b = self.b
+        return {"server": b.cpu(), "db": S.cpu_seconds(S.pg_backend_pids(b.dbs.names)),
+                "model": b.fake.cpu_seconds(), "loadgen": S.cpu_seconds([os.getpid()]),
+                "machine": S.machine_busy_seconds(), "t": time.monotonic()}
+
+    def stop(self) -> dict:
+        end = self._read()
+        d = {k: end[k] - self.start[k] for k in end}
+        d["other"] = max(0.0, d["machine"] - d["server"] - d["db"] - d["model"] - d["loadgen"])
+        return d
+
+    @staticmethod
+    def describe(d: dict) -> str:
+        t = d["t"] or 1
+        parts = [f"server {d['server'] / t * 100:.0f} %"]
+        if d["db"]:
+            parts.append(f"PostgreSQL {d['db'] / t * 100:.0f} %")
+        parts += [f"fake model {d['model'] / t * 100:.0f} %", f"load generator {d['loadgen'] / t * 100:.0f} %",
+                  f"other processes {d['other'] / t * 100:.0f} %"]
+        return "CPU " + ", ".join(parts) + " of one core"
+
+
 class LoopLag:
     """How late the load generator's own event loop runs (it shares the 2 cores with the server)."""
 
@@ -247,7 +279,7 @@ async def phase_latency(b: Bench, cycles: int, cross: int) -> None:
     await browser.new_chat()
     b.model_records()
     pauses, continues, streamless = [], [], 0
-    cpu0 = b.cpu()
+    meter = Meter(b)
     for i in range(cycles):
         if i and i % 10 == 0:
             await browser.new_chat()  # sessions of 10 turns: growth is measured on its own, later
@@ -255,7 +287,8 @@ async def phase_latency(b: Bench, cycles: int, cross: int) -> None:
         pauses.append(c.pause_ns / MS)
         continues.append(c.continue_ns / MS)
         streamless += c.streamless
-    cpu = (b.cpu() - cpu0) * 1000 / cycles
+    usage = meter.stop()
+    cpu = usage["server"] * 1000 / cycles
     records = b.model_records()
     model = {kind: statistics.median([(e - s) / MS for s, e, k in records if k == kind] or [0])
              for kind in ("pause", "continue")}
@@ -269,7 +302,9 @@ async def phase_latency(b: Bench, cycles: int, cross: int) -> None:
           "≤ 8 ms median", judge(p50c, 8))
     if streamless:
         b.row("latency", "Replies that came without a stream (run already moved on)", str(streamless))
-    b.row("latency", "Server CPU per cycle, 1 client (sequential)", fmt(cpu))
+    b.row("latency", "Server CPU per cycle, 1 client (sequential)", fmt(cpu)
+          + (f" + PostgreSQL {usage['db'] * 1000 / cycles:.1f} ms" if usage["db"] else "")
+          + f" ({Meter.describe(usage)})")
 
     if cross:
         log(f"pause latency with the stream on a new connection, {cross} cycles")
@@ -310,15 +345,15 @@ async def phase_throughput(b: Bench, clients: int, seconds: float) -> None:
 
     async def window():
         await asyncio.sleep(max(0.0, start - time.monotonic()))
-        cpu0, fake0, self0 = b.cpu(), b.fake.cpu_seconds(), S.cpu_seconds([os.getpid()])
+        meter = Meter(b)
         await asyncio.sleep(max(0.0, end - time.monotonic()))
-        return (b.cpu() - cpu0, b.fake.cpu_seconds() - fake0,
-                S.cpu_seconds([os.getpid()]) - self0)
+        return meter.stop()
 
     with LoopLag() as lag:
         tasks = [asyncio.create_task(client(br)) for br in browsers]
-        server_cpu, fake_cpu, self_cpu = await window()
+        usage = await window()
         await asyncio.gather(*tasks)
+    server_cpu = usage["server"]
     measured = [d for d in done if start <= d[0] <= end]
     rate = len(measured) / seconds
     cpu_ms = server_cpu * 1000 / max(1, len(measured))
@@ -330,9 +365,8 @@ async def phase_throughput(b: Bench, clients: int, seconds: float) -> None:
           f"continue p50 {fmt(pct(conts, 50))}, p95 {fmt(pct(conts, 95))})",
           "≥ 100/s", judge(rate, 100, higher=True))
     b.row("throughput", f"Server CPU per cycle, {clients} clients",
-          f"{fmt(cpu_ms)} (server {server_cpu / seconds * 100:.0f} % of a core; fake model "
-          f"{fake_cpu / seconds * 100:.0f} %, load generator {self_cpu / seconds * 100:.0f} %, "
-          f"its loop lag p95 {fmt(lag.p95)})",
+          f"{fmt(cpu_ms)}" + (f" + PostgreSQL {usage['db'] * 1000 / max(1, len(measured)):.1f} ms" if usage["db"] else "")
+          + f" ({Meter.describe(usage)}; load generator loop lag p95 {fmt(lag.p95)})",
           "≤ 8 ms", judge(cpu_ms, 8))
     if errors:
         b.data.setdefault("errors", []).extend(errors[:5])
@@ -392,8 +426,7 @@ async def phase_streams(b: Bench, levels: list[int]) -> None:
         log(f"streaming: {level} concurrent streams of {b.args.tokens} tokens at {b.args.token_rate}/s")
         browsers = await b.get_browsers(level)
         await b.fresh_chats(browsers)
-        cpu0 = b.cpu()
-        t0 = time.monotonic()
+        meter = Meter(b)
         with LoopLag() as lag:
             if level == 1:
                 waves = [await stream_wave(b, browsers, b.args.tokens) for _ in range(b.plan["sequential"])]
@@ -401,8 +434,7 @@ async def phase_streams(b: Bench, levels: list[int]) -> None:
             else:
                 wave = await asyncio.wait_for(stream_wave(b, browsers, b.args.tokens),
                                               timeout=min(b.plan["stream_cap_s"], max(10, b.time_left())))
-        elapsed = time.monotonic() - t0
-        cpu = b.cpu() - cpu0
+        usage = meter.stop()
         ov, lags = wave["overhead"], wave["lags"]
         b.data.setdefault("streams", {})[level] = {
             "overhead_p50": pct(ov, 50), "overhead_p95": pct(ov, 95),
@@ -416,8 +448,8 @@ async def phase_streams(b: Bench, levels: list[int]) -> None:
               f"{fmt(pct(ov, 50))} / {fmt(pct(ov, 95))} ({len(wave['errors'])} errors, {len(ov)} measured)",
               target, status)
         b.row("streams", f"Token relay lag at {level:,} streams, p50 / p95",
-              f"{fmt(pct(lags, 50))} / {fmt(pct(lags, 95))} (server CPU {cpu / elapsed * 100:.0f} % of a core "
-              f"over {elapsed:.1f} s; load generator loop lag p95 {fmt(lag.p95)})")
+              f"{fmt(pct(lags, 50))} / {fmt(pct(lags, 95))} ({Meter.describe(usage)}, over {usage['t']:.1f} s; "
+              f"load generator loop lag p95 {fmt(lag.p95)})")
         if wave["errors"]:
             b.data.setdefault("errors", []).extend(repr(e) for e in wave["errors"][:5])
 
@@ -520,9 +552,9 @@ async def phase_open_streams(b: Bench, count: int) -> None:
     log(f"  {opened} streams open after {open_s:.1f} s")
     await asyncio.sleep(2)
     held = S.memory(b.server)
-    cpu0 = b.cpu()
+    meter = Meter(b)
     await asyncio.sleep(4)
-    cpu_held = (b.cpu() - cpu0) / 4
+    usage = meter.stop()
     probe_ms, probe_note = await probe_pause(b, probe, timeout=8.0)
     delta = sum(held["workers"]) - sum(idle["workers"])
     per_stream_kib = delta * 1024 / max(1, opened)
@@ -532,7 +564,7 @@ async def phase_open_streams(b: Bench, count: int) -> None:
           f"{per_stream_kib:.0f} KiB (workers {', '.join(f'{x:.0f}' for x in idle['workers'])} -> "
           f"{', '.join(f'{x:.0f}' for x in held['workers'])} MiB)")
     b.row("memory", f"Server CPU while {opened:,} quiet streams wait (no tokens flowing)",
-          f"{cpu_held * 100:.0f} % of a core (idle server: {cpu_idle * 100:.0f} %); a probe client's pause "
+          f"{Meter.describe(usage)} (idle server: {cpu_idle * 100:.0f} %); a probe client's pause "
           f"latency meanwhile: {fmt(probe_ms) if probe_ms else probe_note}"
           + (f"; {len(errors)} stream errors" if errors else ""))
     t1 = time.monotonic()
@@ -599,7 +631,7 @@ async def phase_db_and_growth(b: Bench, turns: int, budget_s: float) -> None:
     window = max(10, turns // 20)
     end = time.monotonic() + budget_s
     samples = []  # per window: turn, pause, continue, model, cpu, statements
-    cur = {"pause": [], "continue": [], "cpu0": b.cpu(), "c0": server.counts()}
+    cur = {"pause": [], "continue": [], "meter": Meter(b), "c0": server.counts()}
     done = 0
     for turn in range(1, turns + 1):
         if time.monotonic() > end:
@@ -616,19 +648,23 @@ async def phase_db_and_growth(b: Bench, turns: int, budget_s: float) -> None:
             statements = diff(counts, cur["c0"])
             samples.append({
                 "turn": turn, "pause": statistics.median(cur["pause"]), "continue": statistics.median(cur["continue"]),
-                "model": model_ms, "cpu": (b.cpu() - cur["cpu0"]) * 1000 / window,
+                "model": model_ms, **{k: v * 1000 / window for k, v in cur["meter"].stop().items()
+                                      if k in ("server", "db")},
                 "selects": statements.get("app.SELECT", 0) / window,
                 "rows_read_hint": None})
-            cur = {"pause": [], "continue": [], "cpu0": b.cpu(), "c0": counts}
+            cur = {"pause": [], "continue": [], "meter": Meter(b), "c0": counts}
     b.data["growth"] = {"turns": done, "samples": samples}
     if len(samples) >= 2:
         first, last = samples[0], samples[-1]
+        for sample in (first, last):
+            sample["cpu"] = sample["server"] + sample["db"]
         growth = (last["cpu"] / first["cpu"] - 1) * 100 if first["cpu"] else None
         lat_first = first["pause"] + first["continue"] - first["model"]
         lat_last = last["pause"] + last["continue"] - last["model"]
         b.row("growth", f"Cost growth over one session of {done:,} turns (first {window} turns vs turns "
               f"{last['turn'] - window + 1}-{last['turn']})",
-              f"server CPU/turn {first['cpu']:.1f} -> {last['cpu']:.1f} ms ({growth:+.0f} %); "
+              f"server CPU/turn {first['cpu']:.1f} -> {last['cpu']:.1f} ms ({growth:+.0f} %)"
+              + (f" (of which PostgreSQL {first['db']:.1f} -> {last['db']:.1f})" if last["db"] else "") + "; "
               f"pause {first['pause']:.1f} -> {last['pause']:.1f} ms, continue {first['continue']:.1f} -> "
               f"{last['continue']:.1f} ms (model's own {first['model']:.1f} -> {last['model']:.1f} ms/turn); "
               f"SELECTs/turn {first['selects']:.0f} -> {last['selects']:.0f}",

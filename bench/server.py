@@ -193,6 +193,30 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all processes, all cores), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def pg_backend_pids(database_names: tuple[str, ...]) -> list[int]:
+    """PostgreSQL backends serving our databases (when the server runs on this machine)."""
+    pids = []
+    if not database_names:
+        return pids
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("postgres: ") and any(f" {name} " in cmdline for name in database_names):
+            pids.append(int(entry.name))
+    return pids
+
+
 def rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
