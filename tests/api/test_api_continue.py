@@ -349,8 +349,17 @@ def test_cancel_a_paused_run(api, harness, fake_model):
     assert api.continue_(run["run_id"], documented(run["tools"][0])).status_code == 409
 
 
+def test_27_a_plain_text_run_streams_its_reply(api, fake_model):
+    fake_model.script(Turn(text="Hello! I can delete records or send notifications when asked."))
+    stream = events(api.run("Hello there", session_id="sH4"))
+    assert names(stream) == ["RunStarted", "ModelRequestStarted", "RunContent", "ModelRequestCompleted",
+                             "RunContentCompleted", "RunCompleted"]
+    assert "".join(p["content"] for n, p in stream if n == "RunContent") == stream[-1][1]["content"] == \
+        "Hello! I can delete records or send notifications when asked."
+
+
 def test_a_run_that_needs_no_confirmation_streams_through(api, harness, fake_model):
-    """Capture 27: a plain run; here with a tool that needs no confirmation on the way."""
+    """A tool that needs no confirmation runs on the way, announced like any other."""
     fake_model.script(Turn(tool_calls=[ToolCall("count_records", {"table_name": "users"})]),
                       Turn(text="There are many users."))
     stream = events(api.run("How many users?"))
