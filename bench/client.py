@@ -18,7 +18,7 @@ import aiohttp
 from bench.fakemodel import ARRIVAL_RE, TOKEN_RE
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
-STREAM_RE = re.compile(r'sse-connect="/runs/(run_\w+)/events\?after=(\d+)"')
+STREAM_RE = re.compile(r'sse-connect="/runs/(run_\w+)/events\?after=(\d+)[^"]*"')  # [&amp;hold=1]
 RUN_ID_RE = re.compile(r"/runs/(run_\w+)/")
 CALL_RE = re.compile(r"/runs/(run_\w+)/calls/(tc_\w+)/approve")
 RUN_STATUS_RE = re.compile(r'id="run-status"')

@@ -109,6 +109,8 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--postgres", metavar="URL")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    parser.add_argument("--idle", action="store_true", help="py-spy --idle: keep samples of waiting threads "
+                        "(shows where a worker blocks, e.g. SQLite's busy wait)")
     args = parser.parse_args()
     if args.shape == "growth":
         args.clients = 1
@@ -131,6 +133,8 @@ def main() -> int:
                    "--output", str(out), "--nonblocking"]
             if args.native:
                 cmd.append("--native")
+            if args.idle:
+                cmd.append("--idle")
             spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1.0)
         cpu0 = S.cpu_seconds(S.server_pids(server))

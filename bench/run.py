@@ -52,11 +52,11 @@ def log(message: str) -> None:
 # (--minutes) is a safety net that skips what is left.
 PLAN = {
     "full": dict(baseline=[1, 100, 1000], sequential=30, latency=200, cross=20, throughput_s=30,
-                 streams=[1, 100, 1000], stream_cap_s=150, capacity=[16, 32, 64, 128, 256, 512, 1000, 2000],
+                 streams=[1, 100, 1000], stream_cap_s=150, capacity=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000],
                  capacity_window_s=8, open_streams=1900, open_cap_s=120, count_cycles=20, count_streams=10,
                  growth_turns=1000, growth_s=300, budget_min=14.5),
     "quick": dict(baseline=[1, 50], sequential=5, latency=20, cross=3, throughput_s=4,
-                  streams=[1, 50], stream_cap_s=20, capacity=[16], capacity_window_s=3, open_streams=100,
+                  streams=[1, 50], stream_cap_s=20, capacity=[2, 8], capacity_window_s=3, open_streams=100,
                   open_cap_s=20, count_cycles=10, count_streams=5, growth_turns=30, growth_s=10, budget_min=2.0),
 }
 
@@ -383,13 +383,14 @@ async def stream_wave(b: Bench, browsers: list[Browser], tokens: int, *, window_
         run, cursor, body = await browser.send(directive)
         runs[browser] = run
         if cursor is None:
-            raise CycleError("no stream in the reply")
+            return t0, None  # the run ended before the reply rendered: the page gets no stream
         stop = time.monotonic_ns() + int(window_s * 1e9) if window_s else None
         seen = await browser.stream(run, cursor, stop_after_ns=stop)
         return t0, seen
 
     results = await asyncio.gather(*(one(br) for br in browsers), return_exceptions=True)
-    ok = [r for r in results if not isinstance(r, BaseException)]
+    ok = [r for r in results if not isinstance(r, BaseException) and r[1] is not None]
+    streamless = sum(1 for r in results if not isinstance(r, BaseException) and r[1] is None)
     errors = [r for r in results if isinstance(r, BaseException)] + [s.error for _, s in ok if s.error]
     overhead, ttft, lags, held = [], [], [], 0
     for t0, seen in ok:
@@ -403,7 +404,7 @@ async def stream_wave(b: Bench, browsers: list[Browser], tokens: int, *, window_
         if app_ttft <= held_within_s * 1000:
             held += 1
     return {"ttft": ttft, "overhead": overhead, "lags": lags, "errors": errors, "held": held,
-            "runs": runs, "n": len(browsers), "results": ok}
+            "runs": runs, "n": len(browsers), "results": ok, "streamless": streamless}
 
 
 async def cancel_runs(b: Bench, runs: dict) -> None:
@@ -431,6 +432,7 @@ async def phase_streams(b: Bench, levels: list[int]) -> None:
             if level == 1:
                 waves = [await stream_wave(b, browsers, b.args.tokens) for _ in range(b.plan["sequential"])]
                 wave = {k: [x for w in waves for x in w[k]] for k in ("ttft", "overhead", "lags", "errors")}
+                wave["streamless"] = sum(w["streamless"] for w in waves)
             else:
                 wave = await asyncio.wait_for(stream_wave(b, browsers, b.args.tokens),
                                               timeout=min(b.plan["stream_cap_s"], max(10, b.time_left())))
@@ -445,7 +447,9 @@ async def phase_streams(b: Bench, levels: list[int]) -> None:
         elif level == 1000:
             target, status = "≤ 25 ms p95", judge(pct(ov, 95), 25)
         b.row("streams", f"First-token overhead (app minus model) at {level:,} streams, p50 / p95",
-              f"{fmt(pct(ov, 50))} / {fmt(pct(ov, 95))} ({len(wave['errors'])} errors, {len(ov)} measured)",
+              f"{fmt(pct(ov, 50))} / {fmt(pct(ov, 95))} ({len(wave['errors'])} errors, {len(ov)} measured"
+              + (f"; {wave['streamless']} replies came without a stream: the run had finished before the POST's "
+                 "response rendered, so the page never shows that reply live" if wave["streamless"] else "") + ")",
               target, status)
         b.row("streams", f"Token relay lag at {level:,} streams, p50 / p95",
               f"{fmt(pct(lags, 50))} / {fmt(pct(lags, 95))} ({Meter.describe(usage)}, over {usage['t']:.1f} s; "
@@ -471,7 +475,8 @@ async def phase_capacity(b: Bench, levels: list[int], window_s: float) -> None:
         await asyncio.sleep(1.0)
         lags = wave["lags"]
         p95 = pct(lags, 95)
-        ok = not wave["errors"] and wave["held"] == level and p95 is not None and p95 < 100
+        ok = not wave["errors"] and wave["held"] == level and p95 is not None and p95 < 100 \
+            and not wave["streamless"]
         b.data.setdefault("capacity", {})[level] = {"held": wave["held"], "p95": p95, "errors": len(wave["errors"])}
         log(f"  {level}: {wave['held']} streaming within 2 s, relay lag p95 {fmt(p95)}, "
             f"{len(wave['errors'])} errors, loop lag p95 {fmt(lag.p95)}")
@@ -676,6 +681,20 @@ async def phase_db_and_growth(b: Bench, turns: int, budget_s: float) -> None:
         b.row("growth", "Cost growth", f"not enough turns ({done})", status="n/a")
 
 
+def git_state() -> str:
+    import subprocess
+    try:
+        head = subprocess.run(["git", "log", "-1", "--format=%h %s"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "app", "templates",
+                                "static", "migrations", "gunicorn.conf.py"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.split("\n")
+        dirty = [line for line in dirty if line.strip()]
+        return f"commit {head[:80]}" + (f" plus {len(dirty)} uncommitted app files" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
 def judge(value, target, higher: bool = False) -> str:
     if value is None:
         return "n/a"
@@ -745,7 +764,9 @@ def table(b: Bench, hw: dict, command: str, elapsed: float) -> str:
         f"gunicorn {hw['gunicorn']} (gevent {hw['gevent']}, {b.args.workers} workers), Flask {hw['flask']}, "
         f"SQLAlchemy {hw['sqlalchemy']}, openai {hw['openai']}, aiohttp {hw['aiohttp']}; database {b.dbs.version()}. "
         f"Model: tests/fake_openai.py in its own process, {b.args.token_rate} tokens/s, {b.args.tokens} tokens a reply. "
-        "The load generator, the fake model and the server share the same cores.",
+        "The load generator, the fake model and the server share the same cores. "
+        f"Code: {hw['git']}. Other processes on the machine used {hw['background_before']:.0f} % of one core "
+        f"just before the run and {hw.get('background_during', float('nan')):.0f} % on average during it.",
         "",
         "| | measurement | result | target | status |",
         "|---|---|---|---|---|",
@@ -780,6 +801,10 @@ def main(argv: list[str] | None = None) -> int:
 
     fds = S.raise_fd_limit()
     hw = S.hardware()
+    hw["git"] = git_state()
+    busy0 = S.machine_busy_seconds()
+    time.sleep(3)
+    hw["background_before"] = (S.machine_busy_seconds() - busy0) / 3 * 100
     workdir = S.make_workdir(args.keep)
     log(f"work dir {workdir}; fd limit {fds}; {hw['nproc']} CPUs")
     fake = S.FakeModelProcess(workdir / "fake.log")
@@ -794,6 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(2)
         bench = Bench(args, server, fake, dbs, env, workdir, deadline=started + budget - 12, plan=plan)
         bench.data["rss_cold"] = S.memory(server)
+        bench.data["whole_run_meter"] = Meter(bench)
         try:
             # keep time for the database phase: a restart, the counting turns, the growth session
             reserve = (15 if args.quick else 40) + plan["growth_s"]
@@ -807,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.deadline += reserve
         memory_rows(bench)
+        whole = bench.data.pop("whole_run_meter").stop()
+        hw["background_during"] = whole["other"] / whole["t"] * 100
         server.stop()
         if "database" not in args.only:
             server = None
