@@ -309,3 +309,40 @@ def test_cancel_stops_a_streaming_run(harness, app, fake_model):
     time.sleep(0.3)
     assert harness.messages(chat)[-1][1] == text_then, "nothing is written after the stop"
     assert harness.run(run_id).status == "cancelled"
+
+
+def test_a_decision_racing_a_typed_message_never_deadlocks(harness, fake_model):
+    """Both touch the same run's calls; each must end as a success or a clear 409, never a database
+    error (on PostgreSQL, locking call-then-run against run-then-call deadlocks)."""
+    notify = ToolCall("send_notification", {"recipient": "ops@example.com", "message": "done"})
+    for attempt in range(5):
+        fake_model.script(Turn(tool_calls=[DELETE_50, notify]), Turn(text="ok"))
+        owner, chat = harness.chat()
+        run_id = harness.send(chat, "delete and notify")
+        harness.wait(run_id, "paused")
+        _, second = harness.calls(run_id)
+        outcomes, barrier = [], threading.Barrier(2)
+
+        def approve():
+            barrier.wait()
+            try:
+                outcomes.append(harness.decide(owner, run_id, second.id, approve=True))
+            except RunError as exc:
+                outcomes.append(exc.status)
+
+        def type_message():
+            barrier.wait()
+            try:
+                harness.send(chat, "never mind")
+                outcomes.append("sent")
+            except RunError as exc:
+                outcomes.append(exc.status)
+
+        threads = [threading.Thread(target=approve), threading.Thread(target=type_message)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(outcomes) == 2 and "sent" in outcomes, outcomes
+        assert harness.wait(run_id).status == "completed"
+        assert harness.calls(run_id)[0].status == "rejected"

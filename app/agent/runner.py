@@ -90,6 +90,7 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
 
 def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
     """A message typed while cards are pending rejects them, with the message as the reason."""
+    _lock_run(run.id)
     cursor = run.last_seq
     pending = db.session.scalars(sa.select(ToolCall.id).where(
         ToolCall.run_id == run.id, ToolCall.status == CallStatus.PENDING)).all()
@@ -110,6 +111,7 @@ def decide(owner_id: int, run_id: str, call_id: str, approve: bool, reason: str 
     The second of two racing decisions gets a 409 with the call's current state."""
     call = _owned_call(owner_id, run_id, call_id)
     reason = (reason or "").strip()[:2000] or None
+    _lock_run(run_id)
     cursor = db.session.get(Run, run_id).last_seq
     status = CallStatus.APPROVED if approve else CallStatus.REJECTED
     if not _set_call_status(call.id, CallStatus.PENDING, status, decided_by="user", decided_at=utcnow(),
@@ -195,6 +197,7 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision]) -> tuple
     paused until none is. A failed run is retried (so a continue whose model call failed can simply
     be sent again); any other state is a 409, and no model is called."""
     run = _owned_run(owner_id, run_id)
+    _lock_run(run.id)
     cursor = run.last_seq
     calls = {c.call_id: c for c in db.session.scalars(
         sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}
@@ -424,6 +427,7 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
         .order_by(ToolCall.created_at, ToolCall.position))]
     db.session.commit()
     for call_id, name, arguments in calls:
+        _lock_run(run.id)
         if not _set_call_status(call_id, CallStatus.APPROVED, CallStatus.EXECUTING):
             db.session.rollback()
             continue
@@ -441,6 +445,7 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
             log.exception("tool %s crashed", name)
             values = {"status": CallStatus.FAILED, "error": f"The tool crashed ({type(exc).__name__})."}
         status = values.pop("status")
+        _lock_run(run.id)
         _set_call_status(call_id, CallStatus.EXECUTING, status, **values)
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": status})
         _commit(run.id)
@@ -523,6 +528,14 @@ def recover() -> None:
 # ---------------------------------------------------------------------------------------------------
 # Small compare-and-set helpers
 # ---------------------------------------------------------------------------------------------------
+
+def _lock_run(run_id: str) -> None:
+    """Lock the run's row before touching its calls. Every transaction that changes a run's calls
+    takes the run first (events.append locks it too), so two of them never hold each other's rows:
+    on PostgreSQL, call-then-run in one and run-then-call in another would deadlock. (SQLite's
+    BEGIN IMMEDIATE already serialises writers; FOR UPDATE renders as nothing there.)"""
+    db.session.execute(sa.select(Run.id).where(Run.id == run_id).with_for_update())
+
 
 def _set_run_status(run_id: str, expected: str, new: str, extra=(), **values) -> bool:
     result = db.session.execute(sa.update(Run).where(Run.id == run_id, Run.status == expected, *extra)

@@ -15,10 +15,17 @@ REPLY = "I will delete the 50 oldest records from the users table once you appro
 pytestmark = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
 
 
+def open_new_chat(page, button: str = "Start a chat"):
+    """Click through to a new chat and wait for its page to load (scripts are deferred: Enter only
+    sends once app.js is there)."""
+    with page.expect_navigation():
+        page.get_by_role("button", name=button).click()
+    expect(page.locator("#composer-input")).to_be_enabled()
+
+
 def start_chat(page, message: str):
     page.goto("/")
-    page.get_by_role("button", name="Start a chat").click()
-    expect(page.locator("#composer-input")).to_be_enabled()
+    open_new_chat(page)
     page.locator("#composer-input").fill(message)
     page.locator("#composer-input").press("Enter")
 
@@ -104,7 +111,7 @@ def test_sidebar_lists_and_switches_chats(page, fake_model):
     fake_model.script(Turn(text="First answer."), Turn(text="Second answer."))
     start_chat(page, "first question")
     expect(page.locator(".msg-assistant")).to_contain_text("First answer.")
-    page.get_by_role("button", name="New chat").click()
+    open_new_chat(page, "New chat")
     page.locator("#composer-input").fill("second question")
     page.locator("#composer-input").press("Enter")
     expect(page.locator(".msg-assistant")).to_contain_text("Second answer.")
@@ -118,7 +125,7 @@ def test_sidebar_lists_and_switches_chats(page, fake_model):
 def test_shift_enter_makes_a_newline_and_enter_sends(page, fake_model):
     fake_model.script(Turn(text="Got both lines."))
     page.goto("/")
-    page.get_by_role("button", name="Start a chat").click()
+    open_new_chat(page)
     box = page.locator("#composer-input")
     box.type("line one")
     box.press("Shift+Enter")

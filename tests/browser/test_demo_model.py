@@ -17,7 +17,8 @@ def test_the_demo_model_deletes_after_approval(page, harness):
     before = harness.rows("users")
     page.goto("/")
     expect(page.locator(".model-badge")).to_have_text("Demo model (offline)")
-    page.get_by_role("button", name="Start a chat").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Start a chat").click()
     page.get_by_role("button", name="Delete 50 old records from the users table").click()
     page.locator("#composer-input").press("Enter")
 
