@@ -80,7 +80,9 @@ class Browser:
     def __init__(self, base_url: str, connections: int = 2, read_timeout: float = 60.0):
         self.base = base_url
         self.csrf: str | None = None
-        self.connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=4.0, enable_cleanup_closed=True)
+        # Drop idle connections well before gunicorn does (keepalive = 5 s), so a request never goes
+        # out on a socket the server is closing (which a browser would silently retry).
+        self.connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=2.0, enable_cleanup_closed=True)
         self.http = aiohttp.ClientSession(
             cookie_jar=aiohttp.CookieJar(unsafe=True), connector=self.connector,
             timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=read_timeout))

@@ -860,6 +860,14 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     if bench is None:
         return 1
+    from bench.soak import log_problems
+    problems = []
+    for name in ("gunicorn.log", "gunicorn-counting.log"):
+        if (workdir / name).exists():
+            problems += log_problems(workdir / name, args.workers)
+    bench.row("errors", "Server log: tracebacks, errors, worker timeouts or restarts",
+              f"{len(problems)}" + (f"; first: {' | '.join(problems[:3])}"[:400] if problems else ""),
+              "0", "pass" if not problems else "FAIL")
     errors = bench.data.get("errors")
     if errors:
         bench.row("errors", "First errors seen", "; ".join(errors[:3])[:300], status="error")
@@ -870,7 +878,9 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"bench-{stamp}.md").write_text(text + "\n")
     (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(bench.data, indent=1, default=str))
     log(f"results: bench/results/bench-{stamp}.md (+ .json); logs in {workdir}")
-    if not args.keep:
+    if args.keep or problems or errors:
+        log(f"kept {workdir} (server logs) for inspection")
+    else:
         S.remove_workdir(workdir)
     return exit_code
 

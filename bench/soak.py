@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import collections
 import random
+import re
 import sys
 import time
 import traceback
@@ -213,6 +214,9 @@ def final_runs(dbs: S.Databases, settle_s: float) -> tuple[dict, list]:
     return by_status, [tuple(r) for r in stuck]
 
 
+SERVER_ERROR_RE = re.compile(r'HTTP/1\.[01]" 5\d\d ')  # a 5xx in gunicorn's access log
+
+
 def log_problems(path: Path, workers: int) -> list[str]:
     """Tracebacks, errors and worker (re)starts in the server log, beyond the first boot."""
     problems, boots = [], 0
@@ -222,7 +226,7 @@ def log_problems(path: Path, workers: int) -> list[str]:
             if boots <= workers:
                 continue
         if any(marker in line for marker in ("Traceback", "[CRITICAL]", "WORKER TIMEOUT", " ERROR ",
-                                             "[ERROR]", "Booting worker")):
+                                             "[ERROR]", "Booting worker")) or SERVER_ERROR_RE.search(line):
             problems.append(line[:300])
     return problems
 
