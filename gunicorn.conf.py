@@ -13,7 +13,11 @@ load_dotenv(".env")  # PORT, HOST, WEB_CONCURRENCY may live there too
 wsgi_app = "app:create_app()"
 bind = os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gevent"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# SQLite (the default) gets one worker: one gevent process holds thousands of streams, and a stream
+# served by another process than the one running its run only learns of new tokens by polling (1 s).
+# PostgreSQL wakes every process at once (LISTEN/NOTIFY), so there two workers use both cores.
+_postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql"))
+workers = int(os.environ.get("WEB_CONCURRENCY") or (2 if _postgres else 1))
 worker_connections = 1000
 timeout = 30
 graceful_timeout = 30
