@@ -99,7 +99,18 @@ class Client:
         self.get("/")
         return self.csrf
 
+    def send(self, chat_id: str, text: str) -> str:
+        """Send a message as the composer does; returns the id of the run it started or resumed."""
+        response = self.post(f"/chats/{chat_id}/messages", {"message": text})
+        assert response.status_code == 200, response.text
+        return run_id_in(response.text)
+
     def pending_call(self, chat_id: str) -> tuple[str, str]:
         page = self.get(f"/chats/{chat_id}").text
         run_id, call_id = re.search(r"/runs/(run_\w+)/calls/(tc_\w+)/approve", page).groups()
         return run_id, call_id
+
+
+def run_id_in(html: str) -> str:
+    """The run a page or fragment streams (from its event-stream URL)."""
+    return re.search(r"/runs/(run_[0-9a-f]+)/events", html).group(1)

@@ -3,7 +3,6 @@ and two servers sharing one PostgreSQL database."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sqlite3
 import threading
@@ -19,9 +18,6 @@ from tests.live import Client, LiveServer
 DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
 FAST_RECOVERY = {"RUN_LEASE_SECONDS": "2", "RUN_SWEEP_SECONDS": "0.5"}
 
-
-def run_id_in(html: str) -> str:
-    return re.search(r"/runs/(run_[0-9a-f]+)/events", html).group(1)
 
 
 def kill_the_worker_running(harness, run_id: str) -> None:
@@ -40,7 +36,7 @@ def test_a_worker_killed_mid_reply_fails_the_run_and_retry_continues(server, har
     fake_model.script(Turn(text="word " * 500, token_delay=0.02), Turn(text="Second try worked."))
     client = Client(server.url)
     chat = client.new_chat()
-    run_id = run_id_in(client.post(f"/chats/{chat}/messages", {"message": "write a lot"}).text)
+    run_id = client.send(chat, "write a lot")
     wait_for(lambda: len(harness.messages(chat)[-1][1]) > 40, message="the reply to stream")
 
     kill_the_worker_running(harness, run_id)
@@ -61,7 +57,7 @@ def test_a_worker_killed_while_a_gated_tool_runs_leaves_outcome_unknown(server, 
     client = Client(server.url)
     chat = client.new_chat()
     before = harness.rows("users")
-    harness.wait(run_id_in(client.post(f"/chats/{chat}/messages", {"message": "delete"}).text), "paused")
+    harness.wait(client.send(chat, "delete"), "paused")
     run_id, call_id = client.pending_call(chat)
 
     with workspace_locked(databases):  # the tool blocks on the locked table, as a slow one would
@@ -127,7 +123,7 @@ def test_a_database_outage_is_a_503_and_the_app_recovers_by_itself(server, datab
 
     assert client.get(f"/chats/{chat}").status_code == 200, "no restart needed"
     assert harness.messages(chat) == [], "the refused message left nothing half-written"
-    run_id = run_id_in(client.post(f"/chats/{chat}/messages", {"message": "hello again"}).text)
+    run_id = client.send(chat, "hello again")
     assert harness.wait(run_id).status == "completed"
     assert harness.messages(chat)[-1] == ("assistant", "Back in business.")
 
@@ -161,7 +157,7 @@ def test_two_servers_share_runs_and_wake_each_other(server, server_env, harness,
     try:
         a = Client(server.url)
         chat = a.new_chat()
-        run_id = run_id_in(a.post(f"/chats/{chat}/messages", {"message": "delete"}).text)
+        run_id = a.send(chat, "delete")
         harness.wait(run_id, "paused")
         run_id, call_id = a.pending_call(chat)
         cursor = harness.run(run_id).last_seq

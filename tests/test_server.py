@@ -2,19 +2,15 @@
 racing approvals across worker processes execute the tool exactly once."""
 from __future__ import annotations
 
-import re
 import threading
 
 import pytest
 
 from tests.fake_openai import ToolCall, Turn
-from tests.live import Client, LiveServer
+from tests.live import Client, LiveServer, run_id_in
 
 DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
 
-
-def run_id_in(html: str) -> str:
-    return re.search(r"/runs/(run_[0-9a-f]+)/events", html).group(1)
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
@@ -46,7 +42,7 @@ def test_racing_approvals_across_workers_execute_once(live_server, harness, fake
     client = Client(live_server.url)
     chat = client.new_chat()
     before = harness.rows("users")
-    harness.wait(run_id_in(client.post(f"/chats/{chat}/messages", {"message": "delete"}).text), "paused")
+    harness.wait(client.send(chat, "delete"), "paused")
     run_id, call_id = client.pending_call(chat)
 
     statuses, barrier = [], threading.Barrier(20)

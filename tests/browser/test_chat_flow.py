@@ -2,7 +2,6 @@
 with a reason, and reloads at any moment."""
 from __future__ import annotations
 
-import re
 
 import pytest
 from playwright.sync_api import expect
