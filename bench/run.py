@@ -392,18 +392,22 @@ async def stream_wave(b: Bench, browsers: list[Browser], tokens: int, *, window_
     ok = [r for r in results if not isinstance(r, BaseException) and r[1] is not None]
     streamless = sum(1 for r in results if not isinstance(r, BaseException) and r[1] is None)
     errors = [r for r in results if isinstance(r, BaseException)] + [s.error for _, s in ok if s.error]
-    overhead, ttft, lags, held = [], [], [], 0
+    overhead, ttft, lags, held, to_model, first_relay = [], [], [], 0, [], []
     for t0, seen in ok:
         if not seen.first_token_recv_ns:
             continue
         app_ttft = (seen.first_token_recv_ns - t0) / MS
         own = (seen.first_token_emit_ns - seen.arrival_ns) / MS if seen.arrival_ns else 0.0
+        if seen.arrival_ns:
+            to_model.append((seen.arrival_ns - t0) / MS)          # message posted -> model request arrives
+            first_relay.append((seen.first_token_recv_ns - seen.first_token_emit_ns) / MS)  # model -> browser
         ttft.append(app_ttft)
         overhead.append(app_ttft - own)
         lags.extend(x / MS for x in seen.token_lags_ns)
         if app_ttft <= held_within_s * 1000:
             held += 1
     return {"ttft": ttft, "overhead": overhead, "lags": lags, "errors": errors, "held": held,
+            "to_model": to_model, "first_relay": first_relay,
             "runs": runs, "n": len(browsers), "results": ok, "streamless": streamless}
 
 
@@ -431,7 +435,8 @@ async def phase_streams(b: Bench, levels: list[int]) -> None:
         with LoopLag() as lag:
             if level == 1:
                 waves = [await stream_wave(b, browsers, b.args.tokens) for _ in range(b.plan["sequential"])]
-                wave = {k: [x for w in waves for x in w[k]] for k in ("ttft", "overhead", "lags", "errors")}
+                wave = {k: [x for w in waves for x in w[k]]
+                        for k in ("ttft", "overhead", "lags", "errors", "to_model", "first_relay")}
                 wave["streamless"] = sum(w["streamless"] for w in waves)
             else:
                 wave = await asyncio.wait_for(stream_wave(b, browsers, b.args.tokens),
@@ -447,7 +452,9 @@ async def phase_streams(b: Bench, levels: list[int]) -> None:
         elif level == 1000:
             target, status = "≤ 25 ms p95", judge(pct(ov, 95), 25)
         b.row("streams", f"First-token overhead (app minus model) at {level:,} streams, p50 / p95",
-              f"{fmt(pct(ov, 50))} / {fmt(pct(ov, 95))} ({len(wave['errors'])} errors, {len(ov)} measured"
+              f"{fmt(pct(ov, 50))} / {fmt(pct(ov, 95))} (p50 split: message -> model request "
+              f"{fmt(pct(wave['to_model'], 50))}, first token model -> browser {fmt(pct(wave['first_relay'], 50))}; "
+              f"{len(wave['errors'])} errors, {len(ov)} measured"
               + (f"; {wave['streamless']} replies came without a stream: the run had finished before the POST's "
                  "response rendered, so the page never shows that reply live" if wave["streamless"] else "") + ")",
               target, status)
