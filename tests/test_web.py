@@ -205,3 +205,16 @@ def test_the_outbox_shows_sent_notifications(browser, harness, fake_model):
     live = "".join(e["data"] for e in browser.events(run, after=cursor))
     assert 'id="outbox"' in live and "Backup finished" in live, "the outbox updates live"
     assert b"To ops@example.com" in browser.get(f"/chats/{chat}").data
+
+
+def test_a_command_response_streams_from_its_cursor_even_if_the_run_already_finished(app, harness, fake_model):
+    """Under load a run can complete before the POST's fragment renders; the fragment must still
+    connect a stream from its cursor, or the reply would only appear after a reload."""
+    fake_model.script(Turn(text="Quick answer."))
+    _, chat = harness.chat()
+    run_id = harness.send(chat, "hi")
+    run = harness.wait(run_id, "completed")
+    from flask import render_template
+    with app.test_request_context():
+        html = render_template("chat/_run_state.html", run=run, cursor=0)
+    assert f'sse-connect="/runs/{run_id}/events?after=0"' in html
