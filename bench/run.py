@@ -144,12 +144,17 @@ class Meter:
 
     def _read(self) -> dict:
         b = self.b
-        return {"server": b.cpu(), "db": S.cpu_seconds(S.pg_backend_pids(b.dbs.names)),
+        backends = {pid: S.cpu_seconds([pid]) for pid in S.pg_backend_pids(b.dbs.names)}
+        return {"server": b.cpu(), "db": backends,
                 "model": b.fake.cpu_seconds(), "loadgen": S.cpu_seconds([os.getpid()]),
                 "machine": S.machine_busy_seconds(), "t": time.monotonic()}
 
     def stop(self) -> dict:
         end = self._read()
+        # Backends come and go with the pool: count what the ones alive at the end spent since the
+        # start (or since they began); a backend that exited meanwhile is missed (an undercount).
+        db = sum(cpu - self.start["db"].get(pid, 0.0) for pid, cpu in end["db"].items())
+        end["db"], self.start["db"] = db, 0.0
         d = {k: end[k] - self.start[k] for k in end}
         d["other"] = max(0.0, d["machine"] - d["server"] - d["db"] - d["model"] - d["loadgen"])
         return d
@@ -779,7 +784,9 @@ def table(b: Bench, hw: dict, command: str, elapsed: float) -> str:
         "|---|---|---|---|---|",
     ]
     for row in b.rows:
-        lines.append(f"| {row.section} | {row.name} | {row.result} | {row.target} | {row.status} |")
+        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in
+                 (row.section, row.name, row.result, row.target, row.status)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
