@@ -773,7 +773,7 @@ def table(b: Bench, hw: dict, command: str, elapsed: float) -> str:
         f"Benchmark of {datetime.now().strftime('%Y-%m-%d %H:%M')} — `{command}` ({elapsed / 60:.1f} min)",
         "",
         f"Machine: {hw['nproc']} CPUs, {hw['cpu']}, {hw['memory']} RAM, Linux {hw['kernel']}; Python {hw['python']}, "
-        f"gunicorn {hw['gunicorn']} (gevent {hw['gevent']}, {b.args.workers} workers), Flask {hw['flask']}, "
+        f"gunicorn {hw['gunicorn']} (gevent {hw['gevent']}, {b.server.worker_count} workers), Flask {hw['flask']}, "
         f"SQLAlchemy {hw['sqlalchemy']}, openai {hw['openai']}, aiohttp {hw['aiohttp']}; database {b.dbs.version()}. "
         f"Model: tests/fake_openai.py in its own process, {b.args.token_rate} tokens/s, {b.args.tokens} tokens a reply. "
         "The load generator, the fake model and the server share the same cores. "
@@ -799,7 +799,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run in under 2 minutes")
     parser.add_argument("--postgres", metavar="URL", help="an admin URL; the bench creates and drops its own databases")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (WEB_CONCURRENCY), default 2")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="gunicorn workers (WEB_CONCURRENCY); default: what gunicorn.conf.py picks")
     parser.add_argument("--token-rate", type=float, default=50.0, help="the fake model's tokens per second (default 50)")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per streamed reply (default 20)")
     parser.add_argument("--minutes", type=float, default=None, help="hard time budget (default 14, quick 2)")
@@ -878,7 +879,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = []
     for name in ("gunicorn.log", "gunicorn-counting.log"):
         if (workdir / name).exists():
-            problems += log_problems(workdir / name, args.workers)
+            problems += log_problems(workdir / name, bench.server.worker_count if bench else 2)
     bench.row("errors", "Server log: tracebacks, errors, worker timeouts or restarts",
               f"{len(problems)}" + (f"; first: {' | '.join(problems[:3])}"[:400] if problems else ""),
               "0", "pass" if not problems else "FAIL")

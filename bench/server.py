@@ -152,20 +152,36 @@ class CountingServer(LiveServer):
         return total
 
 
-def start_server(env: dict[str, str], workers: int, log: Path, count_dir: Path | None = None) -> LiveServer:
+def start_server(env: dict[str, str], workers: int | None, log: Path, count_dir: Path | None = None) -> LiveServer:
+    """gunicorn with the production config. workers=None leaves the worker count to gunicorn.conf.py
+    (its default depends on the database); a number sets WEB_CONCURRENCY."""
     if count_dir is not None:
         count_dir.mkdir(parents=True, exist_ok=True)
-        server = CountingServer(env, workers, log, count_dir)
+        server = CountingServer(env, workers or 1, log, count_dir)
     else:
-        server = LiveServer(env, workers=workers, log_path=log)
+        server = LiveServer(env, workers=workers or 1, log_path=log)
+    if workers is None:
+        server.env.pop("WEB_CONCURRENCY", None)
+        if os.environ.get("WEB_CONCURRENCY"):  # the caller's own setting, as gunicorn would see it
+            server.env["WEB_CONCURRENCY"] = os.environ["WEB_CONCURRENCY"]
     server.start(timeout=30.0)
     wait_for_workers(server, workers)
+    server.worker_count = len(worker_pids(server))
     return server
 
 
-def wait_for_workers(server: LiveServer, workers: int, timeout: float = 20.0) -> None:
+def wait_for_workers(server: LiveServer, workers: int | None, timeout: float = 20.0) -> None:
+    """Until `workers` workers run, or (None) until their number has been stable for a second."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(worker_pids(server)) < workers:
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = len(worker_pids(server))
+        if workers is not None and count >= workers:
+            return
+        if count != last:
+            last, stable_since = count, time.monotonic()
+        elif workers is None and count > 0 and time.monotonic() - stable_since >= 1.0:
+            return
         time.sleep(0.1)
 
 

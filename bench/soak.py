@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--postgres", metavar="URL", help="an admin URL; the soak creates and drops its own databases")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="gunicorn workers (WEB_CONCURRENCY); default: what gunicorn.conf.py picks")
     parser.add_argument("--token-rate", type=float, default=50.0)
     parser.add_argument("--think", type=float, default=0.5, help="max seconds a client waits between actions")
     parser.add_argument("--sample", type=float, default=30.0, help="seconds between memory samples")
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(out, "w") as f:
             f.write(f"# Soak {started:%Y-%m-%d %H:%M} — `{command.strip()}`\n\n"
                     f"{hw['nproc']} CPUs ({hw['cpu']}), {hw['memory']}; Python {hw['python']}, gunicorn "
-                    f"{hw['gunicorn']} ({args.workers} gevent workers); {dbs.version()}; "
+                    f"{hw['gunicorn']} ({server.worker_count} gevent workers); {dbs.version()}; "
                     f"{args.clients} clients, think time 0-{args.think} s, model {args.token_rate} tokens/s.\n\n")
         soak = Soak(args, server, fake, out)
         asyncio.run(soak.run())
@@ -279,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         fake.stop()
         dbs.drop()
-    problems = log_problems(workdir / "gunicorn.log", args.workers) if (workdir / "gunicorn.log").exists() else []
+    workers = getattr(server, "worker_count", 2) if server is not None else 2
+    problems = log_problems(workdir / "gunicorn.log", workers) if (workdir / "gunicorn.log").exists() else []
     S.remove_workdir(workdir)
     if soak is None:
         return 1
