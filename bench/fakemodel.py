@@ -132,7 +132,7 @@ class BenchFake(FakeOpenAI):
                 if self.draining:
                     return Turn(text="Held. ")
                 seen = self.release_count
-                self.released.wait_for(lambda: self.release_count != seen, min(float(opt.get("s", "45")), 55.0))
+                self.released.wait_for(lambda: self.release_count != seen, min(float(opt.get("s", "45")), 280.0))
             return Turn(text="Held. ")
         return Turn(text="OK.")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import math
 import os
@@ -53,7 +54,7 @@ def log(message: str) -> None:
 PLAN = {
     "full": dict(baseline=[1, 100, 1000], sequential=30, latency=200, cross=20, throughput_s=30,
                  streams=[1, 100, 1000], stream_cap_s=150, capacity=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000],
-                 capacity_window_s=8, open_streams=1900, open_cap_s=120, count_cycles=20, count_streams=10,
+                 capacity_window_s=8, open_streams=1900, open_cap_s=90, count_cycles=20, count_streams=10,
                  growth_turns=1000, growth_s=300, budget_min=14.5),
     "quick": dict(baseline=[1, 50], sequential=5, latency=20, cross=3, throughput_s=4,
                   streams=[1, 50], stream_cap_s=20, capacity=[2, 8], capacity_window_s=3, open_streams=100,
@@ -539,25 +540,36 @@ async def phase_open_streams(b: Bench, count: int) -> None:
     probe = Browser(b.server.url)
     await probe.open()
     b.fake.drain(False)
-    opened, errors = 0, []
+    current, peak, errors = 0, 0, []
     runs: dict = {}
     all_open = asyncio.Event()
 
     def on_open():
-        nonlocal opened
-        opened += 1
-        if opened >= count:
+        nonlocal current, peak
+        current += 1
+        peak = max(peak, current)
+        if current >= count:
             all_open.set()
 
     async def hold(browser: Browser):
+        nonlocal current
+        opened = False
+
+        def opened_now():
+            nonlocal opened
+            opened = True
+            on_open()
         try:
-            run, cursor, _ = await browser.send("bench hold s=55")
+            run, cursor, _ = await browser.send("bench hold s=240")
             runs[browser] = run
-            seen = await browser.stream(run, cursor, on_open=on_open)
+            seen = await browser.stream(run, cursor, on_open=opened_now)
             if seen.error:
                 errors.append(seen.error)
         except Exception as exc:
             errors.append(repr(exc))
+        finally:
+            if opened:
+                current -= 1
 
     t0 = time.monotonic()
     tasks = [asyncio.create_task(hold(br)) for br in browsers]
@@ -566,24 +578,24 @@ async def phase_open_streams(b: Bench, count: int) -> None:
     except asyncio.TimeoutError:
         pass
     open_s = time.monotonic() - t0
-    log(f"  {opened} streams open after {open_s:.1f} s")
+    log(f"  {current} streams open at once after {open_s:.1f} s")
     await asyncio.sleep(2)
-    held = S.memory(b.server)
+    held, held_count = S.memory(b.server), current
     meter = Meter(b)
     await asyncio.sleep(4)
     usage = meter.stop()
     probe_ms, probe_note = await probe_pause(b, probe, timeout=8.0)
     delta = sum(held["workers"]) - sum(idle["workers"])
-    per_stream_kib = delta * 1024 / max(1, opened)
-    b.data["open_streams"] = {"opened": opened, "per_stream_kib": per_stream_kib, "open_s": open_s,
-                              "errors": errors[:5]}
-    b.row("memory", f"Resident memory per open stream ({opened:,} of {count:,} quiet streams open after {open_s:.1f} s)",
+    per_stream_kib = delta * 1024 / max(1, held_count)
+    b.data["open_streams"] = {"open": held_count, "peak": peak, "per_stream_kib": per_stream_kib,
+                              "open_s": open_s, "errors": errors[:5]}
+    b.row("memory", f"Resident memory per open stream ({held_count:,} of {count:,} quiet streams open at once "
+          f"after {open_s:.0f} s)",
           f"{per_stream_kib:.0f} KiB (workers {', '.join(f'{x:.0f}' for x in idle['workers'])} -> "
           f"{', '.join(f'{x:.0f}' for x in held['workers'])} MiB)")
-    b.row("memory", f"Server CPU while {opened:,} quiet streams wait (no tokens flowing)",
+    b.row("memory", f"Server CPU while {held_count:,} quiet streams wait (no tokens flowing)",
           f"{Meter.describe(usage)} (idle server: {cpu_idle * 100:.0f} %); a probe client's pause "
-          f"latency meanwhile: {fmt(probe_ms) if probe_ms else probe_note}"
-          + (f"; {len(errors)} stream errors" if errors else ""))
+          f"latency meanwhile: {fmt(probe_ms) if probe_ms else probe_note}")
     t1 = time.monotonic()
     await cancel_runs(b, runs)
     b.fake.drain()
@@ -592,6 +604,12 @@ async def phase_open_streams(b: Bench, count: int) -> None:
         task.cancel()
     log(f"  teardown {time.monotonic() - t1:.1f} s ({len(pending)} streams still open were dropped)")
     await probe.close()
+    if errors or held_count < count:
+        kinds = collections.Counter(e.split("(")[0].split(":")[0] for e in errors)
+        b.row("memory", f"Quiet streams that did not open ({count:,} asked for)",
+              f"{count - held_count:,} not open at once; {len(errors):,} ended in an error "
+              f"({', '.join(f'{k} {v}' for k, v in kinds.most_common(3)) or 'none'}) — a request the "
+              "worker never picks up times out on the client after 60 s")
 
 
 async def phase_db_and_growth(b: Bench, turns: int, budget_s: float) -> None:

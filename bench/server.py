@@ -102,6 +102,7 @@ def server_env(dbs: Databases, model_url: str) -> dict[str, str]:
         "OPENAI_BASE_URL": model_url,
         "OPENAI_API": "responses",
         "OPENAI_MODEL": "fake-model",
+        "OPENAI_TIMEOUT": "300",  # so a deliberately silent model ("bench hold") can hold a stream open
         "SECRET_KEY": "bench-" + secrets.token_hex(16),
     }
 
