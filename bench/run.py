@@ -54,7 +54,7 @@ def log(message: str) -> None:
 PLAN = {
     "full": dict(baseline=[1, 100, 1000], sequential=30, latency=200, cross=20, throughput_s=30,
                  streams=[1, 100, 1000], stream_cap_s=150, capacity=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000],
-                 capacity_window_s=8, open_streams=1900, open_cap_s=90, count_cycles=20, count_streams=10,
+                 capacity_window_s=8, open_streams=1900, open_cap_s=60, count_cycles=20, count_streams=10,
                  growth_turns=1000, growth_s=300, budget_min=14.5),
     "quick": dict(baseline=[1, 50], sequential=5, latency=20, cross=3, throughput_s=4,
                   streams=[1, 50], stream_cap_s=20, capacity=[2, 8], capacity_window_s=3, open_streams=100,
@@ -417,16 +417,39 @@ async def stream_wave(b: Bench, browsers: list[Browser], tokens: int, *, window_
             "runs": runs, "n": len(browsers), "results": ok, "streamless": streamless}
 
 
-async def cancel_runs(b: Bench, runs: dict) -> None:
+async def cancel_runs(b: Bench, runs: dict, per_request_s: float = 30, total_s: float = 120) -> None:
     gate = asyncio.Semaphore(100)
 
     async def one(browser, run):
         async with gate:
             try:
-                await browser.cancel(run)
+                await asyncio.wait_for(browser.cancel(run), per_request_s)
             except Exception:
                 pass
-    await asyncio.gather(*(one(br, run) for br, run in runs.items() if run))
+    try:
+        await asyncio.wait_for(asyncio.gather(*(one(br, run) for br, run in runs.items() if run)), total_s)
+    except asyncio.TimeoutError:
+        log("  some Stop requests did not get through in time")
+
+
+def wait_until_idle(b: Bench, timeout: float) -> bool:
+    """Until no run is queued or running in the app's database (so one phase does not leak into the next)."""
+    import sqlalchemy as sa
+    engine = sa.create_engine(b.dbs.app_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with engine.connect() as conn:
+                active = conn.execute(sa.text(
+                    "select count(*) from runs where status in ('queued', 'running')")).scalar()
+            if not active:
+                return True
+            if time.monotonic() > deadline:
+                log(f"  {active} runs still active")
+                return False
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
 
 
 async def phase_streams(b: Bench, levels: list[int]) -> None:
@@ -541,6 +564,7 @@ async def phase_open_streams(b: Bench, count: int) -> None:
     await probe.open()
     b.fake.drain(False)
     current, peak, errors = 0, 0, []
+    opened_browsers: set = set()
     runs: dict = {}
     all_open = asyncio.Event()
 
@@ -558,6 +582,7 @@ async def phase_open_streams(b: Bench, count: int) -> None:
         def opened_now():
             nonlocal opened
             opened = True
+            opened_browsers.add(browser)
             on_open()
         try:
             run, cursor, _ = await browser.send("bench hold s=240")
@@ -597,12 +622,20 @@ async def phase_open_streams(b: Bench, count: int) -> None:
           f"{Meter.describe(usage)} (idle server: {cpu_idle * 100:.0f} %); a probe client's pause "
           f"latency meanwhile: {fmt(probe_ms) if probe_ms else probe_note}")
     t1 = time.monotonic()
-    await cancel_runs(b, runs)
+    # Teardown, bounded: give up on the streams that never opened (their sockets wait in the listen
+    # backlog and would keep Stop requests from getting in), let the silent model answer, stop every
+    # run, then wait for the database to show none active.
+    for browser, task in zip(browsers, tasks):
+        if browser not in opened_browsers:
+            task.cancel()
     b.fake.drain()
+    await cancel_runs(b, runs, per_request_s=15, total_s=60)
     done, pending = await asyncio.wait(tasks, timeout=30)
     for task in pending:
         task.cancel()
-    log(f"  teardown {time.monotonic() - t1:.1f} s ({len(pending)} streams still open were dropped)")
+    settled = await asyncio.to_thread(wait_until_idle, b, 90)
+    log(f"  teardown {time.monotonic() - t1:.1f} s ({len(pending)} streams still open were dropped; "
+        f"{'no run active' if settled else 'runs still active'})")
     await probe.close()
     if errors or held_count < count:
         kinds = collections.Counter(e.split("(")[0].split(":")[0] for e in errors)
@@ -617,6 +650,7 @@ async def phase_db_and_growth(b: Bench, turns: int, budget_s: float) -> None:
     from turn 1 to turn N."""
     server = b.server
     b.fake.drain()
+    await asyncio.to_thread(wait_until_idle, b, 60)
     (browser,) = await b.get_browsers(1)
     await browser.new_chat()
 
