@@ -10,7 +10,7 @@ from dotenv import load_dotenv
 
 load_dotenv(".env")  # PORT, HOST, WEB_CONCURRENCY may live there too
 
-wsgi_app = "app:create_app()"
+wsgi_app = "app:create_app(cli=False)"  # no `flask db` commands (Flask-Migrate, Alembic) in a worker
 bind = os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gevent"
 # SQLite (the default) gets one worker: one gevent process holds thousands of streams, and a stream

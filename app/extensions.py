@@ -1,6 +1,8 @@
-"""Flask extensions, created unbound here and bound in `create_app` (so tests can build many apps)."""
+"""Flask extensions, created unbound here and bound in `create_app` (so tests can build many apps).
+
+Flask-Migrate is not here: it (and Alembic) is only needed by the `flask db` commands, so `create_app`
+imports it itself, and a web worker never does."""
 from flask_login import LoginManager
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from htmx_flask import Htmx
@@ -16,7 +18,6 @@ naming_convention = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=naming_convention))
-migrate = Migrate()
 csrf = CSRFProtect()
 login_manager = LoginManager()
 htmx = Htmx()
