@@ -68,9 +68,8 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
         if app.config["SEED_WORKSPACE"]:
             from app.workspace import ensure_workspace
             ensure_workspace(db.engines["workspace"])
-        if db.engine.dialect.name == "postgresql" and app.config.get("RUN_EVENTS_LISTEN", True):
-            from app.agent.events import Listener
-            app.extensions["run_events_listener"] = Listener(db.engine.url).start()
+    from app.agent import events
+    events.init_app(app)  # wake-ups for streams: in memory, LISTEN/NOTIFY on PostgreSQL, polling
     if app.config["RUN_SWEEP_SECONDS"]:
         app.extensions["run_executor"].start()  # recover runs a dead worker left behind
     return app

@@ -123,8 +123,7 @@ def app(app_config):
 
 def stop_app(app) -> None:
     """Stop what an app started (listener, executor) and close its connections."""
-    if listener := app.extensions.get("run_events_listener"):
-        listener.stop()
+    app.extensions["run_events"].stop()
     app.extensions["run_executor"].shutdown()
     with app.app_context():
         db.session.remove()

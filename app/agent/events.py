@@ -1,70 +1,284 @@
-"""The run's event log: append inside the caller's transaction, read after a cursor, wait for more.
+"""The run's event log: numbered events written with the transaction that caused them, and the
+wake-ups that let streams follow a run without polling the database.
 
-Wake-ups: appends in this process wake local waiters at once. On PostgreSQL every append also sends
-`NOTIFY run_events, '<run id>'` (delivered at commit), and a listener in each process turns those
-into local wake-ups, so a stream served by one worker or host follows a run executed by another.
-Polling remains as the fallback (SQLite across processes, or while the listener reconnects).
+Writing: `append()` queues an event in the current session; when the transaction commits (or when
+the runner calls `write()` to fold its lease check in), the run's events get their numbers from one
+`UPDATE runs SET last_seq = last_seq + n ... RETURNING` (which locks the run row, so numbers are
+committed in order and a reader's cursor never skips one) and are inserted in one statement.
+
+Following: each process has a `Hub`. After a commit, the events it wrote are handed to the streams
+of this process that watch the run (from memory: no query), and only those streams are woken. Runs
+executed by another process are announced by PostgreSQL `NOTIFY run_events` (a listener thread), and,
+as the fallback (SQLite with several workers, or while the listener reconnects), by one poller per
+process that asks for the `last_seq` of every watched run in a single query.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
+from flask import current_app
 
 from app.extensions import db
-from app.models import Run, RunEvent
+from app.models import Run, RunEvent, RunStatus, utcnow
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "run_events"
-
-_changed = threading.Condition()
-_generation: dict[str, int] = {}
-
-
-def append(run_id: str, type: str, data: dict | None = None) -> int:
-    """Add an event to the current transaction; the caller commits, then calls `notify(run_id)`."""
-    seq = db.session.execute(
-        sa.update(Run).where(Run.id == run_id)
-        .values(last_seq=Run.last_seq + 1)
-        .returning(Run.last_seq)
-    ).scalar_one()
-    db.session.add(RunEvent(run_id=run_id, seq=seq, type=type, data=data or {}))
-    if db.session.get_bind().dialect.name == "postgresql":
-        # Transactional: sent at commit, and repeats within one transaction collapse into one.
-        db.session.execute(sa.select(sa.func.pg_notify(CHANNEL, run_id)))
-    return seq
+POLL_SECONDS = 1.0            # the fallback when no NOTIFY can arrive (SQLite across processes)
+POLL_SECONDS_LISTENING = 5.0  # a safety net only: NOTIFY wakes streams at once
+RECENT_EVENTS = 256           # events kept in memory per watched run
+_PENDING = "run_events.pending"
+_WRITTEN = "run_events.written"
 
 
-def read_after(run_id: str, cursor: int, limit: int = 500) -> list[RunEvent]:
-    return list(db.session.scalars(
-        sa.select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.seq > cursor)
-        .order_by(RunEvent.seq).limit(limit)))
+@dataclass(frozen=True, slots=True)
+class Event:
+    run_id: str
+    seq: int
+    type: str
+    data: dict
+    created_at: datetime
 
 
-def notify(run_id: str) -> None:
-    with _changed:
-        _generation[run_id] = _generation.get(run_id, 0) + 1
-        _changed.notify_all()
+# ---------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------
+
+def append(run_id: str, type: str, data: dict | None = None) -> None:
+    """Queue an event in the current transaction; it is numbered and written when that commits."""
+    db.session.info.setdefault(_PENDING, []).append((run_id, type, data or {}))
 
 
-def generation(run_id: str) -> int:
-    with _changed:
-        return _generation.get(run_id, 0)
+def write(run_id: str, lease_owner: str | None = None, lease_until: datetime | None = None) -> bool:
+    """Write the run's queued events now. With `lease_owner`, in the same statement renew the lease
+    of a running run we own; False (write nothing, the caller rolls back) when it is no longer ours:
+    cancelled, or recovered by another worker."""
+    return _write(db.session(), run_id, lease_owner, lease_until)
 
 
-def wait(run_id: str, seen_generation: int, timeout: float) -> None:
-    """Block until the run gets a new event (after `seen_generation`) or `timeout` passes."""
-    with _changed:
-        _changed.wait_for(lambda: _generation.get(run_id, 0) != seen_generation, timeout=timeout)
+def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_until: datetime | None) -> bool:
+    queued = session.info.get(_PENDING) or []
+    mine = [event for event in queued if event[0] == run_id]
+    session.info[_PENDING] = [event for event in queued if event[0] != run_id]
+    update = sa.update(Run).where(Run.id == run_id).values(last_seq=Run.last_seq + len(mine))
+    if lease_owner is not None:
+        update = update.where(Run.status == RunStatus.RUNNING, Run.lease_owner == lease_owner) \
+            .values(lease_until=lease_until)
+    elif not mine:
+        return True
+    returning = [Run.last_seq]
+    if mine and session.get_bind().dialect.name == "postgresql":
+        # Delivered at commit; repeats within one transaction collapse into one.
+        returning.append(sa.func.pg_notify(CHANNEL, Run.id))
+    last_seq = session.execute(update.returning(*returning)).scalar()
+    if last_seq is None:
+        return False
+    if mine:
+        now = utcnow()
+        first = last_seq - len(mine) + 1
+        rows = [{"run_id": run_id, "seq": first + i, "type": type, "data": data, "created_at": now}
+                for i, (_, type, data) in enumerate(mine)]
+        session.execute(sa.insert(RunEvent), rows)
+        session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in rows)
+    return True
+
+
+@sa.event.listens_for(sa.orm.Session, "before_commit")
+def _write_queued(session: sa.orm.Session) -> None:
+    while queued := session.info.get(_PENDING):
+        _write(session, queued[0][0], None, None)
+
+
+@sa.event.listens_for(sa.orm.Session, "after_commit")
+def _publish_written(session: sa.orm.Session) -> None:
+    written = session.info.pop(_WRITTEN, None)
+    if written:
+        hub = current_app.extensions["run_events"]
+        by_run: dict[str, list[Event]] = {}
+        for event in written:
+            by_run.setdefault(event.run_id, []).append(event)
+        for run_id, batch in by_run.items():
+            hub.publish(run_id, batch)
+
+
+@sa.event.listens_for(sa.orm.Session, "after_rollback")
+def _forget_queued(session: sa.orm.Session) -> None:
+    session.info.pop(_PENDING, None)
+    session.info.pop(_WRITTEN, None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Following
+# ---------------------------------------------------------------------------------------------------
+
+class _Channel:
+    """One watched run in this process."""
+
+    def __init__(self):
+        self.changed = threading.Condition()
+        self.generation = 0   # bumped on every wake-up
+        self.external = 0     # bumped when another process may have written (NOTIFY, poll)
+        self.watchers = 0
+        self.recent: dict[int, Event] = {}
+        self.highest = 0      # the highest seq this process has seen for the run
+
+    def wake(self, events: list[Event] | None = None) -> None:
+        with self.changed:
+            if events is None:
+                self.external += 1
+            else:
+                for event in events:
+                    self.recent[event.seq] = event
+                    self.highest = max(self.highest, event.seq)
+                if len(self.recent) > RECENT_EVENTS:
+                    for seq in sorted(self.recent)[:-RECENT_EVENTS]:
+                        del self.recent[seq]
+            self.generation += 1
+            self.changed.notify_all()
+
+
+class Watch:
+    """A stream's view of one run: read what came after a cursor, and wait for more."""
+
+    def __init__(self, hub: "Hub", run_id: str, channel: _Channel):
+        self.hub, self.run_id, self.channel = hub, run_id, channel
+        self._external_seen = -1  # the first read always asks the database
+
+    @property
+    def generation(self) -> int:
+        return self.channel.generation
+
+    def read_after(self, cursor: int, limit: int = 500) -> tuple[list[Event], str | None]:
+        """The events after `cursor`, and the run's status when the database was read (None when
+        the events came from memory; "gone" when the run no longer exists).
+
+        Events this process committed come from memory. Whenever another process may have written
+        (a NOTIFY, a poll), and on the first read, the database is asked, for the events and the
+        run's status in one statement (so both are one snapshot)."""
+        channel = self.channel
+        if channel.external == self._external_seen:
+            batch, seq = [], cursor + 1
+            while (event := channel.recent.get(seq)) is not None:
+                batch.append(event)
+                seq += 1
+            if batch or cursor >= channel.highest:
+                return batch, None  # a gap after it (evicted, or published out of order) is read next time
+        self._external_seen = channel.external
+        rows = db.session.execute(
+            sa.select(Run.status, RunEvent.seq, RunEvent.type, RunEvent.data, RunEvent.created_at)
+            .select_from(Run).outerjoin(RunEvent, sa.and_(RunEvent.run_id == Run.id, RunEvent.seq > cursor))
+            .where(Run.id == self.run_id).order_by(RunEvent.seq).limit(limit)).all()
+        if not rows:
+            return [], "gone"
+        batch = [Event(self.run_id, row.seq, row.type, row.data or {}, row.created_at)
+                 for row in rows if row.seq is not None]
+        if batch:
+            with channel.changed:
+                channel.highest = max(channel.highest, batch[-1].seq)
+        if len(batch) == limit:
+            self._external_seen = -1  # more may follow: the next read asks the database again
+        return batch, rows[0].status
+
+    def wait(self, seen_generation: int, timeout: float) -> None:
+        """Block until the run is woken after `seen_generation`, or `timeout` passes."""
+        with self.channel.changed:
+            self.channel.changed.wait_for(lambda: self.channel.generation != seen_generation, timeout=timeout)
+
+
+class Hub:
+    """This process's wake-ups for run streams (one per app)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.listener: Listener | None = None
+        self._lock = threading.Lock()
+        self._channels: dict[str, _Channel] = {}
+        self._poller: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    def publish(self, run_id: str, events: list[Event]) -> None:
+        """Events this process just committed: hand them to the run's watchers and wake them."""
+        channel = self._channels.get(run_id)
+        if channel is not None:
+            channel.wake(events)
+
+    def notify(self, run_id: str) -> None:
+        """Another process changed the run (a NOTIFY): its watchers read the database again."""
+        channel = self._channels.get(run_id)
+        if channel is not None:
+            channel.wake()
+
+    @contextmanager
+    def watch(self, run_id: str) -> Iterator[Watch]:
+        with self._lock:
+            channel = self._channels.get(run_id)
+            if channel is None:
+                channel = self._channels[run_id] = _Channel()
+            channel.watchers += 1
+            if self._poller is None:
+                self._poller = threading.Thread(target=self._poll, name="run-events-poller", daemon=True)
+                self._poller.start()
+        try:
+            yield Watch(self, run_id, channel)
+        finally:
+            with self._lock:
+                channel.watchers -= 1
+                if channel.watchers == 0:
+                    del self._channels[run_id]
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self.listener is not None:
+            self.listener.stop()
+
+    def _poll(self) -> None:
+        """The fallback for writes no NOTIFY announces: one query for every watched run's last_seq."""
+        while not self._stopped.wait(self._poll_seconds()):
+            with self._lock:
+                watched = {run_id: channel.highest for run_id, channel in self._channels.items()}
+            if not watched:
+                continue
+            try:
+                with self.app.app_context():
+                    ids = list(watched)
+                    latest = {}
+                    for start in range(0, len(ids), 500):
+                        latest.update(db.session.execute(sa.select(Run.id, Run.last_seq).where(
+                            Run.id.in_(ids[start:start + 500]))).all())
+                    db.session.remove()
+            except Exception as exc:  # the database is away: streams keep waiting, we try again
+                log.warning("polling watched runs failed: %s", exc)
+                continue
+            for run_id, highest in watched.items():
+                if latest.get(run_id, highest + 1) > highest:  # newer events, or the run is gone
+                    self.notify(run_id)
+
+    def _poll_seconds(self) -> float:
+        listening = self.listener is not None and self.listener.listening.is_set()
+        return POLL_SECONDS_LISTENING if listening else POLL_SECONDS
+
+
+def init_app(app) -> Hub:
+    hub = app.extensions["run_events"] = Hub(app)
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql" and app.config.get("RUN_EVENTS_LISTEN", True):
+            hub.listener = Listener(db.engine.url, hub).start()
+    return hub
 
 
 class Listener:
-    """LISTENs on PostgreSQL in a background thread and wakes this process's waiters."""
+    """LISTENs on PostgreSQL in a background thread and wakes this process's watchers."""
 
-    def __init__(self, url: sa.URL):
+    def __init__(self, url: sa.URL, hub: Hub):
         self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.hub = hub
         self.listening = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="run-events-listener", daemon=True)
@@ -88,7 +302,7 @@ class Listener:
                     backoff = 0.5
                     while not self._stopped.is_set():
                         for note in conn.notifies(timeout=1.0):
-                            notify(note.payload)
+                            self.hub.notify(note.payload)
             except Exception as exc:  # the database went away: poll meanwhile, reconnect soon
                 if self.listening.is_set():
                     log.warning("event listener lost its connection (%s); reconnecting", exc)

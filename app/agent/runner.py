@@ -25,7 +25,7 @@ from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, T
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
 from app.agents import get_agent
 from app.extensions import db
-from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
+from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,14 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
         chat.title = _title_from(text)
     chat.updated_at = utcnow()
     run_id = run.id
-    _commit(run_id)
+    db.session.commit()
     submit(run_id)
     return run, cursor
 
 
 def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
     """A message typed while cards are pending rejects them, with the message as the reason."""
-    _lock_run(run.id)
-    cursor = run.last_seq
+    cursor = _lock_run(run.id)
     pending = db.session.scalars(sa.select(ToolCall.id).where(
         ToolCall.run_id == run.id, ToolCall.status == CallStatus.PENDING)).all()
     for call_id in pending:
@@ -111,8 +110,7 @@ def decide(owner_id: int, run_id: str, call_id: str, approve: bool, reason: str 
     The second of two racing decisions gets a 409 with the call's current state."""
     call = _owned_call(owner_id, run_id, call_id)
     reason = (reason or "").strip()[:2000] or None
-    _lock_run(run_id)
-    cursor = db.session.get(Run, run_id).last_seq
+    cursor = _lock_run(run_id)
     status = CallStatus.APPROVED if approve else CallStatus.REJECTED
     if not _set_call_status(call.id, CallStatus.PENDING, status, decided_by="user", decided_at=utcnow(),
                             reason=None if approve else reason):
@@ -125,7 +123,7 @@ def decide(owner_id: int, run_id: str, call_id: str, approve: bool, reason: str 
     resumed = still_pending == 0 and _set_run_status(run_id, RunStatus.PAUSED, RunStatus.QUEUED)
     if resumed:
         events.append(run_id, "run_resumed")
-    _commit(run_id)
+    db.session.commit()
     if resumed:
         submit(run_id)
     db.session.refresh(call)
@@ -140,7 +138,7 @@ def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
         db.session.rollback()
         raise RunError("Only a failed run can be retried.", 409, run=db.session.get(Run, run.id))
     events.append(run_id, "run_resumed")
-    _commit(run_id)
+    db.session.commit()
     submit(run_id)
     return db.session.get(Run, run_id), cursor
 
@@ -163,7 +161,7 @@ def cancel(owner_id: int, run_id: str) -> Run:
             Message.run_id == run.id, Message.state == "streaming")):
         _interrupt_message(run.id, message_id)
     events.append(run.id, "run_cancelled")
-    _commit(run.id)
+    db.session.commit()
     return db.session.get(Run, run.id)
 
 
@@ -197,8 +195,7 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision]) -> tuple
     paused until none is. A failed run is retried (so a continue whose model call failed can simply
     be sent again); any other state is a 409, and no model is called."""
     run = _owned_run(owner_id, run_id)
-    _lock_run(run.id)
-    cursor = run.last_seq
+    cursor = _lock_run(run.id)
     calls = {c.call_id: c for c in db.session.scalars(
         sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}
     changes = _check_decisions(_RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions)
@@ -220,7 +217,7 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision]) -> tuple
             if not _set_run_status(run_id, RunStatus.PAUSED, RunStatus.QUEUED):
                 raise _Lost()
             events.append(run_id, "run_resumed")
-        _commit(run_id)
+        db.session.commit()
     except (_Lost, sa.exc.OperationalError) as exc:
         if isinstance(exc, sa.exc.OperationalError) and getattr(exc.orig, "sqlstate", None) != "40P01":
             raise  # only a deadlock (PostgreSQL picked us to lose a race) is a conflict
@@ -308,14 +305,19 @@ class _RunRef:
 
 
 def execute(run_id: str) -> None:
-    """Take the run's lease and drive it until it pauses, completes, fails or is cancelled."""
-    if not _set_run_status(run_id, RunStatus.QUEUED, RunStatus.RUNNING,
-                           lease_owner=WORKER_ID, lease_until=_lease_until()):
+    """Take the run's lease and drive it until it pauses, completes, fails or is cancelled.
+
+    Transactions are few and short: taking the run shares one with the first step (a tool call's
+    `executing`, or the model turn's new message), and none stays open across a model call or a tool."""
+    taken = db.session.execute(
+        sa.update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(status=RunStatus.RUNNING, lease_owner=WORKER_ID, lease_until=_lease_until(), updated_at=utcnow())
+        .returning(Run.session_id, Run.owner_id, Run.agent_id)
+        .execution_options(synchronize_session=False)).first()
+    if taken is None:
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
-    row = db.session.get(Run, run_id)
-    run = _RunRef(row.id, row.session_id, row.owner_id, row.agent_id)
-    _commit(run_id)
+    run = _RunRef(run_id, *taken)
     agent = get_agent(run.agent_id)
     model = current_app.extensions["model"]
     try:
@@ -335,22 +337,28 @@ def execute(run_id: str) -> None:
 
 def _model_turn(run: _RunRef, agent, model) -> str:
     """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
-    context = build_context(run.session_id)
-    message = Message(session_id=run.session_id, run_id=run.id, role="assistant", state="streaming")
-    db.session.add(message)
-    db.session.flush()
-    message_id = message.id
+    chains = getattr(model, "chains", False)
+    context = build_context(run.session_id, from_chain_head=chains)
+    message_id = db.session.execute(sa.insert(Message).values(
+        session_id=run.session_id, run_id=run.id, role="assistant", state="streaming", content="",
+        created_at=utcnow()).returning(Message.id)).scalar_one()
     events.append(run.id, "message_started", {"message_id": message_id})
-    if not _renew_lease(run.id):
-        db.session.rollback()
+    if not _commit_owned(run.id):  # no transaction stays open while the model streams
         return "stopped"
-    _commit(run.id)  # no transaction stays open while the model streams
+
+    def full_context() -> list[ContextItem]:
+        """The whole conversation, for a provider whose chain was forgotten (read, then let go)."""
+        items = build_context(run.session_id)
+        db.session.rollback()
+        return items
 
     requests: list[ToolCallRequest] = []
     response_id = None
-    pending_text, last_flush = "", time.monotonic()
+    pending_text, last_flush = "", 0.0  # the first words go out at once; later ones in batches
+    stream_kwargs = {"full_context": full_context} if chains else {}
     try:
-        for event in model.stream(agent.instructions, context, [t.openai_function() for t in agent.tools]):
+        for event in model.stream(agent.instructions, context, [t.openai_function() for t in agent.tools],
+                                  **stream_kwargs):
             if isinstance(event, TextDelta):
                 pending_text += event.text
                 if time.monotonic() - last_flush >= FLUSH_SECONDS:
@@ -361,18 +369,20 @@ def _model_turn(run: _RunRef, agent, model) -> str:
                 requests.append(event)
             elif isinstance(event, TurnDone):
                 response_id = event.response_id
-        if pending_text and not _flush_text(run.id, message_id, pending_text):
-            return "stopped"
     except ModelError as exc:
         db.session.rollback()
         if pending_text:
-            _flush_text(run.id, message_id, pending_text)
+            _append_text(run.id, message_id, pending_text)
         _interrupt_message(run.id, message_id)
         _finish(run.id, RunStatus.FAILED, "run_failed", error=str(exc))
         return "stopped"
 
+    # The turn's end is one transaction: the last words, the message, its calls, the new state.
+    if pending_text:
+        _append_text(run.id, message_id, pending_text)
     db.session.execute(sa.update(Message).where(Message.id == message_id)
-                       .values(state="done", response_id=response_id))
+                       .values(state="done", response_id=response_id)
+                       .execution_options(synchronize_session=False))
     events.append(run.id, "message_completed", {"message_id": message_id})
     if not requests:
         _finish(run.id, RunStatus.COMPLETED, "run_completed")
@@ -382,8 +392,7 @@ def _model_turn(run: _RunRef, agent, model) -> str:
     if gated:
         _finish(run.id, RunStatus.PAUSED, "run_paused")
         return "stopped"
-    _commit(run.id)
-    return "tools"
+    return "tools" if _commit_owned(run.id) else "stopped"
 
 
 def _record_calls(run: _RunRef, agent, message_id: int, requests: list[ToolCallRequest]) -> bool:
@@ -391,10 +400,10 @@ def _record_calls(run: _RunRef, agent, message_id: int, requests: list[ToolCallR
     if any valid call needs confirmation, nothing of this turn runs until every gated call is decided."""
     ctx = tool_context(run)
     any_gated = False
-    ids = []
+    calls = []
     for position, request in enumerate(requests):
-        call = ToolCall(run_id=run.id, message_id=message_id, position=position, call_id=request.call_id,
-                        name=request.name, raw_arguments=request.arguments or "")
+        call = ToolCall(id=new_id("tc"), run_id=run.id, message_id=message_id, position=position,
+                        call_id=request.call_id, name=request.name, raw_arguments=request.arguments or "")
         tool = agent.tool(request.name)
         if tool is None:
             call.status, call.error = CallStatus.FAILED, f"Unknown tool {request.name!r}. " \
@@ -412,33 +421,29 @@ def _record_calls(run: _RunRef, agent, message_id: int, requests: list[ToolCallR
                     call.preview = _safe_preview(tool, ctx, call.arguments)
                 else:
                     call.status, call.decided_by, call.decided_at = CallStatus.APPROVED, "auto", utcnow()
-        db.session.add(call)
-        db.session.flush()
-        ids.append(call.id)
-    events.append(run.id, "tool_calls", {"message_id": message_id, "call_ids": ids})
+        calls.append(call)
+    db.session.add_all(calls)
+    db.session.flush()
+    events.append(run.id, "tool_calls", {"message_id": message_id, "call_ids": [call.id for call in calls]})
     return any_gated
 
 
 def _execute_approved_calls(run: _RunRef, agent) -> bool:
-    """Run every approved call once: `executing` is committed before the side effect starts."""
+    """Run every approved call once: `executing` is committed before the side effect starts, and
+    the outcome is committed as soon as it is known."""
     ctx = tool_context(run)
-    calls = [(c.id, c.name, c.arguments or {}) for c in db.session.scalars(sa.select(ToolCall).where(
+    calls = db.session.execute(sa.select(ToolCall.id, ToolCall.name, ToolCall.arguments).where(
         ToolCall.run_id == run.id, ToolCall.status == CallStatus.APPROVED)
-        .order_by(ToolCall.created_at, ToolCall.position))]
-    db.session.commit()
+        .order_by(ToolCall.created_at, ToolCall.position)).all()
     for call_id, name, arguments in calls:
         _lock_run(run.id)
         if not _set_call_status(call_id, CallStatus.APPROVED, CallStatus.EXECUTING):
-            db.session.rollback()
-            continue
+            continue  # decided otherwise meanwhile (the run was stopped): it never starts
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.EXECUTING})
-        if not _renew_lease(run.id):
-            # Cancelled between approval and execution: the side effect never starts.
-            db.session.rollback()
-            return False
-        _commit(run.id)
+        if not _commit_owned(run.id):
+            return False  # cancelled between approval and execution: the side effect never starts
         try:
-            values = {"status": CallStatus.DONE, "result": agent.tool(name).run(ctx, arguments)}
+            values = {"status": CallStatus.DONE, "result": agent.tool(name).run(ctx, arguments or {})}
         except ToolError as exc:
             values = {"status": CallStatus.FAILED, "error": str(exc)}
         except Exception as exc:  # a bug in a tool must not take the run down with it
@@ -448,7 +453,7 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
         _lock_run(run.id)
         _set_call_status(call_id, CallStatus.EXECUTING, status, **values)
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": status})
-        _commit(run.id)
+        db.session.commit()  # the ledger records the outcome before anything else can go wrong
     return True
 
 
@@ -470,10 +475,19 @@ def _safe_preview(tool, ctx, arguments) -> str | None:
 # The conversation as the model sees it
 # ---------------------------------------------------------------------------------------------------
 
-def build_context(session_id: str) -> list[ContextItem]:
+def build_context(session_id: str, from_chain_head: bool = False) -> list[ContextItem]:
+    """The conversation as provider-neutral items. `from_chain_head`: only from the newest answered
+    turn the model can chain from (Responses API `previous_response_id`), so a turn's cost does not
+    grow with the session; the provider asks for the whole conversation if the chain was forgotten."""
+    query = sa.select(Message).where(Message.session_id == session_id)
+    if from_chain_head:
+        head = db.session.scalar(sa.select(Message.id).where(
+            Message.session_id == session_id, Message.role == "assistant", Message.state == "done",
+            Message.response_id.is_not(None)).order_by(Message.id.desc()).limit(1))
+        if head is not None:
+            query = query.where(Message.id >= head)
     items: list[ContextItem] = []
-    for message in db.session.scalars(sa.select(Message).where(Message.session_id == session_id)
-                                      .order_by(Message.id)):
+    for message in db.session.scalars(query.order_by(Message.id)):
         if message.role == "user":
             items.append(ContextItem("user", message.content))
         elif message.state == "done":
@@ -518,7 +532,7 @@ def recover() -> None:
         db.session.execute(sa.update(Message).where(Message.run_id == run_id, Message.state == "streaming")
                            .values(state="interrupted"))
         events.append(run_id, "run_failed")
-        _commit(run_id)
+        db.session.commit()
     queued = db.session.scalars(sa.select(Run.id).where(Run.status == RunStatus.QUEUED)).all()
     db.session.rollback()
     for run_id in queued:
@@ -529,12 +543,13 @@ def recover() -> None:
 # Small compare-and-set helpers
 # ---------------------------------------------------------------------------------------------------
 
-def _lock_run(run_id: str) -> None:
-    """Lock the run's row before touching its calls. Every transaction that changes a run's calls
-    takes the run first (events.append locks it too), so two of them never hold each other's rows:
-    on PostgreSQL, call-then-run in one and run-then-call in another would deadlock. (SQLite's
-    BEGIN IMMEDIATE already serialises writers; FOR UPDATE renders as nothing there.)"""
-    db.session.execute(sa.select(Run.id).where(Run.id == run_id).with_for_update())
+def _lock_run(run_id: str) -> int:
+    """Lock the run's row before touching its calls; returns the run's event cursor. Every
+    transaction that changes a run's calls takes the run first (writing events locks it too), so two
+    of them never hold each other's rows: on PostgreSQL, call-then-run in one and run-then-call in
+    another would deadlock. (SQLite's BEGIN IMMEDIATE already serialises writers; FOR UPDATE renders
+    as nothing there.)"""
+    return db.session.execute(sa.select(Run.last_seq).where(Run.id == run_id).with_for_update()).scalar_one()
 
 
 def _set_run_status(run_id: str, expected: str, new: str, extra=(), **values) -> bool:
@@ -557,43 +572,43 @@ def _lease_until():
     return utcnow() + timedelta(seconds=current_app.config.get("RUN_LEASE_SECONDS", 30))
 
 
-def _renew_lease(run_id: str) -> bool:
-    """Extend our lease; False when the run is no longer ours (cancelled, or recovered elsewhere)."""
-    result = db.session.execute(sa.update(Run).where(
-        Run.id == run_id, Run.status == RunStatus.RUNNING, Run.lease_owner == WORKER_ID)
-        .values(lease_until=_lease_until()))
-    return result.rowcount == 1
+def _commit_owned(run_id: str) -> bool:
+    """Commit the executor's transaction if the run is still ours (renewing the lease in the same
+    statement that numbers the events); otherwise roll back and return False: cancelled, or recovered
+    by another worker."""
+    if events.write(run_id, WORKER_ID, _lease_until()):
+        db.session.commit()
+        return True
+    db.session.rollback()
+    return False
+
+
+def _append_text(run_id: str, message_id: int, text: str) -> None:
+    db.session.execute(sa.update(Message).where(Message.id == message_id)
+                       .values(content=Message.content + text).execution_options(synchronize_session=False))
+    events.append(run_id, "text", {"message_id": message_id, "text": text})
 
 
 def _flush_text(run_id: str, message_id: int, text: str) -> bool:
     """Append streamed text to the message and the event log in one short transaction."""
-    if not _renew_lease(run_id):
-        db.session.rollback()
-        return False
-    db.session.execute(sa.update(Message).where(Message.id == message_id)
-                       .values(content=Message.content + text))
-    events.append(run_id, "text", {"message_id": message_id, "text": text})
-    _commit(run_id)
-    return True
+    _append_text(run_id, message_id, text)
+    return _commit_owned(run_id)
 
 
 def _interrupt_message(run_id: str, message_id: int) -> None:
-    db.session.execute(sa.update(Message).where(Message.id == message_id).values(state="interrupted"))
+    db.session.execute(sa.update(Message).where(Message.id == message_id).values(state="interrupted")
+                       .execution_options(synchronize_session=False))
     events.append(run_id, "message_completed", {"message_id": message_id})
 
 
 def _finish(run_id: str, status: str, event: str, error: str | None = None) -> None:
     """Leave the running state (only if we still hold it: a cancel wins over a late finish)."""
-    if _set_run_status(run_id, RunStatus.RUNNING, status, error=error, lease_owner=None, lease_until=None):
+    if _set_run_status(run_id, RunStatus.RUNNING, status, extra=[Run.lease_owner == WORKER_ID],
+                       error=error, lease_owner=None, lease_until=None):
         events.append(run_id, event)
-        _commit(run_id)
+        db.session.commit()
     else:
         db.session.rollback()
-
-
-def _commit(run_id: str) -> None:
-    db.session.commit()
-    events.notify(run_id)
 
 
 def _owned_run(owner_id: int, run_id: str) -> Run:

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException, NotFound
 
 from app import chats
-from app.agent import events, runner
+from app.agent import runner
 from app.agent.runner import RunError
 from app.agents import AGENTS, get_agent
 from app.api import serialize
@@ -25,7 +25,7 @@ from app.extensions import csrf, db
 from app.models import Message, Run, RunStatus, utcnow
 from app.web import auth
 from app.web.auth import ApiAuthError
-from app.web.stream import POLL_SECONDS, POLL_SECONDS_LISTENING, follow_run
+from app.web.stream import follow_run
 
 bp = Blueprint("api", __name__)
 csrf.exempt(bp)
@@ -181,17 +181,16 @@ def _answer(run_id: str, cursor: int, stream: bool):
 def _settled(run_id: str, timeout: float) -> Run:
     """Wait (holding no database connection) until the run pauses, completes, fails or is cancelled;
     after `timeout` answer it as it is (still RUNNING: 202)."""
-    listener = current_app.extensions.get("run_events_listener")
     deadline = time.monotonic() + timeout
-    while True:
-        seen = events.generation(run_id)
-        status = db.session.scalar(db.select(Run.status).where(Run.id == run_id))
-        left = deadline - time.monotonic()
-        if status not in RunStatus.ACTIVE or left <= 0:
-            return db.session.get(Run, run_id)
-        db.session.remove()
-        listening = listener is not None and listener.listening.is_set()
-        events.wait(run_id, seen, min(left, POLL_SECONDS_LISTENING if listening else POLL_SECONDS))
+    with current_app.extensions["run_events"].watch(run_id) as watch:
+        while True:
+            seen = watch.generation
+            status = db.session.scalar(db.select(Run.status).where(Run.id == run_id))
+            left = deadline - time.monotonic()
+            if status not in RunStatus.ACTIVE or left <= 0:
+                return db.session.get(Run, run_id)
+            db.session.remove()
+            watch.wait(seen, left)
 
 
 def _event_stream(run_id: str, cursor: int) -> Response:

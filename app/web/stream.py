@@ -12,15 +12,11 @@ from types import SimpleNamespace
 
 from flask import current_app, render_template, stream_with_context
 
-from app.agent import events
 from app.extensions import db
-from app.models import Message, Run, RunEvent, RunStatus, ToolCall
+from app.agent.events import Event
+from app.models import Message, Run, RunStatus, ToolCall
 
 PING_SECONDS = 15.0
-# How often a stream re-reads the database when no wake-up came: the safety net for runs executed by
-# another process (SQLite), or while the PostgreSQL listener reconnects.
-POLL_SECONDS = 1.0
-POLL_SECONDS_LISTENING = 5.0
 
 
 STATUS_AFTER = {
@@ -33,44 +29,49 @@ STATUS_AFTER = {
 }
 
 
-def follow_run(run_id: str, cursor: int, render: Callable[[list[RunEvent]], str],
+def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
                finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False) -> Iterator[str]:
     """Replay the run's events after `cursor`, then tail new ones until the run stops (pauses,
     completes, fails; with `hold_paused`, only when it finishes), then send `finish(status)`.
 
-    `render` and `finish` run while the stream's database session is open; between reads no
-    connection is held, and the stream waits on the run's wake-ups (polling as the fallback)."""
+    Between reads the stream holds no database connection and waits for its run's wake-ups; events
+    committed by this process arrive from memory, others are read from the database (see
+    `app.agent.events`). `render` and `finish` may read the database."""
     db.session.remove()
-    listener = current_app.extensions.get("run_events_listener")
+    hub = current_app.extensions["run_events"]
 
     def stream():
         nonlocal cursor
         if first:
             yield first
-        last_sent = time.monotonic()
-        while True:
-            seen = events.generation(run_id)
-            # Status first, then events: every event up to a final status is then already visible.
-            status = db.session.scalar(db.select(Run.status).where(Run.id == run_id))
-            batch = events.read_after(run_id, cursor)
-            stopped = status is None or status in RunStatus.FINISHED or \
-                (status == RunStatus.PAUSED and not hold_paused)
-            chunk = render(batch) if batch else (finish(status) if stopped else "")
-            db.session.remove()
-            if batch:
-                cursor = batch[-1].seq
-                if chunk:
+        with hub.watch(run_id) as watch:
+            status = None
+            last_sent = time.monotonic()
+            while True:
+                seen = watch.generation
+                batch, read_status = watch.read_after(cursor)
+                if read_status is not None:  # read from the database: the status of the same snapshot
+                    status = None if read_status == "gone" else read_status
+                else:
+                    status = next((STATUS_AFTER[e.type] for e in reversed(batch) if e.type in STATUS_AFTER),
+                                  status)
+                stopped = status is None or status in RunStatus.FINISHED or \
+                    (status == RunStatus.PAUSED and not hold_paused)
+                chunk = render(batch) if batch else (finish(status) if stopped else "")
+                db.session.remove()
+                if batch:
+                    cursor = batch[-1].seq
+                    if chunk:
+                        yield chunk
+                        last_sent = time.monotonic()
+                    continue
+                if stopped:
                     yield chunk
+                    return
+                if time.monotonic() - last_sent >= PING_SECONDS:
+                    yield ": ping\n\n"
                     last_sent = time.monotonic()
-                continue
-            if stopped:
-                yield chunk
-                return
-            if time.monotonic() - last_sent >= PING_SECONDS:
-                yield ": ping\n\n"
-                last_sent = time.monotonic()
-            listening = listener is not None and listener.listening.is_set()
-            events.wait(run_id, seen, POLL_SECONDS_LISTENING if listening else POLL_SECONDS)
+                watch.wait(seen, PING_SECONDS - (time.monotonic() - last_sent))
 
     return stream_with_context(stream())
 
@@ -83,7 +84,7 @@ def sse(data: str, event: str | None = None, id: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def render_event(event: RunEvent) -> str:
+def render_event(event: Event) -> str:
     data = event.data or {}
     match event.type:
         case "text":
