@@ -15,7 +15,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import openai
 
@@ -57,8 +57,13 @@ class ModelError(Exception):
 class Model(Protocol):
     label: str
     is_demo: bool
+    # True: the provider chains turns on the server (Responses API), so `stream` only needs the
+    # conversation from the newest assistant item that has a `response_id` on, plus `full_context`
+    # for when the server has forgotten the chain. False: always pass the whole conversation.
+    chains: bool
 
-    def stream(self, instructions: str, context: list[ContextItem], tools: list[dict]) -> Iterator[ModelEvent]: ...
+    def stream(self, instructions: str, context: list[ContextItem], tools: list[dict],
+               full_context: Callable[[], list[ContextItem]] | None = None) -> Iterator[ModelEvent]: ...
 
 
 def describe_error(exc: Exception) -> str:
@@ -84,12 +89,16 @@ def make_client(api_key: str | None, base_url: str | None, timeout: float) -> op
 
 class ResponsesModel:
     is_demo = False
+    chains = True
 
     def __init__(self, client: openai.OpenAI, model: str):
         self.client, self.model = client, model
         self.label = model
 
-    def stream(self, instructions, context, tools):
+    def stream(self, instructions, context, tools, full_context=None):
+        """`context` may be only the tail of the conversation, from the newest assistant item with a
+        `response_id` (the chain head) on; `full_context()` then returns all of it, which is replayed
+        when there is no chain head or the server no longer knows the chain."""
         function_tools = [{"type": "function", "strict": False, **t} for t in tools]
         previous_id, new_items = self._chain(context)
         try:
@@ -102,7 +111,8 @@ class ResponsesModel:
                     if getattr(exc, "code", None) != "previous_response_not_found" and \
                             "previous_response" not in str(exc):
                         raise
-            yield from self._stream(instructions, self._items(context), function_tools, None)
+            replay = full_context() if full_context is not None else context
+            yield from self._stream(instructions, self._items(replay), function_tools, None)
         except openai.OpenAIError as exc:
             raise ModelError(describe_error(exc)) from exc
         except Exception as exc:  # httpx errors when a stream is cut short
@@ -155,12 +165,14 @@ class ResponsesModel:
 
 class ChatModel:
     is_demo = False
+    chains = False
 
     def __init__(self, client: openai.OpenAI, model: str):
         self.client, self.model = client, model
         self.label = model
 
-    def stream(self, instructions, context, tools):
+    def stream(self, instructions, context, tools, full_context=None):
+        """Always given the whole conversation; `full_context` is ignored."""
         try:
             yield from self._stream(instructions, context, tools)
         except ModelError:
@@ -219,12 +231,13 @@ class ChatModel:
 class DemoModel:
     """Offline and deterministic: maps plain requests onto the Data Manager's tools."""
     is_demo = True
+    chains = False
     label = "Demo model (offline)"
 
     def __init__(self, word_delay: float = 0.02):
         self.word_delay = word_delay
 
-    def stream(self, instructions, context, tools):
+    def stream(self, instructions, context, tools, full_context=None):
         available = {t["name"] for t in tools}
         last = context[-1] if context else ContextItem("user", "")
         if last.role == "tool":
