@@ -8,6 +8,11 @@
 The conversation is passed in a provider-neutral form (see `ContextItem`); each provider turns it
 into its own wire format. A provider yields `TextDelta`, then `ToolCallRequest`s, then `TurnDone`,
 and raises `ModelError` with a readable message when the model fails.
+
+The real providers send their request through the `openai` SDK's client (auth, base URL, timeouts,
+retries, and its error classes for non-2xx answers), but read the streamed reply themselves: the
+server-sent events are split here and their `data` parsed with `json.loads`, which costs a fraction
+of the SDK's per-event pydantic models.
 """
 from __future__ import annotations
 
@@ -15,8 +20,9 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
+import httpx2
 import openai
 
 
@@ -87,13 +93,110 @@ def make_client(api_key: str | None, base_url: str | None, timeout: float) -> op
     return openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=1)
 
 
-class ResponsesModel:
+# --- Server-sent events -------------------------------------------------------------------------
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def sse_events(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+    """The events of a `text/event-stream` body, as (event name, data), from its raw byte chunks.
+
+    Follows the SSE rules: lines end in LF, CRLF or CR (also when a CRLF is split across chunks); an
+    event ends at a blank line; several `data:` lines are joined with "\\n"; one space after the colon
+    is dropped; comments (`:`) and `id:`/`retry:`/unknown fields are ignored; an event without data is
+    not dispatched, nor is one the stream ends in the middle of. The name is "" without an `event:`
+    line. The data stays bytes: `json.loads` takes them as they are.
+    """
+    pending = b""
+    skip_lf = False  # the previous chunk ended in CR: a LF opening this one belongs to it
+    name, data = "", []
+    for chunk in chunks:
+        if skip_lf and chunk:
+            skip_lf = False
+            if chunk[0] == 10:
+                chunk = chunk[1:]
+        buffer = pending + chunk if pending else chunk
+        if b"\r" in buffer:
+            lines = _LINE_END.split(buffer)
+            skip_lf = buffer.endswith(b"\r")
+        else:
+            lines = buffer.split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if not line:
+                if data:
+                    yield name, data[0] if len(data) == 1 else b"\n".join(data)
+                name, data = "", []
+            elif line[0] == 58:  # ":" a comment
+                continue
+            else:
+                key, _, value = line.partition(b":")
+                if value[:1] == b" ":
+                    value = value[1:]
+                if key == b"data":
+                    data.append(value)
+                elif key == b"event":
+                    name = value.decode("utf-8", "replace")
+
+
+def _error_text(error) -> str:
+    """The message of an error object a server put in a stream ({"message": ...} or a string)."""
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("code") or "unknown error")
+    return str(error or "unknown error")
+
+
+# --- OpenAI-compatible providers ----------------------------------------------------------------
+
+class _OpenAIProvider:
+    """What both real providers share: the SDK client and the streamed request."""
     is_demo = False
-    chains = True
+    chains = False
+    path = ""
 
     def __init__(self, client: openai.OpenAI, model: str):
         self.client, self.model = client, model
         self.label = model
+
+    def _post(self, body: dict) -> httpx2.Response:
+        """POST the request through the SDK's client and return its unread streaming response.
+
+        `cast_to=httpx2.Response` is the SDK's documented way to get the raw response: retries, auth,
+        timeouts and the status-code errors (`openai.RateLimitError`, ...) all still apply, but no
+        request-parameter transform and no response model is involved.
+        """
+        return self.client.post(self.path, cast_to=httpx2.Response, body=body, stream=True,
+                                options={"security": {"bearer_auth": True}})
+
+    def _events(self, body: dict) -> Iterator[tuple[str, bytes]]:
+        """The server-sent events of the reply to `body`; transport failures become the SDK's errors."""
+        response = self._post(body)
+        try:
+            yield from sse_events(response.iter_bytes())
+        except httpx2.TimeoutException as exc:
+            raise openai.APITimeoutError(request=response.request) from exc
+        except httpx2.RequestError as exc:  # e.g. the connection closed mid-stream
+            raise openai.APIConnectionError(request=response.request) from exc
+        finally:
+            response.close()
+
+
+class ResponsesModel(_OpenAIProvider):
+    chains = True
+    path = "/responses"
+
+    # Events the stream carries that say nothing we use; their data (some hold the whole response
+    # object, tools and instructions included) is not even parsed when the server names them.
+    _IGNORED = frozenset({
+        "response.created", "response.in_progress", "response.queued",
+        "response.output_item.added", "response.content_part.added", "response.content_part.done",
+        "response.output_text.done", "response.output_text.annotation.added",
+        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        "response.refusal.delta", "response.refusal.done",
+        "response.reasoning_summary_part.added", "response.reasoning_summary_part.done",
+        "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+        "response.reasoning_text.delta", "response.reasoning_text.done",
+    })
 
     def stream(self, instructions, context, tools, full_context=None):
         """`context` may be only the tail of the conversation, from the newest assistant item with a
@@ -113,30 +216,41 @@ class ResponsesModel:
                         raise
             replay = full_context() if full_context is not None else context
             yield from self._stream(instructions, self._items(replay), function_tools, None)
-        except openai.OpenAIError as exc:
-            raise ModelError(describe_error(exc)) from exc
-        except Exception as exc:  # httpx errors when a stream is cut short
+        except ModelError:
+            raise
+        except Exception as exc:  # the SDK's errors, and anything else that cut the reply short
             raise ModelError(describe_error(exc)) from exc
 
     def _stream(self, instructions, items, tools, previous_id):
-        kwargs = {"previous_response_id": previous_id} if previous_id else {}
-        stream = self.client.responses.create(
-            model=self.model, instructions=instructions, input=items, tools=tools or openai.omit,
-            stream=True, **kwargs)
-        with stream:
-            for event in stream:
-                if event.type == "response.output_text.delta":
-                    yield TextDelta(event.delta)
-                elif event.type == "response.output_item.done" and event.item.type == "function_call":
-                    yield ToolCallRequest(event.item.call_id, event.item.name, event.item.arguments or "")
-                elif event.type == "response.completed":
-                    yield TurnDone(event.response.id)
-                    return
-                elif event.type in ("response.failed", "response.incomplete"):
-                    error = getattr(event.response, "error", None)
-                    raise ModelError(f"The model stopped: {getattr(error, 'message', None) or event.type}.")
-                elif event.type == "error":
-                    raise ModelError(f"The model reported an error: {getattr(event, 'message', '')}")
+        body = {"model": self.model, "instructions": instructions, "input": items, "stream": True}
+        if tools:
+            body["tools"] = tools
+        if previous_id:
+            body["previous_response_id"] = previous_id
+        ignored = self._IGNORED
+        for name, data in self._events(body):
+            if name in ignored:
+                continue
+            event = json.loads(data)
+            kind = event.get("type") or name
+            if kind == "response.output_text.delta":
+                if delta := event.get("delta"):
+                    yield TextDelta(delta)
+            elif kind == "response.output_item.done":
+                item = event.get("item") or {}
+                if item.get("type") == "function_call":
+                    yield ToolCallRequest(item.get("call_id") or "", item.get("name") or "",
+                                          item.get("arguments") or "")
+            elif kind == "response.completed":
+                yield TurnDone((event.get("response") or {}).get("id"))
+                return
+            elif kind in ("response.failed", "response.incomplete"):
+                error = (event.get("response") or {}).get("error") or {}
+                raise ModelError(f"The model stopped: {error.get('message') or kind}.")
+            elif kind == "error":
+                raise ModelError(f"The model reported an error: {_error_text(event.get('error') or event)}")
+            elif event.get("error"):
+                raise ModelError(f"The model reported an error: {_error_text(event['error'])}")
         raise ModelError("The model's reply broke off before it finished.")
 
     @staticmethod
@@ -163,13 +277,8 @@ class ResponsesModel:
         return items
 
 
-class ChatModel:
-    is_demo = False
-    chains = False
-
-    def __init__(self, client: openai.OpenAI, model: str):
-        self.client, self.model = client, model
-        self.label = model
+class ChatModel(_OpenAIProvider):
+    path = "/chat/completions"
 
     def stream(self, instructions, context, tools, full_context=None):
         """Always given the whole conversation; `full_context` is ignored."""
@@ -181,27 +290,39 @@ class ChatModel:
             raise ModelError(describe_error(exc)) from exc
 
     def _stream(self, instructions, context, tools):
-        kwargs = {"tools": [{"type": "function", "function": t} for t in tools]} if tools else {}
-        stream = self.client.chat.completions.create(
-            model=self.model, messages=self._messages(instructions, context), stream=True, **kwargs)
+        body = {"model": self.model, "messages": self._messages(instructions, context), "stream": True}
+        if tools:
+            body["tools"] = [{"type": "function", "function": t} for t in tools]
         calls: dict[int, dict] = {}
+        last_index = None
         finished = False
-        with stream:
-            for chunk in stream:
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                delta = choice.delta
-                if delta and delta.content:
-                    yield TextDelta(delta.content)
-                for part in (delta.tool_calls or []) if delta else []:
-                    call = calls.setdefault(part.index, {"call_id": "", "name": "", "arguments": ""})
-                    call["call_id"] = part.id or call["call_id"]
-                    if part.function:
-                        call["name"] += part.function.name or ""
-                        call["arguments"] += part.function.arguments or ""
-                if choice.finish_reason:
-                    finished = True
+        for _name, data in self._events(body):
+            if data.startswith(b"[DONE]"):
+                break
+            chunk = json.loads(data)
+            if chunk.get("error"):
+                raise ModelError(f"The model reported an error: {_error_text(chunk['error'])}")
+            choices = chunk.get("choices")
+            if not choices:
+                continue
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta:
+                if content := delta.get("content"):
+                    yield TextDelta(content)
+                for part in delta.get("tool_calls") or ():
+                    index = part.get("index")
+                    if index is None:  # some servers leave it out: a new id starts a new call
+                        new = last_index is None or (part.get("id") and part["id"] != calls[last_index]["call_id"])
+                        index = len(calls) if new else last_index
+                    last_index = index
+                    call = calls.setdefault(index, {"call_id": "", "name": "", "arguments": ""})
+                    call["call_id"] = part.get("id") or call["call_id"]
+                    if function := part.get("function"):
+                        call["name"] += function.get("name") or ""
+                        call["arguments"] += function.get("arguments") or ""
+            if choice.get("finish_reason"):
+                finished = True
         if not finished:
             raise ModelError("The model's reply broke off before it finished.")
         for index in sorted(calls):
