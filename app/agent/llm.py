@@ -12,7 +12,8 @@ and raises `ModelError` with a readable message when the model fails.
 The real providers send their request through the `openai` SDK's client (auth, base URL, timeouts,
 retries, and its error classes for non-2xx answers), but read the streamed reply themselves: the
 server-sent events are split here and their `data` parsed with `json.loads`, which costs a fraction
-of the SDK's per-event pydantic models.
+of the SDK's per-event pydantic models. `openai` itself is imported only when a model is first
+called, so a worker that never calls one (or runs the demo model) does not load it.
 """
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
-import httpx2
-import openai
+if TYPE_CHECKING:
+    import httpx2
+    import openai
 
 
 @dataclass
@@ -74,6 +76,8 @@ class Model(Protocol):
 
 def describe_error(exc: Exception) -> str:
     """A readable one-liner for the chat; never a traceback."""
+    import openai
+
     if isinstance(exc, openai.AuthenticationError):
         return "The model rejected the API key (401). Check OPENAI_API_KEY."
     if isinstance(exc, openai.RateLimitError):
@@ -89,6 +93,8 @@ def describe_error(exc: Exception) -> str:
 
 
 def make_client(api_key: str | None, base_url: str | None, timeout: float) -> openai.OpenAI:
+    import openai
+
     # A local server (Ollama, vLLM) often needs no key, but the SDK insists on one.
     return openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=1)
 
@@ -149,14 +155,27 @@ def _error_text(error) -> str:
 # --- OpenAI-compatible providers ----------------------------------------------------------------
 
 class _OpenAIProvider:
-    """What both real providers share: the SDK client and the streamed request."""
+    """What both real providers share: the SDK client, made on first use, and the streamed request."""
     is_demo = False
     chains = False
     path = ""
 
-    def __init__(self, client: openai.OpenAI, model: str):
-        self.client, self.model = client, model
+    def __init__(self, client: openai.OpenAI | Callable[[], openai.OpenAI], model: str):
+        """`client` is an `openai.OpenAI`, or a zero-argument callable making one when the model is
+        first called (so that `openai` is not imported before then)."""
+        self._client = client
+        self.model = model
         self.label = model
+
+    @property
+    def client(self) -> openai.OpenAI:
+        if callable(self._client):  # two first calls at once may both make one: harmless
+            self._client = self._client()
+        return self._client
+
+    @client.setter
+    def client(self, value: openai.OpenAI) -> None:
+        self._client = value
 
     def _post(self, body: dict) -> httpx2.Response:
         """POST the request through the SDK's client and return its unread streaming response.
@@ -165,11 +184,16 @@ class _OpenAIProvider:
         timeouts and the status-code errors (`openai.RateLimitError`, ...) all still apply, but no
         request-parameter transform and no response model is involved.
         """
+        import httpx2
+
         return self.client.post(self.path, cast_to=httpx2.Response, body=body, stream=True,
                                 options={"security": {"bearer_auth": True}})
 
     def _events(self, body: dict) -> Iterator[tuple[str, bytes]]:
         """The server-sent events of the reply to `body`; transport failures become the SDK's errors."""
+        import httpx2
+        import openai
+
         response = self._post(body)
         try:
             yield from sse_events(response.iter_bytes())
@@ -202,6 +226,8 @@ class ResponsesModel(_OpenAIProvider):
         """`context` may be only the tail of the conversation, from the newest assistant item with a
         `response_id` (the chain head) on; `full_context()` then returns all of it, which is replayed
         when there is no chain head or the server no longer knows the chain."""
+        import openai
+
         function_tools = [{"type": "function", "strict": False, **t} for t in tools]
         previous_id, new_items = self._chain(context)
         try:
@@ -429,6 +455,7 @@ def model_for(config: dict) -> Model:
     """Pick the provider from the app config: a key or a base URL means a real (compatible) server."""
     if not config.get("OPENAI_API_KEY") and not config.get("OPENAI_BASE_URL"):
         return DemoModel(word_delay=config.get("DEMO_WORD_DELAY", 0.02))
-    client = make_client(config.get("OPENAI_API_KEY"), config.get("OPENAI_BASE_URL"), config["OPENAI_TIMEOUT"])
+    api_key, base_url, timeout = config.get("OPENAI_API_KEY"), config.get("OPENAI_BASE_URL"), config["OPENAI_TIMEOUT"]
     cls = ChatModel if config.get("OPENAI_API") == "chat" else ResponsesModel
-    return cls(client, config["OPENAI_MODEL"])
+    # The client (and with it `openai`) is made when the model is first called.
+    return cls(lambda: make_client(api_key, base_url, timeout), config["OPENAI_MODEL"])
