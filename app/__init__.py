@@ -37,6 +37,7 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # lean fragments on the wire
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _instance_secret(app)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    _size_postgres_pools(app.config)
     app.config.setdefault("SEED_WORKSPACE", True)
 
     if not app.debug and not app.testing:
@@ -90,6 +91,26 @@ def _register_template_helpers(app: Flask) -> None:
                 return []
             return recent_outbox(db.engines["workspace"], current_user.id)
         return {"outbox_items": outbox_items}
+
+
+def _size_postgres_pools(config) -> None:
+    """Give each PostgreSQL engine (the app's, and the workspace's if it is on PostgreSQL) a pool sized
+    for a gevent worker: DATABASE_POOL_SIZE connections kept, up to DATABASE_MAX_OVERFLOW more at a
+    peak, and a request that waits DATABASE_POOL_TIMEOUT for one gets a 503 (web/errors.py). Explicit
+    engine options win. SQLite engines are left as they were."""
+    pool = {"pool_pre_ping": True, "pool_size": config["DATABASE_POOL_SIZE"],
+            "max_overflow": config["DATABASE_MAX_OVERFLOW"], "pool_timeout": config["DATABASE_POOL_TIMEOUT"]}
+    if _is_postgres(config["SQLALCHEMY_DATABASE_URI"]):
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = {**pool, **config["SQLALCHEMY_ENGINE_OPTIONS"]}
+    binds = {}
+    for key, value in config["SQLALCHEMY_BINDS"].items():
+        options = dict(value) if isinstance(value, dict) else {"url": value}  # Flask-SQLAlchemy's two forms
+        binds[key] = {**pool, **options} if _is_postgres(options["url"]) else value
+    config["SQLALCHEMY_BINDS"] = binds
+
+
+def _is_postgres(url) -> bool:
+    return sa.make_url(url).get_backend_name() == "postgresql"
 
 
 def _instance_secret(app: Flask) -> str:

@@ -63,6 +63,14 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
     # gevent they are greenlets, so hundreds cost little.
     concurrency = int(_positive(get("RUN_CONCURRENCY", "200"), "RUN_CONCURRENCY"))
 
+    # PostgreSQL connections each engine (app, workspace) of each worker process may open. Under gevent
+    # every query yields, so many requests and runs hold or wait for a connection at once; the pool
+    # must cover that, and PostgreSQL's max_connections the pools of every worker.
+    pool_size = _count(get("DATABASE_POOL_SIZE", "20"), "DATABASE_POOL_SIZE", minimum=1)
+    max_overflow = _count(get("DATABASE_MAX_OVERFLOW", "30"), "DATABASE_MAX_OVERFLOW", minimum=0)
+    # Whole seconds: Flask-SQLAlchemy builds engines with engine_from_config, which truncates to an int.
+    pool_timeout = _count(get("DATABASE_POOL_TIMEOUT", "10"), "DATABASE_POOL_TIMEOUT", minimum=1)
+
     api_auth = get("API_AUTH", "on").lower()
     if api_auth not in API_AUTH_MODES:
         raise ConfigError(f"API_AUTH must be on or off, got {api_auth!r}")
@@ -73,6 +81,9 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "RUN_SWEEP_SECONDS": sweep,
         "SQLITE_BUSY_TIMEOUT": busy,
         "RUN_CONCURRENCY": concurrency,
+        "DATABASE_POOL_SIZE": pool_size,
+        "DATABASE_MAX_OVERFLOW": max_overflow,
+        "DATABASE_POOL_TIMEOUT": pool_timeout,
         "SQLALCHEMY_DATABASE_URI": database_url(
             get("DATABASE_URL", f"sqlite:///{instance / 'app.db'}"), "DATABASE_URL"),
         "SQLALCHEMY_BINDS": {"workspace": database_url(
@@ -97,3 +108,13 @@ def _positive(value: str, variable: str) -> float:
     except ValueError:
         raise ConfigError(f"{variable} must be a positive number of seconds, got {value!r}") from None
     return seconds
+
+
+def _count(value: str, variable: str, minimum: int) -> int:
+    try:
+        number = int(value)
+        if number < minimum:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{variable} must be a whole number of at least {minimum}, got {value!r}") from None
+    return number

@@ -17,6 +17,16 @@ def test_defaults_are_sqlite_files_under_instance(tmp_path):
     assert (settings["OPENAI_MODEL"], settings["OPENAI_API"], settings["OPENAI_API_KEY"]) == ("gpt-5.2", "responses", None)
 
 
+def test_postgres_pools_default_to_what_a_gevent_worker_admits(tmp_path):
+    settings = config.load(str(tmp_path), {})
+    assert (settings["DATABASE_POOL_SIZE"], settings["DATABASE_MAX_OVERFLOW"], settings["DATABASE_POOL_TIMEOUT"]) == \
+        (20, 30, 10)
+    settings = config.load(str(tmp_path), {"DATABASE_POOL_SIZE": "5", "DATABASE_MAX_OVERFLOW": "0",
+                                           "DATABASE_POOL_TIMEOUT": "3"})
+    assert (settings["DATABASE_POOL_SIZE"], settings["DATABASE_MAX_OVERFLOW"], settings["DATABASE_POOL_TIMEOUT"]) == \
+        (5, 0, 3)
+
+
 @pytest.mark.parametrize("url", ["postgres://u:p@db:5432/app", "postgresql://u:p@db:5432/app",
                                  "postgresql+psycopg://u:p@db:5432/app"])
 def test_postgres_urls_always_use_psycopg_3(tmp_path, url):
@@ -32,6 +42,12 @@ def test_postgres_urls_always_use_psycopg_3(tmp_path, url):
     ({"OPENAI_API": "completions"}, "OPENAI_API"),
     ({"OPENAI_BASE_URL": "localhost:11434"}, "OPENAI_BASE_URL"),
     ({"OPENAI_TIMEOUT": "soon"}, "OPENAI_TIMEOUT"),
+    ({"DATABASE_POOL_SIZE": "0"}, "DATABASE_POOL_SIZE"),
+    ({"DATABASE_POOL_SIZE": "lots"}, "DATABASE_POOL_SIZE"),
+    ({"DATABASE_MAX_OVERFLOW": "-1"}, "DATABASE_MAX_OVERFLOW"),
+    ({"DATABASE_MAX_OVERFLOW": "2.5"}, "DATABASE_MAX_OVERFLOW"),
+    ({"DATABASE_POOL_TIMEOUT": "0"}, "DATABASE_POOL_TIMEOUT"),
+    ({"DATABASE_POOL_TIMEOUT": "0.5"}, "DATABASE_POOL_TIMEOUT"),
 ])
 def test_a_wrong_value_names_the_variable(tmp_path, env, variable):
     with pytest.raises(config.ConfigError, match=variable):
