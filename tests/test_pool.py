@@ -1,9 +1,21 @@
-"""PostgreSQL's connection pools: sized from the configuration."""
+"""PostgreSQL's connection pools: sized from the configuration, and a pool that stays exhausted for
+DATABASE_POOL_TIMEOUT is a 503 with Retry-After (never a 500), in-process and on a real gevent server."""
 from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
 
 from app import create_app
 from app.extensions import db
-from tests.conftest import stop_app
+from tests.api.apiclient import AUTH, KEY, Api
+from tests.conftest import Browser, stop_app
+from tests.live import Client, LiveServer
+
+ONE_CONNECTION = {"DATABASE_POOL_SIZE": 1, "DATABASE_MAX_OVERFLOW": 0, "DATABASE_POOL_TIMEOUT": 1}
 
 
 def test_postgres_engines_get_the_configured_pool_and_sqlite_keeps_its_own(app_config, databases):
@@ -19,3 +31,58 @@ def test_postgres_engines_get_the_configured_pool_and_sqlite_keeps_its_own(app_c
                     assert sized == (5, 10, 30.0), "SQLite keeps SQLAlchemy's defaults"
     finally:
         stop_app(app)
+
+
+@pytest.fixture
+def one_connection_app(app_config):
+    app = create_app({**app_config, **ONE_CONNECTION, "OS_SECURITY_KEY": KEY})
+    with app.app_context():
+        upgrade()
+    yield app
+    stop_app(app)
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_no_free_connection_is_a_503_for_pages_fragments_and_the_api(one_connection_app):
+    app = one_connection_app
+    browser = Browser(app)
+    chat = browser.new_chat()
+    with app.app_context(), db.engine.connect():  # someone else holds the pool's only connection
+        page = browser.get(f"/chats/{chat}")
+        assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+        assert b"The database is not available right now" in page.data
+        fragment = browser.post(f"/chats/{chat}/messages", {"message": "hello"})
+        assert fragment.status_code == 503 and b'id="flash"' in fragment.data
+        api = Api(app, AUTH).get("/sessions")
+        assert api.status_code == 503 and api.headers["Retry-After"] == "5"
+        assert api.get_json() == {"detail": "The database is not available right now. Please try again in a moment."}
+    assert browser.get(f"/chats/{chat}").status_code == 200, "fine again once a connection is free"
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_gevent_worker_whose_pool_runs_dry_answers_503_and_recovers(app, server_env, databases, harness, tmp_path):
+    """The benchmark's failure: greenlets wait for a pooled connection while others hold them (here one
+    request blocked on a locked table holds the only one). The waiter must get a 503, not a 500."""
+    env = {**server_env, **{k: str(v) for k, v in ONE_CONNECTION.items()}, "RUN_SWEEP_SECONDS": "3600"}
+    server = LiveServer(env, workers=1, log_path=tmp_path / "gunicorn.log").start()
+    locker = sa.create_engine(databases.app_url)
+    try:
+        client = Client(server.url)
+        chat = client.new_chat()
+        slow: list = []
+        with locker.connect() as lock:
+            lock.exec_driver_sql("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+            blocked = threading.Thread(target=lambda: slow.append(client.get(f"/chats/{chat}")))
+            blocked.start()  # loads its account: waits on the lock, holding the worker's only connection
+            time.sleep(0.5)
+            starved = Client(server.url).get("/")
+            assert starved.status_code == 503 and starved.headers["Retry-After"] == "5"
+            assert "The database is not available right now" in starved.text
+            lock.rollback()
+        blocked.join(10)
+        assert slow[0].status_code == 200, "the request that held the connection finished normally"
+        assert client.get(f"/chats/{chat}").status_code == 200
+        assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()
+    finally:
+        locker.dispose()
+        server.stop()

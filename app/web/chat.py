@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_user
-from sqlalchemy.exc import DBAPIError
 
 from app import chats
 from app.agent import runner
 from app.agent.runner import RunError
 from app.extensions import db, login_manager
 from app.models import Account, Run
+from app.web.errors import DATABASE_UNAVAILABLE
 from app.web.stream import follow_run, render_event, sse
 
 bp = Blueprint("chat", __name__)
@@ -21,7 +21,7 @@ def load_account(account_id: str):
         return None  # rendering the 503 page: don't ask the database again
     try:
         return db.session.get(Account, int(account_id))
-    except DBAPIError:
+    except DATABASE_UNAVAILABLE:
         g.database_unavailable = True
         raise
 

@@ -1,10 +1,14 @@
 """Errors people can read: a small page (or fragment, for htmx) and never a stack trace."""
 from flask import Flask, g, jsonify as app_json, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from app.extensions import db
+
+# The database is down, unreachable or locked for too long (DBAPIError), or every connection of this
+# worker's pool stayed busy for DATABASE_POOL_TIMEOUT (PoolTimeout): a 503 either way, never a 500.
+DATABASE_UNAVAILABLE = (DBAPIError, PoolTimeout)
 
 
 def register(app: Flask) -> None:
@@ -17,10 +21,12 @@ def register(app: Flask) -> None:
         return _render(error.description, error.code)
 
     @app.errorhandler(DBAPIError)
+    @app.errorhandler(PoolTimeout)
     def database_unavailable(error):
-        """The database is down, unreachable or locked for too long: nothing was half-written (the
-        transaction rolled back), and the same request can simply be sent again."""
-        app.logger.warning("database error: %s", error.orig)
+        """The database is down, unreachable, locked for too long, or has no free connection for us:
+        nothing was half-written (the transaction rolled back), and the same request can simply be
+        sent again."""
+        app.logger.warning("database unavailable: %s", getattr(error, "orig", None) or error)
         g.database_unavailable = True
         _discard_session()
         response = _render("The database is not available right now. Please try again in a moment.", 503)
