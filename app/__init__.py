@@ -55,7 +55,8 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     from app.agent.llm import model_for
     app.extensions["model"] = model_for(app.config)
     app.extensions["run_executor"] = RunExecutor(app, max_workers=app.config["RUN_CONCURRENCY"],
-                                                 sweep_seconds=app.config["RUN_SWEEP_SECONDS"])
+                                                 sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
+                                                 lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
     from app.web import api, auth, chat, errors, security
     app.register_blueprint(chat.bp)
@@ -142,5 +143,8 @@ def _sqlite_pragmas(dbapi_connection, _record):
 def _sqlite_begin_immediate(connection):
     # A deferred transaction that reads and then writes fails with "database is locked" when another
     # writer got in between, whatever the busy timeout; taking the write lock up front waits instead.
+    # Readers that never write (streams following a run: `read_only` option) read a WAL snapshot
+    # with a plain BEGIN and never wait for that lock.
     if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get("read_only")
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

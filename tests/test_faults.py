@@ -75,6 +75,16 @@ def test_a_worker_killed_while_a_gated_tool_runs_leaves_outcome_unknown(server, 
     assert "This must not be reached." not in page
 
 
+def test_a_model_silent_for_longer_than_the_lease_is_not_taken_for_a_dead_worker(server, harness, fake_model):
+    # The lease is 2 s; the model thinks for 5 s before its first word. The heartbeat keeps the lease.
+    fake_model.script(Turn(text="Thought it over.", delay=5))
+    client = Client(server.url)
+    chat = client.new_chat()
+    run = harness.wait(client.send(chat, "think hard"), "completed", "failed", timeout=30)
+    assert (run.status, run.error) == ("completed", None)
+    assert harness.messages(chat)[-1] == ("assistant", "Thought it over.")
+
+
 class workspace_locked:
     """Hold a lock on the workspace's users table (SQLite: the whole file) until the block ends."""
 

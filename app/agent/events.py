@@ -34,6 +34,8 @@ CHANNEL = "run_events"
 POLL_SECONDS = 1.0            # the fallback when no NOTIFY can arrive (SQLite across processes)
 POLL_SECONDS_LISTENING = 5.0  # a safety net only: NOTIFY wakes streams at once
 RECENT_EVENTS = 256           # events kept in memory per watched run
+# Readers that never write: on SQLite they need no write lock (see app/__init__.py).
+READ_ONLY = {"read_only": True}
 _PENDING = "run_events.pending"
 _WRITTEN = "run_events.written"
 
@@ -67,16 +69,17 @@ def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_
     queued = session.info.get(_PENDING) or []
     mine = [event for event in queued if event[0] == run_id]
     session.info[_PENDING] = [event for event in queued if event[0] != run_id]
-    update = sa.update(Run).where(Run.id == run_id).values(last_seq=Run.last_seq + len(mine))
+    runs = Run.__table__  # Core statements: this is the hottest write path
+    update = sa.update(runs).where(runs.c.id == run_id).values(last_seq=runs.c.last_seq + len(mine))
     if lease_owner is not None:
-        update = update.where(Run.status == RunStatus.RUNNING, Run.lease_owner == lease_owner) \
+        update = update.where(runs.c.status == RunStatus.RUNNING, runs.c.lease_owner == lease_owner) \
             .values(lease_until=lease_until)
     elif not mine:
         return True
-    returning = [Run.last_seq]
+    returning = [runs.c.last_seq]
     if mine and session.get_bind().dialect.name == "postgresql":
         # Delivered at commit; repeats within one transaction collapse into one.
-        returning.append(sa.func.pg_notify(CHANNEL, Run.id))
+        returning.append(sa.func.pg_notify(CHANNEL, runs.c.id))
     last_seq = session.execute(update.returning(*returning)).scalar()
     if last_seq is None:
         return False
@@ -85,7 +88,7 @@ def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_
         first = last_seq - len(mine) + 1
         rows = [{"run_id": run_id, "seq": first + i, "type": type, "data": data, "created_at": now}
                 for i, (_, type, data) in enumerate(mine)]
-        session.execute(sa.insert(RunEvent), rows)
+        session.execute(sa.insert(RunEvent.__table__), rows)
         session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in rows)
     return True
 
@@ -171,6 +174,7 @@ class Watch:
             if batch or cursor >= channel.highest:
                 return batch, None  # a gap after it (evicted, or published out of order) is read next time
         self._external_seen = channel.external
+        db.session.connection(execution_options=READ_ONLY)
         rows = db.session.execute(
             sa.select(Run.status, RunEvent.seq, RunEvent.type, RunEvent.data, RunEvent.created_at)
             .select_from(Run).outerjoin(RunEvent, sa.and_(RunEvent.run_id == Run.id, RunEvent.seq > cursor))
@@ -247,6 +251,7 @@ class Hub:
                 continue
             try:
                 with self.app.app_context():
+                    db.session.connection(execution_options=READ_ONLY)
                     ids = list(watched)
                     latest = {}
                     for start in range(0, len(ids), 500):

@@ -572,6 +572,14 @@ def _lease_until():
     return utcnow() + timedelta(seconds=current_app.config.get("RUN_LEASE_SECONDS", 30))
 
 
+def renew_leases(run_ids: list[str]) -> None:
+    """The executor's heartbeat: extend the leases of the runs this process is executing."""
+    db.session.execute(sa.update(Run.__table__).where(
+        Run.id.in_(run_ids), Run.status == RunStatus.RUNNING, Run.lease_owner == WORKER_ID)
+        .values(lease_until=_lease_until()))
+    db.session.commit()
+
+
 def _commit_owned(run_id: str) -> bool:
     """Commit the executor's transaction if the run is still ours (renewing the lease in the same
     statement that numbers the events); otherwise roll back and return False: cancelled, or recovered

@@ -88,7 +88,10 @@ def render_event(event: Event) -> str:
     data = event.data or {}
     match event.type:
         case "text":
-            return render_template("chat/events/_text.html", message_id=data["message_id"], text=data["text"])
+            # The most frequent event, and it needs no request context: render it without Flask's
+            # context processors (the outbox query, the user) and signals.
+            return current_app.jinja_env.get_template("chat/events/_text.html").render(
+                message_id=data["message_id"], text=data["text"])
         case "user_message" | "message_started" | "message_completed":
             message = db.session.get(Message, data["message_id"])
             if message is None:
