@@ -279,6 +279,17 @@ def test_a_model_timeout_fails_the_run(harness, app, fake_model):
     assert (run.status, run.error) == ("failed", "The model did not answer in time.")
 
 
+def test_a_chained_turn_sends_only_what_came_after_the_chain_head(harness, fake_model):
+    fake_model.script(Turn(text="One."), Turn(text="Two."), Turn(text="Three."))
+    _, chat = harness.chat()
+    for word in ("first", "second", "third"):
+        assert harness.wait(harness.send(chat, word)).status == "completed"
+    first, second, third = fake_model.requests[-3:]
+    assert first.previous_response_id is None and first.items() == [{"role": "user", "content": "first"}]
+    assert third.previous_response_id is not None
+    assert third.items() == [{"role": "user", "content": "third"}]
+
+
 def test_an_expired_response_chain_is_replayed_in_full(harness, fake_model):
     fake_model.script(Turn(text="Deleting.", tool_calls=[DELETE_50]), Turn(text="All done."))
     owner, chat = harness.chat()

@@ -291,6 +291,9 @@ def submit(run_id: str) -> None:
     """Hand the run to the background executor. Call it with no transaction open: under gevent,
     starting a worker switches greenlets, and one holding SQLite's write lock would stall the rest."""
     current_app.extensions["run_executor"].submit(run_id)
+    # Let the run reach its model request before this request renders its response: under gevent
+    # the executor's greenlet would otherwise wait for that, which is time to first token.
+    time.sleep(0)
 
 
 @dataclass(frozen=True)
@@ -355,7 +358,9 @@ def _model_turn(run: _RunRef, agent, model) -> str:
     requests: list[ToolCallRequest] = []
     response_id = None
     pending_text, last_flush = "", 0.0  # the first words go out at once; later ones in batches
-    stream_kwargs = {"full_context": full_context} if chains else {}
+    # A tail starts at the chain head; without one the context is already the whole conversation.
+    is_tail = chains and context and context[0].role == "assistant" and context[0].response_id
+    stream_kwargs = {"full_context": full_context} if is_tail else {}
     try:
         for event in model.stream(agent.instructions, context, [t.openai_function() for t in agent.tools],
                                   **stream_kwargs):
