@@ -66,7 +66,8 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     if latest is not None and latest.is_active:
         raise RunError("The agent is still answering. Wait for it to finish, or press Stop.", 409, run=latest)
 
-    if latest is not None and latest.status == RunStatus.PAUSED:
+    answers_cards = latest is not None and latest.status == RunStatus.PAUSED
+    if answers_cards:
         run, cursor = _answer_paused_run(latest, text)
     else:
         run = Run(session_id=chat.id, owner_id=chat.owner_id, agent_id=chat.agent_id, input=text,
@@ -84,7 +85,7 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     chat.updated_at = utcnow()
     run_id = run.id
     db.session.commit()
-    submit(run_id)
+    submit(run_id, model_first=not answers_cards)  # approved calls of a paused run may run first
     return run, cursor
 
 
@@ -287,13 +288,17 @@ def _check_decisions(run: _RunRef, calls: dict[str, ToolCall], decisions: list[D
 # Execution (in the background executor, never inside a request)
 # ---------------------------------------------------------------------------------------------------
 
-def submit(run_id: str) -> None:
+def submit(run_id: str, *, model_first: bool = False) -> None:
     """Hand the run to the background executor. Call it with no transaction open: under gevent,
-    starting a worker switches greenlets, and one holding SQLite's write lock would stall the rest."""
+    starting a worker switches greenlets, and one holding SQLite's write lock would stall the rest.
+
+    model_first: the run's next step is a model request, so let it send that before this request
+    renders its response (under gevent the executor's greenlet would otherwise wait, which is time
+    to first token). Not after a decision: the next step is a tool, and a tool blocked in C (a
+    locked SQLite file) would hold the decision's response back with it."""
     current_app.extensions["run_executor"].submit(run_id)
-    # Let the run reach its model request before this request renders its response: under gevent
-    # the executor's greenlet would otherwise wait for that, which is time to first token.
-    time.sleep(0)
+    if model_first:
+        time.sleep(0)
 
 
 @dataclass(frozen=True)
