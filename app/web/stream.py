@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from flask import current_app, render_template, stream_with_context
 
 from app.extensions import db
-from app.agent.events import Event
+from app.agent.events import READ_ONLY, Event
 from app.models import Message, Run, RunStatus, ToolCall
 
 PING_SECONDS = 15.0
@@ -57,6 +57,9 @@ def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
                                   status)
                 stopped = status is None or status in RunStatus.FINISHED or \
                     (status == RunStatus.PAUSED and not hold_paused)
+                if (batch or stopped) and not db.session().in_transaction():
+                    # Rendering only reads: on SQLite, from a snapshot, without taking the write lock.
+                    db.session.connection(execution_options=READ_ONLY)
                 chunk = render(batch) if batch else (finish(status) if stopped else "")
                 db.session.remove()
                 if batch:
