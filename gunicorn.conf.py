@@ -5,6 +5,7 @@ gevent workers hold many open event streams each (a sync worker holds one, and k
 environment variables: PORT, WEB_CONCURRENCY, GUNICORN_CMD_ARGS.
 """
 import os
+import resource
 
 from dotenv import load_dotenv
 
@@ -18,7 +19,14 @@ worker_class = "gevent"
 # PostgreSQL wakes every process at once (LISTEN/NOTIFY), so there two workers use both cores.
 _postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql"))
 workers = int(os.environ.get("WEB_CONCURRENCY") or (2 if _postgres else 1))
-worker_connections = 1000
+# Each open event stream is one connection (~30 KiB in a gevent worker), so allow thousands, and
+# the file descriptors they need: many systems start processes with a soft limit of 1,024.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or 4000)
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+_wanted = worker_connections + 256  # the connections plus database files, sockets to the model, logs
+if _soft != resource.RLIM_INFINITY and _soft < _wanted:
+    resource.setrlimit(resource.RLIMIT_NOFILE,
+                       (_wanted if _hard == resource.RLIM_INFINITY else min(_wanted, _hard), _hard))
 timeout = 30
 graceful_timeout = 30
 keepalive = 5

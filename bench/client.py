@@ -202,8 +202,9 @@ class Browser:
 
     async def stream(self, run_id: str, after: int, *, last_event_id: int | None = None,
                      fresh_connection: bool = False, stop_after_ns: int | None = None,
-                     stop_after_tokens: int | None = None, on_open=None) -> StreamResult:
-        """Read /runs/<id>/events from `after` until `event: done` (or `stop_after_ns`)."""
+                     stop_after_tokens: int | None = None, on_open=None, hold: bool = False) -> StreamResult:
+        """Read /runs/<id>/events from `after` until `event: done` (or `stop_after_ns`). With `hold`,
+        as the page does while a card waits: the stream stays open through the pause."""
         result = StreamResult(opened_ns=time.monotonic_ns())
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
@@ -214,7 +215,8 @@ class Browser:
                                             connector=aiohttp.TCPConnector(limit=1, force_close=True))
         self.requests += 1
         try:
-            async with session.get(f"{self.base}/runs/{run_id}/events?after={after}", headers=headers) as response:
+            async with session.get(f"{self.base}/runs/{run_id}/events?after={after}{'&hold=1' if hold else ''}",
+                                   headers=headers) as response:
                 if response.status != 200:
                     raise HTTPError("GET events", response.status, await response.text())
                 if on_open:

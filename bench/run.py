@@ -54,7 +54,7 @@ def log(message: str) -> None:
 PLAN = {
     "full": dict(baseline=[1, 100, 1000], sequential=30, latency=200, cross=20, throughput_s=30,
                  streams=[1, 100, 1000], stream_cap_s=150, capacity=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000],
-                 capacity_window_s=8, open_streams=1900, open_cap_s=60, count_cycles=20, count_streams=10,
+                 capacity_window_s=8, open_streams=2500, open_cap_s=150, count_cycles=20, count_streams=10,
                  growth_turns=1000, growth_s=300, budget_min=14.5),
     "quick": dict(baseline=[1, 50], sequential=5, latency=20, cross=3, throughput_s=4,
                   streams=[1, 50], stream_cap_s=20, capacity=[2, 8], capacity_window_s=3, open_streams=100,
@@ -527,6 +527,9 @@ async def phase_capacity(b: Bench, levels: list[int], window_s: float) -> None:
           "≥ 2,000", judge(best, 2000, higher=True))
 
 
+OPEN_STREAMERS = 8  # clients streaming replies while the quiet streams are held
+
+
 async def probe_pause(b: Bench, probe: Browser, timeout: float) -> tuple[float | None, str]:
     """One message from an extra client while the server is loaded: how long until its card?"""
     t0 = time.monotonic_ns()
@@ -551,8 +554,9 @@ async def probe_pause(b: Bench, probe: Browser, timeout: float) -> tuple[float |
 
 
 async def phase_open_streams(b: Bench, count: int) -> None:
-    """Hold `count` open, quiet streams (runs waiting on the model, or queued behind them): memory
-    per stream, the CPU the server spends while they wait, and a probe client's latency meanwhile."""
+    """Hold `count` open, quiet streams: each client's run is paused on a card and its page keeps the
+    run's stream open (`hold=1`), as a tab does while a person decides. Memory per stream, the CPU
+    the server spends while they wait, and a probe client's latency meanwhile."""
     log(f"open streams: {count} quiet streams")
     idle = S.memory(b.server)
     cpu_idle0 = b.cpu()
@@ -585,9 +589,9 @@ async def phase_open_streams(b: Bench, count: int) -> None:
             opened_browsers.add(browser)
             on_open()
         try:
-            run, cursor, _ = await browser.send("bench hold s=240")
+            run, cursor, _ = await browser.send("bench pause")
             runs[browser] = run
-            seen = await browser.stream(run, cursor, on_open=opened_now)
+            seen = await browser.stream(run, cursor, on_open=opened_now, hold=True)
             if seen.error:
                 errors.append(seen.error)
         except Exception as exc:
@@ -610,6 +614,12 @@ async def phase_open_streams(b: Bench, count: int) -> None:
     await asyncio.sleep(4)
     usage = meter.stop()
     probe_ms, probe_note = await probe_pause(b, probe, timeout=8.0)
+    # While they stay open, a few more clients stream replies: is the relay still fast?
+    streamers = [await Browser(b.server.url).open() for _ in range(OPEN_STREAMERS)]
+    wave = await stream_wave(b, streamers, b.args.tokens)
+    await asyncio.gather(*(s.close() for s in streamers), return_exceptions=True)
+    still_open = current
+    lag_p95 = pct(wave["lags"], 95)
     delta = sum(held["workers"]) - sum(idle["workers"])
     per_stream_kib = delta * 1024 / max(1, held_count)
     b.data["open_streams"] = {"open": held_count, "peak": peak, "per_stream_kib": per_stream_kib,
@@ -621,6 +631,14 @@ async def phase_open_streams(b: Bench, count: int) -> None:
     b.row("memory", f"Server CPU while {held_count:,} quiet streams wait (no tokens flowing)",
           f"{Meter.describe(usage)} (idle server: {cpu_idle * 100:.0f} %); a probe client's pause "
           f"latency meanwhile: {fmt(probe_ms) if probe_ms else probe_note}")
+    total = still_open + OPEN_STREAMERS
+    relayed = not wave["errors"] and not wave["streamless"] and lag_p95 is not None and lag_p95 < 100
+    b.row("capacity", f"Open streams held at once while {OPEN_STREAMERS} of them stream replies "
+          f"({b.args.token_rate}/s each), p95 relay lag < 100 ms",
+          f"{total:,} open ({still_open:,} quiet, each waiting on a card, + {OPEN_STREAMERS} streaming): relay "
+          f"lag p50 / p95 {fmt(pct(wave['lags'], 50))} / {fmt(lag_p95)}, first-token overhead p50 "
+          f"{fmt(pct(wave['overhead'], 50))}, {len(wave['errors'])} errors",
+          "≥ 2,000", judge(total, 2000, higher=True) if relayed else "MISS (relay lag or errors)")
     t1 = time.monotonic()
     # Teardown, bounded: give up on the streams that never opened (their sockets wait in the listen
     # backlog and would keep Stop requests from getting in), let the silent model answer, stop every
