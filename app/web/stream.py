@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
+import sqlalchemy as sa
 from flask import current_app, render_template, stream_with_context
 
 from app.extensions import db
@@ -96,7 +97,8 @@ def render_event(event: Event) -> str:
             return current_app.jinja_env.get_template("chat/events/_text.html").render(
                 message_id=data["message_id"], text=data["text"])
         case "user_message" | "message_started" | "message_completed":
-            message = db.session.get(Message, data["message_id"])
+            # These fragments never show the message's cards: skip loading its tool calls.
+            message = db.session.get(Message, data["message_id"], options=[sa.orm.lazyload(Message.tool_calls)])
             if message is None:
                 return ""
             template = "chat/events/_message_replace.html" if event.type == "message_completed" \
