@@ -50,12 +50,12 @@ def test_no_free_connection_is_a_503_for_pages_fragments_and_the_api(one_connect
     with app.app_context(), db.engine.connect():  # someone else holds the pool's only connection
         page = browser.get(f"/chats/{chat}")
         assert page.status_code == 503 and page.headers["Retry-After"] == "5"
-        assert b"The database is not available right now" in page.data
+        assert b"The server is busy right now" in page.data
         fragment = browser.post(f"/chats/{chat}/messages", {"message": "hello"})
         assert fragment.status_code == 503 and b'id="flash"' in fragment.data
         api = Api(app, AUTH).get("/sessions")
         assert api.status_code == 503 and api.headers["Retry-After"] == "5"
-        assert api.get_json() == {"detail": "The database is not available right now. Please try again in a moment."}
+        assert api.get_json() == {"detail": "The server is busy right now. Please try again in a moment."}
     assert browser.get(f"/chats/{chat}").status_code == 200, "fine again once a connection is free"
 
 
@@ -77,7 +77,7 @@ def test_a_gevent_worker_whose_pool_runs_dry_answers_503_and_recovers(app, serve
             time.sleep(0.5)
             starved = Client(server.url).get("/")
             assert starved.status_code == 503 and starved.headers["Retry-After"] == "5"
-            assert "The database is not available right now" in starved.text
+            assert "The server is busy right now" in starved.text
             lock.rollback()
         blocked.join(10)
         assert slow[0].status_code == 200, "the request that held the connection finished normally"

@@ -26,10 +26,13 @@ def register(app: Flask) -> None:
         """The database is down, unreachable, locked for too long, or has no free connection for us:
         nothing was half-written (the transaction rolled back), and the same request can simply be
         sent again."""
-        app.logger.warning("database unavailable: %s", getattr(error, "orig", None) or error)
+        busy = isinstance(error, PoolTimeout)  # the database is fine; this worker has too much to do
+        app.logger.warning("%s: %s", "no free database connection" if busy else "database unavailable",
+                           getattr(error, "orig", None) or error)
         g.database_unavailable = True
         _discard_session()
-        response = _render("The database is not available right now. Please try again in a moment.", 503)
+        response = _render("The server is busy right now. Please try again in a moment." if busy else
+                           "The database is not available right now. Please try again in a moment.", 503)
         response[0].headers["Retry-After"] = "5"  # type: ignore[index]
         return response
 
