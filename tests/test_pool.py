@@ -2,6 +2,7 @@
 DATABASE_POOL_TIMEOUT is a 503 with Retry-After (never a 500), in-process and on a real gevent server."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -12,7 +13,8 @@ from flask_migrate import upgrade
 from app import create_app
 from app.extensions import db
 from tests.api.apiclient import AUTH, KEY, Api
-from tests.conftest import Browser, stop_app
+from tests.conftest import Browser, parse_sse, stop_app
+from tests.fake_openai import Turn
 from tests.live import Client, LiveServer
 
 ONE_CONNECTION = {"DATABASE_POOL_SIZE": 1, "DATABASE_MAX_OVERFLOW": 0, "DATABASE_POOL_TIMEOUT": 1}
@@ -86,3 +88,33 @@ def test_a_gevent_worker_whose_pool_runs_dry_answers_503_and_recovers(app, serve
     finally:
         locker.dispose()
         server.stop()
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_stream_waits_out_a_dry_pool_then_delivers_every_event(one_connection_app, fake_model):
+    """Thousands of streams woken at once can exhaust a worker's pool after their responses began
+    (too late for a 503): each waits and reads again, and the browser misses nothing."""
+    fake_model.script(Turn(text="Worth the wait."))
+    browser = Browser(one_connection_app)
+    chat = browser.new_chat()
+    sent = browser.post(f"/chats/{chat}/messages", {"message": "hello"})
+    run_id = re.search(r"/runs/(run_\w+)/events", sent.get_data(as_text=True)).group(1)
+    first_read = browser.events(run_id)
+    assert first_read[-1]["event"] == "done"
+
+    stream = browser.client.get(f"/runs/{run_id}/events?after=0", buffered=False)  # headers sent
+    released = threading.Event()
+
+    def hold_the_only_connection():
+        with one_connection_app.app_context(), db.engine.connect():
+            time.sleep(2.5)  # longer than DATABASE_POOL_TIMEOUT (1 s): the stream's read times out
+        released.set()
+    holder = threading.Thread(target=hold_the_only_connection)
+    holder.start()
+    time.sleep(0.2)
+    replay = parse_sse(stream.get_data(as_text=True))
+    holder.join()
+    assert released.is_set()
+    ids = lambda events: [(event["event"], event["id"]) for event in events]  # noqa: E731
+    assert ids(replay) == ids(first_read), "the same events, once each, after the wait"
+    assert "Worth the wait." in "".join(event["data"] for event in replay)

@@ -174,11 +174,15 @@ class Watch:
             if batch or cursor >= channel.highest:
                 return batch, None  # a gap after it (evicted, or published out of order) is read next time
         self._external_seen = channel.external
-        db.session.connection(execution_options=READ_ONLY)
-        rows = db.session.execute(
-            sa.select(Run.status, RunEvent.seq, RunEvent.type, RunEvent.data, RunEvent.created_at)
-            .select_from(Run).outerjoin(RunEvent, sa.and_(RunEvent.run_id == Run.id, RunEvent.seq > cursor))
-            .where(Run.id == self.run_id).order_by(RunEvent.seq).limit(limit)).all()
+        try:
+            db.session.connection(execution_options=READ_ONLY)
+            rows = db.session.execute(
+                sa.select(Run.status, RunEvent.seq, RunEvent.type, RunEvent.data, RunEvent.created_at)
+                .select_from(Run).outerjoin(RunEvent, sa.and_(RunEvent.run_id == Run.id, RunEvent.seq > cursor))
+                .where(Run.id == self.run_id).order_by(RunEvent.seq).limit(limit)).all()
+        except Exception:
+            self._external_seen = -1  # not read: the next read asks the database again
+            raise
         if not rows:
             return [], "gone"
         batch = [Event(self.run_id, row.seq, row.type, row.data or {}, row.created_at)

@@ -6,6 +6,7 @@ replaying an event is harmless; only `text` events append, and the client drops 
 """
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
@@ -18,6 +19,10 @@ from app.agent.events import READ_ONLY, Event
 from app.models import Message, Run, RunStatus, ToolCall
 
 PING_SECONDS = 15.0
+# What a stream waits out instead of failing: the database away for a moment, or no free pooled
+# connection (thousands of streams woken at once). Anything else is a bug and is raised.
+TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+GIVE_UP_AFTER = 30  # failed reads in a row (about a minute); then the browser reconnects by itself
 
 
 STATUS_AFTER = {
@@ -47,9 +52,10 @@ def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
             yield first
         with hub.watch(run_id) as watch:
             status = None
-            last_sent = time.monotonic()
-            while True:
-                seen = watch.generation
+
+            def step() -> tuple[list[Event], str, bool]:
+                """Read what came after the cursor; the fragment to send; whether the stream ends."""
+                nonlocal status
                 batch, read_status = watch.read_after(cursor)
                 if read_status is not None:  # read from the database: the status of the same snapshot
                     status = None if read_status == "gone" else read_status
@@ -62,6 +68,27 @@ def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
                     # Rendering only reads: on SQLite, from a snapshot, without taking the write lock.
                     db.session.connection(execution_options=READ_ONLY)
                 chunk = render(batch) if batch else (finish(status) if stopped else "")
+                return batch, chunk, stopped
+
+            last_sent = time.monotonic()
+            failures = 0
+            while True:
+                seen = watch.generation
+                try:
+                    batch, chunk, stopped = step()
+                except TRANSIENT as exc:
+                    # Keep the stream and read again shortly (nothing of this step was sent); after
+                    # a minute, close it: the browser reconnects from its Last-Event-ID.
+                    db.session.remove()
+                    failures += 1
+                    if failures == 1 or failures == GIVE_UP_AFTER:
+                        current_app.logger.warning("stream of %s waits for the database (%d): %s",
+                                                   run_id, failures, exc)
+                    if failures == GIVE_UP_AFTER:
+                        return
+                    time.sleep(min(5.0, 0.25 * failures) * random.uniform(0.5, 1.5))
+                    continue
+                failures = 0
                 db.session.remove()
                 if batch:
                     cursor = batch[-1].seq
