@@ -579,6 +579,8 @@ async def phase_open_streams(b: Bench, count: int) -> None:
         if current >= count:
             all_open.set()
 
+    sending = asyncio.Semaphore(50)
+
     async def hold(browser: Browser):
         nonlocal current
         opened = False
@@ -589,7 +591,8 @@ async def phase_open_streams(b: Bench, count: int) -> None:
             opened_browsers.add(browser)
             on_open()
         try:
-            run, cursor, _ = await browser.send("bench pause")
+            async with sending:  # people arrive over a minute, not in one instant (the 1,000-stream wave is the burst)
+                run, cursor, _ = await browser.send("bench pause")
             runs[browser] = run
             seen = await browser.stream(run, cursor, on_open=opened_now, hold=True)
             if seen.error:
