@@ -2,7 +2,7 @@
 
 gevent workers hold many open event streams each (a sync worker holds one, and kills it at `timeout`);
 `timeout` only watches each worker's heartbeat, so long streams are fine. Override with the usual
-environment variables: PORT, WEB_CONCURRENCY, GUNICORN_CMD_ARGS.
+environment variables: PORT, WEB_CONCURRENCY, WORKER_CONNECTIONS, GUNICORN_CMD_ARGS.
 """
 import os
 import resource
