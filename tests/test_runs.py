@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+import sqlalchemy as sa
 
+from app.agent import runner
 from app.agent.runner import RunError
 from tests.fake_openai import ToolCall, Turn
 
@@ -320,6 +322,38 @@ def test_cancel_stops_a_streaming_run(harness, app, fake_model):
     time.sleep(0.3)
     assert harness.messages(chat)[-1][1] == text_then, "nothing is written after the stop"
     assert harness.run(run_id).status == "cancelled"
+
+
+def test_a_stop_arriving_mid_flush_never_deadlocks(harness, app, fake_model, caplog):
+    """Stop locks the run and then its streaming message; a flush of streamed text must take them in
+    the same order. Here the executor is held right after its flush touched the message, until the
+    Stop has taken the run (or 2 s pass): on PostgreSQL, message-then-run against run-then-message
+    is a deadlock, and one of the two dies with a database error."""
+    fake_model.script(Turn(text="word " * 200, token_delay=0.02))
+    in_flush, stop_took_run = threading.Event(), threading.Event()
+
+    def hold_the_first_flush(conn, cursor, statement, parameters, context, executemany):
+        if threading.current_thread().name.startswith("run") and statement.startswith("UPDATE messages SET content"):
+            if not in_flush.is_set():
+                in_flush.set()
+                stop_took_run.wait(2)
+        elif threading.current_thread() is threading.main_thread() and statement.startswith("UPDATE runs SET status"):
+            stop_took_run.set()
+
+    with app.app_context():
+        from app.extensions import db
+        engine = db.engine
+    sa.event.listen(engine, "after_cursor_execute", hold_the_first_flush)
+    try:
+        owner, chat = harness.chat()
+        run_id = harness.send(chat, "write a lot")
+        assert in_flush.wait(10)
+        with app.app_context():
+            assert runner.cancel(owner, run_id).status == "cancelled"
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", hold_the_first_flush)
+    assert harness.wait(run_id, "cancelled").status == "cancelled"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
 
 
 def test_a_decision_racing_a_typed_message_never_deadlocks(harness, fake_model):
