@@ -12,8 +12,9 @@ from flask_migrate import upgrade
 
 from app import create_app
 from app.extensions import db
+from app.models import Run
 from tests.api.apiclient import AUTH, KEY, Api
-from tests.conftest import Browser, parse_sse, stop_app
+from tests.conftest import Browser, parse_sse, stop_app, wait_for
 from tests.fake_openai import Turn
 from tests.live import Client, LiveServer
 
@@ -118,3 +119,43 @@ def test_a_stream_waits_out_a_dry_pool_then_delivers_every_event(one_connection_
     ids = lambda events: [(event["event"], event["id"]) for event in events]  # noqa: E731
     assert ids(replay) == ids(first_read), "the same events, once each, after the wait"
     assert "Worth the wait." in "".join(event["data"] for event in replay)
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_run_waits_out_a_dry_pool_then_answers(one_connection_app, fake_model, caplog):
+    """A burst of messages can leave the pool dry when the executor comes to take a new run: the run
+    waits for a connection and answers, rather than failing or lying queued for the sweeper (which
+    these tests switch off)."""
+    fake_model.script(Turn(text="Worth the wait."))
+    app = one_connection_app
+    executor = app.extensions["run_executor"]
+    submit, submitted = executor.submit, []
+    executor.submit = submitted.append  # hand it over below, once the pool is dry
+    browser = Browser(app)
+    chat = browser.new_chat()
+    sent = browser.post(f"/chats/{chat}/messages", {"message": "hello"})
+    assert sent.status_code == 200 and len(submitted) == 1
+    run_id = re.search(r"/runs/(run_\w+)/events", sent.get_data(as_text=True)).group(1)
+
+    held, released = threading.Event(), threading.Event()
+
+    def hold_the_only_connection():
+        with app.app_context(), db.engine.connect():
+            held.set()
+            time.sleep(2.5)  # longer than DATABASE_POOL_TIMEOUT (1 s): the first takes time out
+        released.set()
+    holder = threading.Thread(target=hold_the_only_connection)
+    holder.start()
+    assert held.wait(5)
+    submit(submitted[0])
+    holder.join()
+
+    def run_status():
+        with app.app_context():
+            return db.session.get(Run, run_id).status
+    wait_for(lambda: run_status() == "completed", timeout=10, message="the run to complete")
+    events = browser.events(run_id)
+    assert events[-1]["event"] == "done"
+    text = "".join(event["data"] for event in events)
+    assert "Worth the wait." in text and "Something went wrong" not in text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]

@@ -14,14 +14,13 @@ from types import SimpleNamespace
 import sqlalchemy as sa
 from flask import current_app, render_template, stream_with_context
 
-from app.extensions import db
+from app.extensions import TRANSIENT_DB_ERRORS, db
 from app.agent.events import READ_ONLY, Event
 from app.models import Message, Run, RunStatus, ToolCall
 
 PING_SECONDS = 15.0
 # What a stream waits out instead of failing: the database away for a moment, or no free pooled
 # connection (thousands of streams woken at once). Anything else is a bug and is raised.
-TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 GIVE_UP_AFTER = 30  # failed reads in a row (about a minute); then the browser reconnects by itself
 
 
@@ -76,7 +75,7 @@ def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
                 seen = watch.generation
                 try:
                     batch, chunk, stopped = step()
-                except TRANSIENT as exc:
+                except TRANSIENT_DB_ERRORS as exc:
                     # Keep the stream and read again shortly (nothing of this step was sent); after
                     # a minute, close it: the browser reconnects from its Last-Event-ID.
                     db.session.remove()
