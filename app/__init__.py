@@ -13,7 +13,7 @@ from dotenv import load_dotenv
 from flask import Flask
 
 from app import config as settings
-from app.extensions import csrf, db, htmx, login_manager
+from app.extensions import PatientQueuePool, csrf, db, htmx, login_manager
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,9 +97,10 @@ def _register_template_helpers(app: Flask) -> None:
 def _size_postgres_pools(config) -> None:
     """Give each PostgreSQL engine (the app's, and the workspace's if it is on PostgreSQL) a pool sized
     for a gevent worker: DATABASE_POOL_SIZE connections kept, up to DATABASE_MAX_OVERFLOW more at a
-    peak, and a request that waits DATABASE_POOL_TIMEOUT for one gets a 503 (web/errors.py). Explicit
-    engine options win. SQLite engines are left as they were."""
-    pool = {"pool_pre_ping": True, "pool_size": config["DATABASE_POOL_SIZE"],
+    peak, and a request that waits DATABASE_POOL_TIMEOUT for one gets a 503 (web/errors.py), while
+    background work waits longer (PatientQueuePool). Explicit engine options win. SQLite engines are
+    left as they were."""
+    pool = {"poolclass": PatientQueuePool, "pool_pre_ping": True, "pool_size": config["DATABASE_POOL_SIZE"],
             "max_overflow": config["DATABASE_MAX_OVERFLOW"], "pool_timeout": config["DATABASE_POOL_TIMEOUT"]}
     if _is_postgres(config["SQLALCHEMY_DATABASE_URI"]):
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {**pool, **config["SQLALCHEMY_ENGINE_OPTIONS"]}

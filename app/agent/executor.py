@@ -12,7 +12,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from app.extensions import db
+from app.extensions import db, patient_checkouts
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class RunExecutor:
 
     def _in_context(self, name: str, *args) -> None:
         from app.agent import runner
-        with self.app.app_context():
+        with self.app.app_context(), patient_checkouts():
             try:
                 getattr(runner, name)(*args)
             except Exception:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from app.agent import events
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
 from app.agents import get_agent
-from app.extensions import TRANSIENT_DB_ERRORS, db
+from app.extensions import db
 from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,6 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.04              # batch streamed tokens: one write per ~40 ms, not per token
 MAX_MODEL_TURNS = 12              # a model that keeps calling tools is stopped, not looped forever
 MAX_MESSAGE_CHARS = 8000
-TAKE_ATTEMPTS = 30                # about a minute of a dry pool or an absent database; then the sweeper
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 INTERRUPTED = "Interrupted: the server stopped while this reply was being written. Retry to continue."
@@ -319,7 +317,11 @@ def execute(run_id: str) -> None:
 
     Transactions are few and short: taking the run shares one with the first step (a tool call's
     `executing`, or the model turn's new message), and none stays open across a model call or a tool."""
-    taken = _take(run_id)
+    taken = db.session.execute(
+        sa.update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(status=RunStatus.RUNNING, lease_owner=WORKER_ID, lease_until=_lease_until(), updated_at=utcnow())
+        .returning(Run.session_id, Run.owner_id, Run.agent_id)
+        .execution_options(synchronize_session=False)).first()
     if taken is None:
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
@@ -339,29 +341,6 @@ def execute(run_id: str) -> None:
         log.exception("run %s crashed", run_id)
         db.session.rollback()
         _finish(run_id, RunStatus.FAILED, "run_failed", error="Something went wrong on the server. Retry to continue.")
-
-
-def _take(run_id: str):
-    """The queued -> running compare-and-set; its transaction goes on into the first step.
-
-    A burst of messages can keep a worker's pool dry for longer than DATABASE_POOL_TIMEOUT (the
-    PostgreSQL benchmark: 1,000 at once). Nothing has happened yet, so wait and try again rather than
-    leave the run queued until the sweeper's next round; after about a minute, leave it to the sweeper."""
-    for attempt in range(1, TAKE_ATTEMPTS + 1):
-        try:
-            return db.session.execute(
-                sa.update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
-                .values(status=RunStatus.RUNNING, lease_owner=WORKER_ID, lease_until=_lease_until(),
-                        updated_at=utcnow())
-                .returning(Run.session_id, Run.owner_id, Run.agent_id)
-                .execution_options(synchronize_session=False)).first()
-        except TRANSIENT_DB_ERRORS as exc:
-            db.session.rollback()
-            if attempt == TAKE_ATTEMPTS:
-                raise
-            if attempt == 1:
-                log.warning("run %s waits for the database: %s", run_id, exc)
-            time.sleep(min(5.0, 0.25 * attempt) * random.uniform(0.5, 1.5))
 
 
 def _model_turn(run: _RunRef, agent, model) -> str:
