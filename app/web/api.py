@@ -182,6 +182,9 @@ def _settled(run_id: str, timeout: float) -> Run:
     """Wait (holding no database connection) until the run pauses, completes, fails or is cancelled;
     after `timeout` answer it as it is (still RUNNING: 202)."""
     deadline = time.monotonic() + timeout
+    # No transaction across the watch: the first one in a worker starts the poller thread, a greenlet
+    # switch, and a SQLite write lock held through it stalls the worker's executor for busy_timeout.
+    db.session.remove()
     with current_app.extensions["run_events"].watch(run_id) as watch:
         while True:
             seen = watch.generation
