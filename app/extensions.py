@@ -22,8 +22,12 @@ naming_convention = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=naming_convention))
+csrf = CSRFProtect()
+login_manager = LoginManager()
+htmx = Htmx()
+
 # "Busy or away right now", not "wrong": a pool with no free connection, a lost or refused
-# connection. Background work waits these out; a request answers 503.
+# connection. A stream waits these out and reads again; a request answers 503.
 TRANSIENT_DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
 _patient = contextvars.ContextVar("patient_checkouts", default=False)  # per thread and per greenlet
@@ -52,6 +56,3 @@ def patient_checkouts():
         yield
     finally:
         _patient.reset(token)
-csrf = CSRFProtect()
-login_manager = LoginManager()
-htmx = Htmx()
