@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from app.agent import runner
 from app.agent.runner import RunError
+from app.extensions import db
 from tests.fake_openai import ToolCall, Turn
 
 DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
@@ -341,7 +342,6 @@ def test_a_stop_arriving_mid_flush_never_deadlocks(harness, app, fake_model, cap
             stop_took_run.set()
 
     with app.app_context():
-        from app.extensions import db
         engine = db.engine
     sa.event.listen(engine, "after_cursor_execute", hold_the_first_flush)
     try:

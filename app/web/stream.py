@@ -19,8 +19,8 @@ from app.agent.events import READ_ONLY, Event
 from app.models import Message, Run, RunStatus, ToolCall
 
 PING_SECONDS = 15.0
-# What a stream waits out instead of failing: the database away for a moment, or no free pooled
-# connection (thousands of streams woken at once). Anything else is a bug and is raised.
+# A stream waits out TRANSIENT_DB_ERRORS (the database away for a moment, or no free pooled
+# connection: thousands of streams woken at once); anything else is a bug and is raised.
 GIVE_UP_AFTER = 30  # failed reads in a row (about a minute); then the browser reconnects by itself
 
 
