@@ -13,7 +13,7 @@ from dotenv import load_dotenv
 from flask import Flask
 
 from app import config as settings
-from app.extensions import PatientQueuePool, csrf, db, htmx, login_manager
+from app.extensions import PatientQueuePool, csrf, db, htmx, limiter, login_manager
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +50,7 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
+    limiter.init_app(app)
 
     from app.agent.executor import RunExecutor
     from app.agent.llm import model_for

@@ -97,6 +97,9 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         # API_AUTH=off to open it for local experiments.
         "OS_SECURITY_KEY": get("OS_SECURITY_KEY"),
         "API_AUTH": api_auth,
+        # Rate-limit counters: per process in memory by default; redis://host:6379 shares them between
+        # hosts (Flask-Limiter's storage URI).
+        "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),
     }
 
 

@@ -5,6 +5,8 @@ imports it itself, and a web worker never does."""
 import contextvars
 from contextlib import contextmanager
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
@@ -25,6 +27,9 @@ db = SQLAlchemy(metadata=MetaData(naming_convention=naming_convention))
 csrf = CSRFProtect()
 login_manager = LoginManager()
 htmx = Htmx()
+# Limits are declared where they apply (views); storage is RATELIMIT_STORAGE_URI (memory:// per process
+# by default, redis://… when several hosts must share the counts).
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 # "Busy or away right now", not "wrong": a pool with no free connection, a lost or refused
 # connection. A stream waits these out and reads again; a request answers 503.
