@@ -46,7 +46,10 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     db.init_app(app)
     if cli:
         from flask_migrate import Migrate
+
+        from app.cli import users
         Migrate(app, db, directory=str(ROOT / "migrations"))
+        app.cli.add_command(users)
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
@@ -59,8 +62,11 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
                                                  sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
                                                  lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
-    from app.web import api, auth, chat, errors, security
+    from app.web import account, admin, api, auth, chat, errors, security, signin
+    app.register_blueprint(signin.bp)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(account.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
     auth.register(app)
     errors.register(app)

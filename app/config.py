@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError
 DEFAULT_MODEL = "gpt-5.2"
 OPENAI_APIS = ("responses", "chat")
 API_AUTH_MODES = ("on", "off")
+SIGNUP_MODES = ("invite", "open")
 
 
 class ConfigError(Exception):
@@ -75,8 +76,18 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
     if api_auth not in API_AUTH_MODES:
         raise ConfigError(f"API_AUTH must be on or off, got {api_auth!r}")
 
+    signup = get("SIGNUP", "invite").lower()
+    if signup not in SIGNUP_MODES:
+        raise ConfigError(f"SIGNUP must be invite or open, got {signup!r}")
+
     return {
         "SECRET_KEY": get("SECRET_KEY"),
+        # Who may create an account once the first admin exists: people with an admin's invite link, or
+        # anyone who reaches the server.
+        "SIGNUP": signup,
+        "INVITE_HOURS": _count(get("INVITE_HOURS", "168"), "INVITE_HOURS", minimum=1),
+        # How long a sign-in lasts on one browser (with or without "remember me").
+        "LOGIN_DAYS": _count(get("LOGIN_DAYS", "30"), "LOGIN_DAYS", minimum=1),
         "RUN_LEASE_SECONDS": lease,
         "RUN_SWEEP_SECONDS": sweep,
         "SQLITE_BUSY_TIMEOUT": busy,

@@ -48,16 +48,95 @@ class CallStatus:
     DECIDED = (APPROVED, REJECTED, EXECUTING, DONE, FAILED, OUTCOME_UNKNOWN)
 
 
-class Account(UserMixin, db.Model):
-    """A person using the app. Until sign-in lands, each browser gets its own guest account.
+class Role:
+    ADMIN = "admin"    # manages people and invites, sees everyone's pending calls, may decide any of them
+    MEMBER = "member"  # their own chats; decides the calls of their own runs
 
-    `external_id` is the `user_id` an API client names the account by (NULL for browser guests)."""
+    ALL = (ADMIN, MEMBER)
+
+
+class Account(UserMixin, db.Model):
+    """A person (email + password, signs in) or an API user (`external_id`, the `user_id` the service key
+    names; no password). Accounts without either are the guests of installations from before sign-in:
+    the first admin adopts their chats."""
     __tablename__ = "accounts"
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     name: so.Mapped[str | None] = so.mapped_column(sa.String(120))
     external_id: so.Mapped[str | None] = so.mapped_column(sa.String(255), unique=True)
+    email: so.Mapped[str | None] = so.mapped_column(sa.String(254), unique=True)  # stored lower-cased
+    password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    role: so.Mapped[str] = so.mapped_column(sa.String(20), default=Role.MEMBER, server_default=Role.MEMBER)
+    disabled_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
     created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+    # The token of the login session this request was signed in with: Flask-Login keeps it in the
+    # session and remember-me cookies as the "user id", so a cookie names a revocable login session, never
+    # the account's sequence number.
+    login_token = ""
+
+    def get_id(self) -> str:
+        return self.login_token
+
+    @property
+    def is_active(self) -> bool:
+        return self.disabled_at is None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    @property
+    def api_user_id(self) -> str | None:
+        """How the REST API names this account (`user_id`): the client's name for it, else the email."""
+        return self.external_id or self.email
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email or self.external_id or f"guest {self.id}"
+
+
+class LoginSession(db.Model):
+    """One signed-in browser. Its random token is what the session and remember-me cookies carry
+    (`Account.login_token`), so deleting the row signs that browser out at once, remember-me included.
+    Only the token's SHA-256 is stored."""
+    __tablename__ = "login_sessions"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    account_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    user_agent: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    expires_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True))
+
+
+class ApiToken(db.Model):
+    """A personal API token: acts as its account only. Shown once; stored as its SHA-256."""
+    __tablename__ = "api_tokens"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    account_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(80))
+    prefix: so.Mapped[str] = so.mapped_column(sa.String(20))  # the token's first characters, to recognise it
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    last_used_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
+    revoked_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
+
+
+class Invite(db.Model):
+    """A single-use, expiring sign-up link an admin hands to someone. Stored as its SHA-256."""
+    __tablename__ = "invites"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    role: so.Mapped[str] = so.mapped_column(sa.String(20), default=Role.MEMBER)
+    note: so.Mapped[str | None] = so.mapped_column(sa.String(200))  # whom it is for, as the admin wrote it
+    created_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("accounts.id", ondelete="SET NULL"))
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    expires_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True))
+    used_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
+    used_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("accounts.id", ondelete="SET NULL"))
 
 
 class ChatSession(db.Model):
@@ -134,6 +213,8 @@ class ToolCall(db.Model):
     status: so.Mapped[str] = so.mapped_column(sa.String(20), index=True)
     preview: so.Mapped[str | None] = so.mapped_column(sa.Text)
     decided_by: so.Mapped[str | None] = so.mapped_column(sa.String(20))  # user | auto
+    # Who decided (the run's owner, or an admin deciding for them); NULL for auto and API-key decisions.
+    decider_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("accounts.id", ondelete="SET NULL"))
     decided_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
     reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
     result: so.Mapped[str | None] = so.mapped_column(sa.Text)
@@ -142,6 +223,7 @@ class ToolCall(db.Model):
     updated_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     message: so.Mapped[Message] = so.relationship(back_populates="tool_calls")
+    decider: so.Mapped[Account | None] = so.relationship(lazy="select")  # read only to show who decided
 
 
 class RunEvent(db.Model):

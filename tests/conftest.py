@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
+from werkzeug.security import generate_password_hash
 
 from app import create_app
 from app.agent import runner
 from app.extensions import db
-from app.models import Account, ChatSession, Run, ToolCall
+from app.models import Account, ChatSession, Role, Run, ToolCall
 from app.workspace import count_rows
 from tests.fake_openai import FakeOpenAI
 
@@ -207,12 +208,41 @@ def harness(app):
     return Harness(app)
 
 
-class Browser:
-    """A test client that behaves like the page: keeps cookies, sends the CSRF token like htmx does."""
+TEST_PASSWORD = "correct horse battery staple"
+# Accounts made by fixtures share one hash of cheap parameters: signing in still checks it for real,
+# without scrypt's full cost (~0.3 s) for each of hundreds of test accounts.
+CHEAP_PASSWORD_HASH = generate_password_hash(TEST_PASSWORD, method="scrypt:1024:8:1")
 
-    def __init__(self, app):
+
+def make_account(app, email: str | None = None, role: str = Role.MEMBER) -> tuple[int, str]:
+    """A person who can sign in with TEST_PASSWORD; returns (account id, email)."""
+    email = email or f"person-{secrets.token_hex(4)}@example.test"
+    with app.app_context():
+        account = Account(email=email, password_hash=CHEAP_PASSWORD_HASH, role=role)
+        db.session.add(account)
+        db.session.commit()
+        return account.id, email
+
+
+class Browser:
+    """A test client that behaves like the page: a signed-in person (a new member account unless told
+    otherwise) who keeps cookies and sends the CSRF token like htmx does."""
+
+    def __init__(self, app, role: str = Role.MEMBER, sign_in: bool = True):
         self.client = app.test_client()
         self.csrf = None
+        self.account_id = self.email = None
+        if sign_in:
+            self.account_id, self.email = make_account(app, role=role)
+            self.sign_in(self.email)
+
+    def sign_in(self, email: str, password: str = TEST_PASSWORD, remember: bool = False):
+        """Through the sign-in form, as a person would."""
+        self.get("/login")
+        response = self.client.post("/login", data={"email": email, "password": password, "csrf_token": self.csrf,
+                                                    **({"remember": "on"} if remember else {})})
+        self.csrf = None  # signing in starts a new session, with a new CSRF token
+        return response
 
     def get(self, url, **kwargs):
         response = self.client.get(url, **kwargs)
@@ -222,7 +252,7 @@ class Browser:
 
     def post(self, url, data=None, htmx=True, **kwargs):
         if self.csrf is None:
-            self.get("/")
+            self.get("/account" if self.email else "/login")
         headers = {"X-CSRFToken": self.csrf, **({"HX-Request": "true"} if htmx else {})}
         headers.update(kwargs.pop("headers", {}))
         return self.client.post(url, data=data or {}, headers=headers, **kwargs)
@@ -275,6 +305,7 @@ def server_env(databases, fake_model, openai_api):
         "OPENAI_API": openai_api,
         "OPENAI_MODEL": "fake-model",
         "SECRET_KEY": "test-secret",
+        "SIGNUP": "open",  # each tests.live.Client signs up as a person of its own
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -68,35 +69,60 @@ class LiveServer:
                 pass
 
 
-class Client:
-    """An HTTP client that behaves like the page: one cookie jar, the CSRF token, htmx headers."""
+TEST_PASSWORD = "correct horse battery staple"
 
-    def __init__(self, base_url: str):
+
+class Client:
+    """An HTTP client that behaves like the page: one cookie jar, the CSRF token, htmx headers.
+
+    It signs up as a person of its own on its first request (the server runs with SIGNUP=open), unless
+    it was given another client's cookies (the same person in another tab) or `sign_in=False`."""
+
+    def __init__(self, base_url: str, sign_in: bool = True):
         self.base = base_url
         self.http = requests.Session()
         self.csrf = None
+        self.email = None
+        self._sign_in = sign_in
+
+    def _ensure_signed_in(self) -> None:
+        if not self._sign_in or self.email or any(c.name.endswith("session") for c in self.http.cookies):
+            return
+        self.email = f"person-{secrets.token_hex(4)}@example.test"
+        if self.http.get(self.base + "/signup", timeout=10).status_code == 404:  # no admin yet: set one up
+            setup = requests.Session()
+            token = _csrf_in(setup.get(self.base + "/setup", timeout=10).text)
+            setup.post(self.base + "/setup", timeout=30, data={
+                "email": f"admin-{secrets.token_hex(4)}@example.test", "password": TEST_PASSWORD, "csrf_token": token})
+        token = _csrf_in(self.http.get(self.base + "/signup", timeout=10).text)
+        response = self.http.post(self.base + "/signup", timeout=30, allow_redirects=False, data={
+            "email": self.email, "password": TEST_PASSWORD, "csrf_token": token})
+        assert response.status_code == 303, f"sign-up failed: {response.status_code} {response.text[:300]}"
 
     def get(self, path: str, **kwargs) -> requests.Response:
+        self._ensure_signed_in()
         response = self.http.get(self.base + path, timeout=10, **kwargs)
         if match := re.search(r'name="csrf_token" value="([^"]+)"', response.text):
             self.csrf = match.group(1)
         return response
 
     def post(self, path: str, data=None, **kwargs) -> requests.Response:
+        self._ensure_signed_in()
         if self.csrf is None:
-            self.get("/")
+            self.get("/account")
         headers = {"X-CSRFToken": self.csrf, "HX-Request": "true"}
         return self.http.post(self.base + path, data=data or {}, headers=headers, timeout=15,
                               allow_redirects=False, **kwargs)
 
     def new_chat(self) -> str:
+        self._ensure_signed_in()
         response = self.http.post(self.base + "/chats", data={"csrf_token": self.csrf or self._token()},
                                   allow_redirects=False, timeout=10)
         assert response.status_code == 303, response.text
         return response.headers["Location"].rsplit("/", 1)[-1]
 
     def _token(self) -> str:
-        self.get("/")
+        self.get("/account")
         return self.csrf
 
     def send(self, chat_id: str, text: str) -> str:
@@ -109,6 +135,11 @@ class Client:
         page = self.get(f"/chats/{chat_id}").text
         run_id, call_id = re.search(r"/runs/(run_\w+)/calls/(tc_\w+)/approve", page).groups()
         return run_id, call_id
+
+
+def _csrf_in(html: str) -> str | None:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    return match.group(1) if match else None
 
 
 def run_id_in(html: str) -> str:

@@ -105,16 +105,18 @@ def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
     return run, cursor
 
 
-def decide(owner_id: int, run_id: str, call_id: str, approve: bool, reason: str | None = None) -> tuple[ToolCall, int]:
+def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reason: str | None = None,
+           decider_id: int | None = None) -> tuple[ToolCall, int]:
     """Approve or reject one pending call. Returns the call and the cursor to stream the run from.
 
-    The second of two racing decisions gets a 409 with the call's current state."""
+    `owner_id` scopes the lookup to that account's runs (None: an admin, for anyone's); `decider_id` is
+    recorded as who decided. The second of two racing decisions gets a 409 with the call's current state."""
     call = _owned_call(owner_id, run_id, call_id)
     reason = (reason or "").strip()[:2000] or None
     cursor = _lock_run(run_id)
     status = CallStatus.APPROVED if approve else CallStatus.REJECTED
     if not _set_call_status(call.id, CallStatus.PENDING, status, decided_by="user", decided_at=utcnow(),
-                            reason=None if approve else reason):
+                            reason=None if approve else reason, decider_id=decider_id):
         db.session.rollback()
         call = db.session.get(ToolCall, call.id)
         raise RunError(f"This call was already {call.status.replace('_', ' ')}.", 409, call=call)
@@ -185,7 +187,8 @@ class Decision:
     external_result: str | None = None
 
 
-def continue_run(owner_id: int, run_id: str, decisions: list[Decision]) -> tuple[Run, int]:
+def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_id: int | None = None
+                 ) -> tuple[Run, int]:
     """Apply several decisions to a paused run at once. Returns the run and the cursor to stream from.
 
     All or nothing: every entry is checked before anything is written (422 for an unknown call, a
@@ -208,6 +211,8 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision]) -> tuple
         raise RunError(f"This run is not waiting for a decision: it is {run.status}.", 409, run=run)
     try:
         for call, status, values in changes:
+            if status != CallStatus.PENDING:
+                values = {**values, "decider_id": decider_id}
             if not _set_call_status(call.id, CallStatus.PENDING, status, **values):
                 raise _Lost()
             events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
@@ -650,9 +655,10 @@ def _owned_run(owner_id: int, run_id: str) -> Run:
     return run
 
 
-def _owned_call(owner_id: int, run_id: str, call_id: str) -> ToolCall:
-    call = db.session.scalar(sa.select(ToolCall).join(Run).where(
-        ToolCall.id == call_id, ToolCall.run_id == run_id, Run.owner_id == owner_id))
+def _owned_call(owner_id: int | None, run_id: str, call_id: str) -> ToolCall:
+    """The call, if it belongs to this owner's run (any owner's, for None)."""
+    query = sa.select(ToolCall).join(Run).where(ToolCall.id == call_id, ToolCall.run_id == run_id)
+    call = db.session.scalar(query if owner_id is None else query.where(Run.owner_id == owner_id))
     if call is None:
         raise RunError("No such tool call.", 404)
     return call

@@ -90,7 +90,7 @@ def load_run(run: Run) -> RunView:
     calls = list(db.session.scalars(sa.select(ToolCall).where(ToolCall.run_id == run.id)
                                     .order_by(ToolCall.created_at, ToolCall.position)))
     messages = list(db.session.scalars(sa.select(Message).where(Message.run_id == run.id).order_by(Message.id)))
-    return RunView(run, get_agent(run.agent_id), owner.external_id if owner else None, api_session_id(chat),
+    return RunView(run, get_agent(run.agent_id), owner.api_user_id if owner else None, api_session_id(chat),
                    calls, messages)
 
 

@@ -244,7 +244,7 @@ def continue_run(agent_id, run_id):
     run, owner_id = _owned_run(agent_id, run_id)
     decisions = serialize.parse_tools(request.form.get("tools"))
     stream = _flag("stream", True)
-    run, cursor = runner.continue_run(owner_id, run.id, decisions)
+    run, cursor = runner.continue_run(owner_id, run.id, decisions, decider_id=owner_id)
     return _answer(run.id, cursor, stream)
 
 
@@ -307,7 +307,7 @@ def list_sessions():
     rows, total = chats.chats_page(account.id, page, limit, sort_by, sort_order == "desc") \
         if account and session_type == "agent" else ([], 0)
     return jsonify({
-        "data": [serialize.session_json(chat, account.external_id) for chat in rows],
+        "data": [serialize.session_json(chat, account.api_user_id) for chat in rows],
         "meta": {"page": page, "limit": limit, "total_pages": -(-total // limit), "total_count": total},
     })
 
@@ -316,7 +316,7 @@ def list_sessions():
 def get_session(session_id):
     chat, account = _owned_chat(session_id)
     messages = db.session.scalars(db.select(Message).where(Message.session_id == chat.id).order_by(Message.id))
-    return jsonify(serialize.session_detail_json(chat, account.external_id, list(messages)))
+    return jsonify(serialize.session_detail_json(chat, account.api_user_id, list(messages)))
 
 
 @bp.get("/sessions/<session_id>/runs")
@@ -338,7 +338,7 @@ def rename_session(session_id):
     if "\x00" in name:
         raise ShapeError("session_name must not contain NUL characters.")
     chat, account = _owned_chat(session_id)
-    return jsonify(serialize.session_json(chats.rename_chat(chat, name), account.external_id))
+    return jsonify(serialize.session_json(chats.rename_chat(chat, name), account.api_user_id))
 
 
 @bp.delete("/sessions/<session_id>")

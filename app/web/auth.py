@@ -1,12 +1,13 @@
 """Who is calling the REST API, and as which account. The one place API credentials are checked.
 
-Today there is one credential: `OS_SECURITY_KEY` (the reference's variable), sent as
-`Authorization: Bearer <key>`, which acts for any `user_id`. Without a key the API refuses everything
-(401, saying how to set one) unless `API_AUTH=off` opens it for local experiments. Personal API tokens
-will slot in here: a token names its account, and `acting_account` will refuse other `user_id`s.
-
-API `user_id` strings are accounts (`accounts.external_id`); a request without one acts as the
-account `DEFAULT_USER_ID`.
+Two credentials, both sent as `Authorization: Bearer <secret>`:
+- a personal API token (created on the account page) acts as its own account only: a `user_id` naming
+  anyone else is a 403; without `user_id` it is the token's account. A chat started with a token is the
+  same chat in that person's browser.
+- `OS_SECURITY_KEY` (the reference's variable) is the operator's service key and acts for any `user_id`
+  (an API user, `accounts.external_id`, or a person by email); a request without one acts as the account
+  `DEFAULT_USER_ID`.
+Without either the API refuses everything (401) unless `API_AUTH=off` opens it for local experiments.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import Flask, current_app, g, request
 
+from app import accounts
 from app.extensions import db
 from app.models import Account
 
@@ -36,9 +38,9 @@ class ApiAuthError(Exception):
 
 @dataclass(frozen=True)
 class Principal:
-    """The verified caller. `any_user`: may act for any user_id (the OS key, or API_AUTH=off)."""
-    kind: str
-    any_user: bool = True
+    """The verified caller: a personal token's account (`account_id`), or one that may act for any
+    user_id (the OS key, or API_AUTH=off: `account_id` None)."""
+    account_id: int | None = None
 
 
 def register(app: Flask) -> None:
@@ -52,29 +54,36 @@ def authenticate() -> Principal:
     if "api_principal" in g:
         return g.api_principal
     key = current_app.config.get("OS_SECURITY_KEY")
-    if current_app.config.get("API_AUTH") == "off":
-        principal = Principal("open")
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    secret = secret.strip() if scheme.lower() == "bearer" else ""
+    if secret.startswith(accounts.TOKEN_PREFIX):
+        account = accounts.account_for_api_token(secret)
+        if account is None:
+            raise ApiAuthError("This API token is not valid: it was revoked, or its account is disabled.")
+        principal = Principal(account.id)
+    elif current_app.config.get("API_AUTH") == "off":
+        principal = Principal()
+    elif secret and key and hmac.compare_digest(secret.encode(), key.encode()):
+        principal = Principal()
     elif not key:
-        raise ApiAuthError("The API is locked: no key is configured. Set OS_SECURITY_KEY to a long random "
-                           "secret and send it as 'Authorization: Bearer <key>' (or set API_AUTH=off for "
-                           "local experiments only).")
+        raise ApiAuthError("Send a personal API token (from your account page) as 'Authorization: Bearer "
+                           "<token>'. For a service key that acts for any user_id, set OS_SECURITY_KEY (or "
+                           "API_AUTH=off for local experiments only).")
+    elif secret:
+        raise ApiAuthError("The API key is not valid.")
     else:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiAuthError("Send the API key as 'Authorization: Bearer <key>'.")
-        if not hmac.compare_digest(token.strip().encode(), key.encode()):
-            raise ApiAuthError("The API key is not valid.")
-        principal = Principal("os_key")
+        raise ApiAuthError("Send a personal API token (from your account page) or the server's "
+                           "OS_SECURITY_KEY as 'Authorization: Bearer <token>'.")
     g.api_principal = principal
     return principal
 
 
-def requested_user_id() -> str:
-    """The `user_id` the request acts for (form field or query parameter); the default one if absent."""
+def requested_user_id() -> str | None:
+    """The `user_id` the request names (form field or query parameter), if any."""
     user_id = (request.values.get("user_id") or "").strip()
     if len(user_id) > MAX_USER_ID:
         raise ApiAuthError(f"user_id is too long (at most {MAX_USER_ID} characters).", 422)
-    return user_id or DEFAULT_USER_ID
+    return user_id or None
 
 
 def acting_account(create: bool = False) -> Account | None:
@@ -82,10 +91,14 @@ def acting_account(create: bool = False) -> Account | None:
     without, it is None (it owns nothing yet, so every lookup is a 404 or an empty list)."""
     principal = authenticate()
     user_id = requested_user_id()
-    if not principal.any_user:  # personal tokens (later): only their own account
-        raise ApiAuthError("This token cannot act for other users.", 403)
-    find = sa.select(Account).where(Account.external_id == user_id)
-    account = db.session.scalar(find)
+    if principal.account_id is not None:  # a personal token: its own account, whatever it is called
+        account = db.session.get(Account, principal.account_id)
+        if user_id is not None and user_id not in (account.external_id, account.email, str(account.id)):
+            raise ApiAuthError(f"This token acts for its own account only, not for user_id {user_id!r}.", 403)
+        return account
+    user_id = user_id or DEFAULT_USER_ID
+    find = sa.select(Account).where(sa.or_(Account.external_id == user_id, Account.email == user_id.lower()))
+    account = db.session.scalar(find.order_by(Account.external_id.is_(None)).limit(1))
     if account is None and create:
         try:
             account = Account(external_id=user_id, name=user_id[:120])

@@ -1,40 +1,17 @@
 """The chat UI: pages, htmx fragments, decisions, and the run's event stream (SSE)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
-from flask_login import current_user, login_user
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
+from flask_login import current_user
 
 from app import chats
 from app.agent import runner
 from app.agent.runner import RunError
-from app.extensions import db, login_manager
-from app.models import Account, Run
-from app.web.errors import DATABASE_UNAVAILABLE
+from app.extensions import db
+from app.models import Run
 from app.web.stream import follow_run, render_event, sse
 
 bp = Blueprint("chat", __name__)
-
-
-@login_manager.user_loader
-def load_account(account_id: str):
-    if g.get("database_unavailable"):
-        return None  # rendering the 503 page: don't ask the database again
-    try:
-        return db.session.get(Account, int(account_id))
-    except DATABASE_UNAVAILABLE:
-        g.database_unavailable = True
-        raise
-
-
-@bp.before_app_request
-def ensure_account():
-    """Each browser gets its own guest account (and sees only its own chats) until sign-in lands."""
-    if request.endpoint in (None, "static") or request.blueprint == "api" or current_user.is_authenticated:
-        return  # the REST API authenticates with a bearer key, never with a guest cookie
-    account = Account()
-    db.session.add(account)
-    db.session.commit()
-    login_user(account, remember=True)
 
 
 def _owned_chat_or_404(chat_id: str):
@@ -90,18 +67,28 @@ def send(chat_id):
 @bp.post("/runs/<run_id>/calls/<call_id>/<any(approve, reject):decision>")
 def decide(run_id, call_id, decision):
     try:
-        call, cursor = runner.decide(current_user.id, run_id, call_id, approve=decision == "approve",
-                                     reason=request.form.get("reason"))
+        # An admin may decide anyone's call (the run's owner is then not the one who decides).
+        call, cursor = runner.decide(None if current_user.is_admin else current_user.id, run_id, call_id,
+                                     approve=decision == "approve", reason=request.form.get("reason"),
+                                     decider_id=current_user.id)
     except RunError as exc:
         if exc.status == 404:
             abort(404, str(exc))
         if not _wants_fragment():
             abort(exc.status, str(exc))
-        return render_template("chat/_call.html", call=exc.call, notice=str(exc)), exc.status
+        return render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()), exc.status
     if not _wants_fragment():
+        if _from_inbox():
+            return redirect(url_for("admin.show"), 303)
         return redirect(url_for("chat.show", chat_id=call.message.session_id), 303)
+    if _from_inbox():  # the admin page has no chat around the card to update
+        return render_template("chat/_call.html", call=call, inbox=True)
     run = db.session.get(Run, run_id)
     return render_template("chat/_decided.html", call=call, run=run, cursor=cursor)
+
+
+def _from_inbox() -> bool:
+    return request.form.get("view") == "inbox"
 
 
 @bp.post("/runs/<run_id>/retry")

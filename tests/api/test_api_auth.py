@@ -25,10 +25,16 @@ def another_app(app_config, **overrides):
         stop_app(other)
 
 
+ASK_FOR_A_CREDENTIAL = ("Send a personal API token (from your account page) or the server's OS_SECURITY_KEY as "
+                        "'Authorization: Bearer <token>'.")
+
+
 @pytest.mark.parametrize("headers, detail", [
-    ({}, "Send the API key as 'Authorization: Bearer <key>'."),
+    ({}, ASK_FOR_A_CREDENTIAL),
     ({"Authorization": "Bearer wrong-key"}, "The API key is not valid."),
-    ({"Authorization": "Basic dGVzdDp0ZXN0"}, "Send the API key as 'Authorization: Bearer <key>'."),
+    ({"Authorization": "Bearer act_not-a-real-token"},
+     "This API token is not valid: it was revoked, or its account is disabled."),
+    ({"Authorization": "Basic dGVzdDp0ZXN0"}, ASK_FOR_A_CREDENTIAL),
 ])
 def test_requests_without_the_key_are_401(app, headers, detail):
     client = Api(app, headers=headers)
@@ -38,13 +44,13 @@ def test_requests_without_the_key_are_401(app, headers, detail):
         assert response.status_code == 401, (method, path)
         assert response.get_json() == {"detail": detail}
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
-        assert "Set-Cookie" not in response.headers, "no guest account, no cookie for API calls"
+        assert "Set-Cookie" not in response.headers, "no cookie for API calls"
     with app.app_context():
         assert db.session.query(Run).count() == 0, "and nothing started"
 
 
 def test_a_browser_cookie_is_not_an_api_credential(app, browser):
-    browser.get("/")  # a guest account with its session cookie
+    assert browser.get("/account").status_code == 200  # signed in, with its session cookie
     response = browser.client.post("/agents/data_manager/runs", data={"message": "hi"})
     assert response.status_code == 401
 
@@ -54,7 +60,8 @@ def test_without_a_configured_key_the_api_is_locked_and_says_how_to_open_it(app_
         response = Api(locked).get("/agents")
         assert response.status_code == 401
         detail = response.get_json()["detail"]
-        assert "Set OS_SECURITY_KEY" in detail and "Authorization: Bearer <key>" in detail and "API_AUTH=off" in detail
+        assert "personal API token" in detail and "Authorization: Bearer <token>" in detail
+        assert "set OS_SECURITY_KEY" in detail and "API_AUTH=off" in detail
         assert Api(locked, headers={}).get("/health").status_code == 200, "health needs no key"
 
 

@@ -2,32 +2,16 @@
 can be decided there, a run paused in the browser can be continued over the API, and an open page
 follows a decision made over the API live.
 
-The limit, until sign-in lands: a browser acts as its own guest account, and an API user_id is another
-account, so a person cannot yet open an API user's chats in a browser. These tests stand in for the
-sign-in by putting the API user's account into the browser's session; everything after that (the page,
-the card, the decision, the stream) is the real UI over HTTP.
+One account, two faces: the service key acts for the person signed in to the browser by naming their
+email as `user_id` (a personal token does the same without naming anyone: tests/api/test_api_tokens.py).
 """
 from __future__ import annotations
 
 import re
 import threading
 
-import sqlalchemy as sa
-
-from app.extensions import db
-from app.models import Account
 from tests.api.apiclient import DELETE_50, documented, paused
 from tests.fake_openai import Turn
-
-
-def sign_in_as(browser, app, user_id: str) -> None:
-    """What sign-in will do: this browser now acts as the account behind the API's `user_id`."""
-    with app.app_context():
-        account_id = db.session.scalar(sa.select(Account.id).where(Account.external_id == user_id))
-    browser.get("/")  # the guest account and a CSRF token first, as a page load would
-    with browser.client.session_transaction() as session:
-        session["_user_id"] = str(account_id)
-        session["_fresh"] = True
 
 
 def chat_id_of(harness, run_id: str) -> str:
@@ -36,9 +20,8 @@ def chat_id_of(harness, run_id: str) -> str:
 
 def test_a_run_paused_over_the_api_is_decided_in_the_browser(app, api, browser, harness, fake_model):
     fake_model.script(Turn(tool_calls=[DELETE_50]), Turn(text="Deleted, as you approved in the chat."))
-    run = paused(api, user_id="alice", session_id="from-a-script")
+    run = paused(api, user_id=browser.email, session_id="from-a-script")
     before = harness.rows("users")
-    sign_in_as(browser, app, "alice")
 
     page = browser.get(f"/chats/{chat_id_of(harness, run['run_id'])}").data.decode()
     assert "Needs your approval" in page and "Deletes the 50 oldest of" in page
@@ -48,25 +31,24 @@ def test_a_run_paused_over_the_api_is_decided_in_the_browser(app, api, browser, 
 
     done = harness.wait(run_id, "completed", "failed")
     assert done.status == "completed" and harness.rows("users") == before - 50
-    seen = api.get(f"/agents/data_manager/runs/{run_id}", query_string={"user_id": "alice"}).get_json()
+    seen = api.get(f"/agents/data_manager/runs/{run_id}", query_string={"user_id": browser.email}).get_json()
     assert (seen["status"], seen["tools"][0]["confirmed"]) == ("COMPLETED", True)
-    late = api.continue_(run_id, documented(run["tools"][0]), user_id="alice", stream=False)
+    late = api.continue_(run_id, documented(run["tools"][0]), user_id=browser.email, stream=False)
     assert late.status_code == 409 and harness.rows("users") == before - 50, "decided once, run once"
 
 
 def test_a_run_paused_in_the_browser_is_continued_over_the_api(app, api, browser, harness, fake_model):
     fake_model.script(Turn(text="Hi."), Turn(tool_calls=[DELETE_50]), Turn(text="Deleted over the API."))
-    first = api.run("hello", user_id="alice", stream=False).get_json()  # alice exists now
-    sign_in_as(browser, app, "alice")
+    first = api.run("hello", user_id=browser.email, stream=False).get_json()
     chat = browser.new_chat()
     sent = browser.post(f"/chats/{chat}/messages", {"message": "Delete 50 old records from the users table"})
     harness.wait(re.search(rb"/runs/(run_\w+)/events", sent.data).group(1).decode(), "paused")
     before = harness.rows("users")
 
-    pending = api.get(f"/sessions/{chat}/runs", query_string={"status": "PAUSED", "user_id": "alice"})
+    pending = api.get(f"/sessions/{chat}/runs", query_string={"status": "PAUSED", "user_id": browser.email})
     [run] = pending.get_json()
     assert run["session_id"] == chat != first["session_id"], "a browser chat is known by its id"
-    body = api.continue_(run["run_id"], documented(run["tools"][0]), user_id="alice", stream=False).get_json()
+    body = api.continue_(run["run_id"], documented(run["tools"][0]), user_id=browser.email, stream=False).get_json()
     assert body["status"] == "COMPLETED" and harness.rows("users") == before - 50
     page = browser.get(f"/chats/{chat}").data.decode()
     assert "Deleted 50 records from users" in page and "Deleted over the API." in page
@@ -74,8 +56,7 @@ def test_a_run_paused_in_the_browser_is_continued_over_the_api(app, api, browser
 
 def test_an_open_page_follows_a_decision_made_over_the_api(app, api, browser, harness, fake_model):
     fake_model.script(Turn(tool_calls=[DELETE_50]), Turn(text="Done, live."))
-    run = paused(api, user_id="alice")
-    sign_in_as(browser, app, "alice")
+    run = paused(api, user_id=browser.email)
     page = browser.get(f"/chats/{chat_id_of(harness, run['run_id'])}").data.decode()
     stream_url = re.search(r'sse-connect="([^"]+)"', page).group(1).replace("&amp;", "&")
     assert "hold=1" in stream_url, "a paused run's page keeps its stream open"
@@ -86,7 +67,7 @@ def test_an_open_page_follows_a_decision_made_over_the_api(app, api, browser, ha
     tab.join(timeout=1.5)
     assert tab.is_alive(), "the stream stays open while the run waits for a decision"
 
-    api.continue_(run["run_id"], documented(run["tools"][0]), user_id="alice")
+    api.continue_(run["run_id"], documented(run["tools"][0]), user_id=browser.email)
     tab.join(timeout=20)
     assert not tab.is_alive(), "the stream ends when the run completes"
     [html] = received

@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+from tests.conftest import TEST_PASSWORD, make_account
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # As root Chromium needs --no-sandbox; the network here is closed, so no background connections.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
@@ -25,15 +27,26 @@ def chromium():
         browser.close()
 
 
+def sign_in(page, email: str, password: str = TEST_PASSWORD) -> None:
+    """Through the sign-in form, as a person does."""
+    page.goto("/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
 @pytest.fixture
-def page(chromium, live_server, tmp_path):
-    """A fresh browser profile (so a fresh guest account) on the live server."""
+def page(chromium, live_server, app, tmp_path):
+    """A fresh browser profile on the live server, signed in as a new member account (`page.account`)."""
     context = chromium.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 860})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.set_default_timeout(15_000)
+    page.account_id, page.email = make_account(app)
+    sign_in(page, page.email)
     yield page
     logged = list(errors)
     # For a failing test's report. caret="initial": hiding the caret injects a style our CSP refuses.
