@@ -50,6 +50,8 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
         from app.cli import users
         Migrate(app, db, directory=str(ROOT / "migrations"))
         app.cli.add_command(users)
+    from app.web import signin
+    signin.register(app)  # before CSRF protection (see there)
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
@@ -62,7 +64,7 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
                                                  sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
                                                  lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
-    from app.web import account, admin, api, auth, chat, errors, security, signin
+    from app.web import account, admin, api, auth, chat, errors, security
     app.register_blueprint(signin.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(account.bp)

@@ -242,6 +242,8 @@ class Browser:
         response = self.client.post("/login", data={"email": email, "password": password, "csrf_token": self.csrf,
                                                     **({"remember": "on"} if remember else {})})
         self.csrf = None  # signing in starts a new session, with a new CSRF token
+        if response.status_code == 303:
+            self.email = email
         return response
 
     def get(self, url, **kwargs):

@@ -25,7 +25,7 @@ def change_password():
     except AccountError as exc:
         return _page(password_error=str(exc), status=422)
     # Every session of the account ended, this one too: sign this browser in again.
-    account = accounts.start_login_session(current_user, timedelta(days=current_app.config["LOGIN_DAYS"]),
+    account = accounts.start_login_session(current_user._get_current_object(), timedelta(days=current_app.config["LOGIN_DAYS"]),
                                            request.headers.get("User-Agent"))
     login_user(account)
     return _page(notice="Password changed. Your other browsers and devices are signed out.")

@@ -36,7 +36,11 @@ def load_account(token: str):
         raise
 
 
-@bp.before_app_request
+def register(app) -> None:
+    # Before CSRF protection: a signed-out request is sent to sign in, not told its token expired.
+    app.before_request(require_sign_in)
+
+
 def require_sign_in():
     if (request.endpoint in OPEN_ENDPOINTS or request.blueprint in OPEN_BLUEPRINTS or request.endpoint is None
             or current_user.is_authenticated):

@@ -7,6 +7,8 @@ import sqlite3
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import sign_in
+from tests.conftest import make_account
 from tests.fake_openai import Turn
 from tests.live import LiveServer
 
@@ -22,7 +24,7 @@ def busy_server(app, server_env, tmp_path):
     server.stop()
 
 
-def test_a_busy_server_says_so_and_keeps_the_typed_message(chromium, busy_server, databases, fake_model):
+def test_a_busy_server_says_so_and_keeps_the_typed_message(chromium, app, busy_server, databases, fake_model):
     fake_model.script(Turn(text="Got it the second time."))
     context = chromium.new_context(base_url=busy_server.url)
     page = context.new_page()
@@ -30,6 +32,7 @@ def test_a_busy_server_says_so_and_keeps_the_typed_message(chromium, busy_server
     page.on("pageerror", lambda error: script_errors.append(str(error)))
     page.set_default_timeout(15_000)
     try:
+        sign_in(page, make_account(app)[1])
         page.goto("/")
         with page.expect_navigation():
             page.get_by_role("button", name="Start a chat").click()
