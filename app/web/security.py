@@ -1,4 +1,4 @@
-"""Security headers for every response, and the guest account each browser gets until sign-in lands."""
+"""Security headers for every response."""
 from flask import Flask
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'report-sample'; img-src 'self' data:; "
