@@ -111,7 +111,22 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         # Rate-limit counters: per process in memory by default; redis://host:6379 shares them between
         # hosts (Flask-Limiter's storage URI).
         "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),
+        # Failed sign-ins per client address and per email; API tokens and invite links created per account.
+        "SIGNIN_LIMIT_PER_IP": _rate(get("SIGNIN_LIMIT_PER_IP", "20 per minute; 100 per hour"), "SIGNIN_LIMIT_PER_IP"),
+        "SIGNIN_LIMIT_PER_EMAIL": _rate(get("SIGNIN_LIMIT_PER_EMAIL", "5 per minute; 20 per hour"),
+                                        "SIGNIN_LIMIT_PER_EMAIL"),
+        "CREATION_LIMIT": _rate(get("CREATION_LIMIT", "10 per minute; 50 per day"), "CREATION_LIMIT"),
     }
+
+
+def _rate(value: str, variable: str) -> str:
+    """A Flask-Limiter rate, e.g. "5 per minute; 20 per hour"."""
+    from limits import parse_many
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{variable} must be a rate like '5 per minute; 20 per hour', got {value!r}") from None
+    return value
 
 
 def _positive(value: str, variable: str) -> float:

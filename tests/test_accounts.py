@@ -273,3 +273,36 @@ def test_the_users_commands(app):
     assert "No account" in cli.invoke(args=["users", "disable", "nobody@example.test"]).output
     assert Browser(app, sign_in=False).sign_in("ops@example.test").status_code == 303
     assert Browser(app, sign_in=False).sign_in("dev@example.test").status_code == 401
+
+
+# --- Limits on guessing and creating ------------------------------------------------------------------------
+
+@pytest.fixture
+def app_config(app_config):
+    return {**app_config, "SIGNIN_LIMIT_PER_EMAIL": "3 per minute", "SIGNIN_LIMIT_PER_IP": "6 per minute",
+            "CREATION_LIMIT": "2 per minute"}
+
+
+def test_failed_sign_ins_are_limited_per_email_and_per_address_and_say_so(app):
+    _, victim = make_account(app)
+    _, bystander = make_account(app)
+    guesser = Browser(app, sign_in=False)
+    for _ in range(3):
+        assert guesser.sign_in(victim, "guess guess guess").status_code == 401
+    blocked = guesser.sign_in(victim, TEST_PASSWORD)
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
+    assert b"Too many sign-in attempts for this account" in blocked.data
+    assert Browser(app, sign_in=False).sign_in(bystander).status_code == 303, "other accounts sign in as usual"
+
+    for number in range(3):  # more failures from the same address, against other emails
+        assert guesser.sign_in(f"nobody{number}@example.test", "guess guess guess").status_code == 401
+    assert guesser.sign_in("nobody9@example.test", "x").status_code == 429
+    assert b"Too many sign-in attempts from your network" in guesser.sign_in(bystander).data
+
+
+def test_creating_tokens_and_invites_is_limited_per_account(app, browser):
+    for number in range(2):
+        assert browser.post("/account/tokens", {"name": f"t{number}"}, htmx=False).status_code == 200
+    refused = browser.post("/account/tokens", {"name": "t3"}, htmx=False)
+    assert refused.status_code == 429 and b"You created many tokens just now" in refused.data
+    assert Browser(app).post("/account/tokens", {"name": "mine"}, htmx=False).status_code == 200, "others unaffected"
