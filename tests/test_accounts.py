@@ -306,3 +306,40 @@ def test_creating_tokens_and_invites_is_limited_per_account(app, browser):
     refused = browser.post("/account/tokens", {"name": "t3"}, htmx=False)
     assert refused.status_code == 429 and b"You created many tokens just now" in refused.data
     assert Browser(app).post("/account/tokens", {"name": "mine"}, htmx=False).status_code == 200, "others unaffected"
+
+
+def test_upgrading_an_installation_from_before_sign_in_keeps_every_chat_for_the_first_admin(app_config):
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from tests.conftest import stop_app
+    old = create_app(app_config)
+    try:
+        with old.app_context():
+            upgrade(revision="0002_api_users")  # the schema as it was before sign-in
+            with db.engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO accounts (id, name, created_at) VALUES (7, NULL, CURRENT_TIMESTAMP)")
+                conn.exec_driver_sql("INSERT INTO chat_sessions (id, owner_id, agent_id, title, created_at, updated_at) "
+                                     "VALUES ('chat_old', 7, 'data_manager', 'Cleanup last spring', "
+                                     "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+                conn.exec_driver_sql("INSERT INTO runs (id, session_id, owner_id, agent_id, status, input, last_seq, "
+                                     "created_at, updated_at) VALUES ('run_old', 'chat_old', 7, 'data_manager', "
+                                     "'completed', 'delete', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+                conn.exec_driver_sql("INSERT INTO messages (id, session_id, run_id, role, content, state, created_at) "
+                                     "VALUES (1, 'chat_old', 'run_old', 'assistant', 'Deleted them.', 'done', "
+                                     "CURRENT_TIMESTAMP)")
+                conn.exec_driver_sql("INSERT INTO tool_calls (id, run_id, message_id, position, call_id, name, "
+                                     "raw_arguments, requires_confirmation, status, created_at, updated_at) VALUES "
+                                     "('tc_old', 'run_old', 1, 0, 'call_1', 'delete_records', '{}', true, 'done', "
+                                     "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+            upgrade()
+            assert accounts.setup_needed()
+        admin = Browser(old, sign_in=False)
+        admin.get("/setup")
+        admin.client.post("/setup", data={"email": "root@example.test", "password": TEST_PASSWORD,
+                                          "csrf_token": admin.csrf})
+        page = admin.get("/chats/chat_old")
+        assert page.status_code == 200 and b"Cleanup last spring" in page.data and b"Deleted them." in page.data
+        assert b'id="call-tc_old"' in page.data
+    finally:
+        stop_app(old)
