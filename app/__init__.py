@@ -81,7 +81,9 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
             ensure_workspace(db.engines["workspace"])
     from app.agent import events
     events.init_app(app)  # wake-ups for streams: in memory, LISTEN/NOTIFY on PostgreSQL, polling
-    if app.config["RUN_SWEEP_SECONDS"]:
+    if app.config["RUN_SWEEP_SECONDS"] and not cli:
+        # Servers only: a `flask` command (say `db upgrade` on a fresh install, before the tables exist)
+        # must not sweep runs in the background.
         app.extensions["run_executor"].start()  # recover runs a dead worker left behind
     return app
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from app import accounts
 from app.extensions import db
 from app.models import Account, ChatSession, Invite, LoginSession, Role, ToolCall, utcnow
-from tests.conftest import TEST_PASSWORD, Browser, make_account
+from tests.conftest import ROOT, TEST_PASSWORD, Browser, make_account
 from tests.fake_openai import ToolCall as ModelToolCall, Turn
 
 DELETE_50 = ModelToolCall("delete_records", {"table_name": "users", "count": 50})
@@ -343,3 +343,20 @@ def test_upgrading_an_installation_from_before_sign_in_keeps_every_chat_for_the_
         assert b'id="call-tc_old"' in page.data
     finally:
         stop_app(old)
+
+
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
+def test_the_first_commands_on_a_fresh_machine_print_no_errors(databases, tmp_path):
+    """`scripts/run` migrates, then asks whether anyone can sign in: neither may log a traceback (a
+    `flask` command used to start the run sweeper, which failed on tables not yet created)."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "DATABASE_URL": databases.app_url, "WORKSPACE_DATABASE_URL": databases.workspace_url,
+           "SECRET_KEY": "test-secret"}
+    for command in (["db", "upgrade"], ["users", "list"]):
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *command], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr and " ERROR " not in done.stderr, done.stderr
+    assert done.stdout == "", "nobody can sign in yet: scripts/run then points to /setup"
