@@ -14,6 +14,10 @@ load_dotenv(".env")  # PORT, HOST, WEB_CONCURRENCY may live there too
 wsgi_app = "app:create_app(cli=False)"  # no `flask db` commands (Flask-Migrate, Alembic) in a worker
 bind = os.environ.get("BIND") or f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gevent"
+# gunicorn's control socket (for `gunicornc`) is one path per user by default, so a second server on the
+# same host took over the first one's. One per address instead, in the app's instance folder.
+control_socket = os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance",
+                              "gunicorn-" + bind.replace(":", "-").replace("/", "_") + ".ctl")
 # SQLite (the default) gets one worker: one gevent process holds thousands of streams, and a stream
 # served by another process than the one running its run only learns of new tokens by polling (1 s).
 # PostgreSQL wakes every process at once (LISTEN/NOTIFY), so there two workers use both cores.
