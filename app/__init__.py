@@ -53,8 +53,10 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     limiter.init_app(app)
 
     from app.agent.executor import RunExecutor
-    from app.agent.llm import model_for
+    from app.agent.llm import Models, model_for
+    app.extensions["agents"] = _load_agents(app.config)
     app.extensions["model"] = model_for(app.config)
+    app.extensions["models"] = Models(app.config, app.extensions["model"])
     app.extensions["run_executor"] = RunExecutor(app, max_workers=app.config["RUN_CONCURRENCY"],
                                                  sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
                                                  lease_seconds=app.config["RUN_LEASE_SECONDS"])
@@ -76,6 +78,25 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     if app.config["RUN_SWEEP_SECONDS"]:
         app.extensions["run_executor"].start()  # recover runs a dead worker left behind
     return app
+
+
+def _load_agents(config):
+    """The registry of every agent this app serves; a broken agent module stops start-up with one line."""
+    from app.agent.registry import AgentLoadError, load_agents
+    from app.agents import builtin_agents
+
+    entries = config.get("AGENTS") or []
+    if isinstance(entries, str):
+        entries = [entry.strip() for entry in entries.split(",") if entry.strip()]
+    try:
+        registry = load_agents(entries, builtin_agents() if config.get("BUILTIN_AGENTS", True) else [])
+    except AgentLoadError as exc:
+        print(f"Configuration error: AGENTS: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for agent in registry.all():
+        for server in agent.mcp:
+            server.default_timeout = config.get("MCP_TIMEOUT") or server.default_timeout
+    return registry
 
 
 def _register_template_helpers(app: Flask) -> None:
