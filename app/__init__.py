@@ -46,7 +46,10 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     db.init_app(app)
     if cli:
         from flask_migrate import Migrate
+
+        from app import cli as commands
         Migrate(app, db, directory=str(ROOT / "migrations"))
+        commands.register(app)
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
@@ -106,6 +109,22 @@ def _register_template_helpers(app: Flask) -> None:
     from app.workspace import recent_outbox
 
     app.add_template_filter(render_markdown, "markdown")
+
+    registry = app.extensions["agents"]
+
+    def agent_name(agent_id: str | None) -> str:
+        agent = registry.get(agent_id)
+        return agent.name if agent else (agent_id or "The agent")
+
+    def agent_initials(agent) -> str:
+        """"DM" for the Data Manager; takes an agent or an agent's id."""
+        name = agent.name if hasattr(agent, "name") else agent_name(agent)
+        words = [w for w in str(name).replace("_", " ").split() if w[:1].isalnum()]
+        return "".join(w[0] for w in words[:2]).upper() or "AI"
+
+    app.add_template_global(agent_name, "agent_name")
+    app.add_template_global(agent_initials, "agent_initials")
+    app.add_template_global(registry.all, "all_agents")
 
     @app.context_processor
     def outbox():

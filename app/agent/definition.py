@@ -84,6 +84,7 @@ class Agent:
         self.instructions = f"{text}\n\n{MARKDOWN_NOTE}" if markdown else text
         self.location = where
         self.demo: Callable | None = None  # an offline script (DemoModel) for when no model key is set
+        self.suggestions: tuple[str, ...] = ()  # example messages a new chat offers
 
         from app.agent.mcp import MCPTools
         self.local_tools: tuple[Tool, ...] = ()

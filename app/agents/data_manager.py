@@ -188,3 +188,6 @@ DATA_MANAGER = Agent(
     description="Counts and deletes records in the sample workspace and sends notifications.",
 )
 DATA_MANAGER.demo = demo_script
+DATA_MANAGER.suggestions = ("Delete 50 old records from the users table",
+                            "Notify alice@example.com that the export is ready",
+                            "How many rows in orders?", "What tables are there?")
