@@ -16,6 +16,7 @@ which stops a stdio server, and the process exits.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import anyio
@@ -83,7 +84,13 @@ async def serve(client, send, timeout: float) -> None:
         except TimeoutError:
             await send({"id": request["id"], "error": "The MCP server did not answer in time."})
         except Exception as exc:  # noqa: BLE001
-            await send({"id": request["id"], "error": f"The MCP server failed: {_describe(exc)}"})
+            detail = _describe(exc)
+            if "closed" in detail.lower():  # the server process ended (or the HTTP session dropped)
+                await send({"id": request["id"], "error": f"The MCP server stopped during the call ({detail}); "
+                                                          "it was not run again."})
+                # The session is dead: end this helper, so the worker starts a fresh one on next need.
+                os._exit(0)
+            await send({"id": request["id"], "error": f"The MCP server failed: {detail}"})
 
     async with anyio.create_task_group() as group:
         while True:
