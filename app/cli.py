@@ -22,7 +22,7 @@ def list_agents():
     """Each agent's id and name, its tools and which of them ask for confirmation."""
     for agent in current_app.extensions["agents"].all():
         click.echo(f"{agent.id}  {agent.name}" + (f"  ({agent.location})" if agent.location else ""))
-        for tool in agent.tools:
+        for tool in agent.load_tools():
             gate = "asks first" if tool.requires_confirmation else "runs at once"
             origin = "  [mcp, destructive]" if tool.source == "mcp" and tool.destructive else \
                 "  [mcp]" if tool.source == "mcp" else ""

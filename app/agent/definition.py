@@ -108,16 +108,28 @@ class Agent:
 
     @property
     def tools(self) -> tuple[Tool, ...]:
-        """Every tool: the local ones, then each MCP server's (listed when first needed; a server that
-        cannot be reached contributes none for now)."""
+        """Every tool known now: the local ones, then each MCP server's that has been listed. Never
+        blocks (safe inside a transaction); `load_tools()` starts the servers."""
         found = list(self.local_tools)
         taken = {t.name for t in found}
         for server in self.mcp:
-            for t in server.tools():
+            for t in server.listed():
                 if t.name not in taken:
                     found.append(t)
                     taken.add(t.name)
         return tuple(found)
+
+    def load_tools(self) -> tuple[Tool, ...]:
+        """Every tool, starting MCP servers and listing their tools where not done yet. Blocks while a
+        server starts: call it with no database transaction open (a model turn does, before its request)."""
+        for server in self.mcp:
+            server.load()
+        return self.tools
+
+    def warm_tools(self) -> None:
+        """Have the MCP servers list their tools in the background (pages that show the tools)."""
+        for server in self.mcp:
+            server.warm()
 
     def tool(self, name: str) -> Tool | None:
         """The tool called `name`, or None (e.g. the model made a name up)."""

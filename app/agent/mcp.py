@@ -72,14 +72,33 @@ class MCPTools:
         self._bridge: _Bridge | None = None
         self._tools: tuple[Tool, ...] | None = None
         self._listing_failed_at = 0.0
+        self._warming = False
         self.last_error: str | None = None
         self._lock = threading.Lock()
         _open.add(self)
 
     # -- tools ---------------------------------------------------------------------------------------
 
-    def tools(self) -> tuple[Tool, ...]:
-        """The server's tools as gated `Tool`s (started and listed on first need; kept afterwards).
+    def listed(self) -> tuple[Tool, ...]:
+        """The tools already listed (never blocks: safe inside a transaction); () until then."""
+        return self._tools or ()
+
+    def warm(self) -> None:
+        """List the tools in the background if that has not happened yet (for pages that show them)."""
+        if self._tools is None and not self._warming:
+            self._warming = True
+            threading.Thread(target=self._warm, name=f"mcp-list {self.name}", daemon=True).start()
+
+    def _warm(self) -> None:
+        try:
+            self.load()
+        finally:
+            self._warming = False
+
+    def load(self) -> tuple[Tool, ...]:
+        """The server's tools as gated `Tool`s, starting the server and listing them on first need
+        (kept afterwards). Blocks (cooperatively) while the server starts: never call it with a
+        database transaction open.
 
         A server that cannot be started contributes no tools; the next need tries again (at most
         every few seconds) and `last_error` says why."""

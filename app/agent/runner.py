@@ -379,7 +379,8 @@ def _model_turn(run: _RunRef, agent, model) -> str:
     is_tail = chains and context and context[0].role == "assistant" and context[0].response_id
     stream_kwargs = {"full_context": full_context} if is_tail else {}
     try:
-        for event in model.stream(agent.instructions, context, [t.openai_function() for t in agent.tools],
+        tools = agent.load_tools()  # may start MCP servers: no transaction is open here
+        for event in model.stream(agent.instructions, context, [t.openai_function() for t in tools],
                                   **stream_kwargs):
             if isinstance(event, TextDelta):
                 pending_text += event.text

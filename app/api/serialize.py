@@ -305,7 +305,7 @@ def session_detail_json(chat: ChatSession, user_id: str | None, messages: list[M
     }
 
 
-def agent_json(agent: Agent, model_label: str) -> dict:
+def agent_json(agent: Agent, model_label: str, tools=None) -> dict:
     return {
         "id": agent.id,
         "agent_id": agent.id,
@@ -314,8 +314,8 @@ def agent_json(agent: Agent, model_label: str) -> dict:
         "instructions": agent.instructions,
         "model": {"name": model_label, "model": model_label,
                   "provider": "Demo" if model_label == DemoModel.label else "OpenAI"},
-        "tools": {"tools": [agent_tool_json(t) for t in agent.tools]},
-        "mcp_servers": [{"name": server.name, "tools": [t.name for t in server.tools()], "error": server.last_error}
+        "tools": {"tools": [agent_tool_json(t) for t in (agent.tools if tools is None else tools)]},
+        "mcp_servers": [{"name": server.name, "tools": [t.name for t in server.listed()], "error": server.last_error}
                         for server in agent.mcp],
     }
 

@@ -280,13 +280,17 @@ def list_runs(agent_id):
 @bp.get("/agents")
 def list_agents():
     models = current_app.extensions["models"]
-    return jsonify([serialize.agent_json(agent, models.for_agent(agent).label) for agent in chats.agents().all()])
+    db.session.remove()  # listing MCP tools may start their servers: hold no transaction meanwhile
+    return jsonify([serialize.agent_json(agent, models.for_agent(agent).label, agent.load_tools())
+                    for agent in chats.agents().all()])
 
 
 @bp.get("/agents/<agent_id>")
 def get_agent_details(agent_id):
     agent = _agent(agent_id)
-    return jsonify(serialize.agent_json(agent, current_app.extensions["models"].for_agent(agent).label))
+    db.session.remove()  # as above
+    return jsonify(serialize.agent_json(agent, current_app.extensions["models"].for_agent(agent).label,
+                                        agent.load_tools()))
 
 
 # --- sessions ------------------------------------------------------------------------------------------------

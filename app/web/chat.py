@@ -52,6 +52,8 @@ def _wants_fragment() -> bool:
 def _agent_page(template: str, agent=None, **context):
     """A page in the chat layout: its header shows `agent` (the first agent if None) and its model."""
     agent = agent or chats.agents().default()
+    for shown in chats.agents().all():
+        shown.warm_tools()  # MCP servers list their tools in the background, never inside this request
     return render_template(template, agent=agent, agents=chats.agents().all(),
                            model=current_app.extensions["models"].for_agent(agent), **context)
 
