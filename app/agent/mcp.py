@@ -79,6 +79,10 @@ class MCPTools:
 
     # -- tools ---------------------------------------------------------------------------------------
 
+    @property
+    def is_listed(self) -> bool:
+        return self._tools is not None
+
     def listed(self) -> tuple[Tool, ...]:
         """The tools already listed (never blocks: safe inside a transaction); () until then."""
         return self._tools or ()

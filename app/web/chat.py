@@ -72,6 +72,14 @@ def new():
     return _agent_page("chat/new.html", chats=chats.list_chats(current_user.id))
 
 
+@bp.get("/agent-tools/<agent_id>")
+def agent_tools(agent_id):
+    """An agent's tools (a fragment the New chat page polls while MCP servers list theirs)."""
+    agent = chats.agents().get(agent_id) or abort(404, "No such agent.")
+    agent.warm_tools()
+    return render_template("chat/_agent_tools.html", agent=agent)
+
+
 @bp.post("/chats")
 def create():
     try:
