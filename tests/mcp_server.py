@@ -3,7 +3,8 @@
 Tools: `list_tables` (read-only), `delete_records` (destructive; its `count` is 1..10,000 in the
 server's input schema). Every execution of delete_records appends "start <table> <count>" to the
 file MCP_LEDGER before it acts and "done ..." after, so a test can count real executions. Table
-"crash" kills the server mid-call; table "slow" sleeps for a minute first.
+"crash" kills the server mid-call; table "slow" sleeps for a minute first. `--http PORT` serves
+streamable HTTP on loopback instead of stdio.
 """
 from __future__ import annotations
 
@@ -51,4 +52,7 @@ def delete_records(table_name: str, count: Annotated[int, Field(ge=1, le=10_000)
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if len(sys.argv) > 1 and sys.argv[1] == "--http":  # streamable HTTP on 127.0.0.1:<port>/mcp
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run("stdio")
