@@ -220,7 +220,8 @@ class _Bridge:
             raise ToolError(f"The MCP server {self.name} is not running; the call was not sent.") from None
         if not slot[0].wait(timeout):
             self._waiting.pop(request_id, None)
-            raise ToolError(f"The MCP server {self.name} did not answer in {timeout:.0f} s.")
+            raise ToolError(f"The MCP server {self.name} did not answer in {timeout:.0f} s; the call was not "
+                            "sent again, but it may have taken effect.")
         answer = slot[1]
         if answer is None:
             raise ToolError(f"The MCP server {self.name} stopped during the call; it was not run again.")
@@ -242,6 +243,10 @@ class _Bridge:
         except (OSError, ValueError):
             pass
         self._died()
+        try:
+            self.process.wait(timeout=10)  # reap it (gevent's child watcher would too; plain threads need this)
+        except Exception:  # noqa: BLE001 - still running after closing its stdout: close() kills it
+            pass
 
     def _died(self) -> None:
         """The helper is gone: wake every waiting call (its outcome stays unknown to the server)."""

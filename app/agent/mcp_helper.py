@@ -82,7 +82,8 @@ async def serve(client, send, timeout: float) -> None:
             await send({"id": request["id"], "result": {"text": _result_text(result),
                                                           "is_error": bool(result.is_error)}})
         except TimeoutError:
-            await send({"id": request["id"], "error": "The MCP server did not answer in time."})
+            await send({"id": request["id"], "error": f"The MCP server did not answer in {timeout:.0f} s; the call "
+                                                      "was not sent again, but it may have taken effect."})
         except Exception as exc:  # noqa: BLE001
             detail = _describe(exc)
             if "closed" in detail.lower():  # the server process ended (or the HTTP session dropped)
