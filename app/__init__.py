@@ -47,9 +47,9 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     if cli:
         from flask_migrate import Migrate
 
-        from app import cli as commands
+        from app import agent_commands
         Migrate(app, db, directory=str(ROOT / "migrations"))
-        commands.register(app)
+        agent_commands.register(app)
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)

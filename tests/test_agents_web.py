@@ -9,7 +9,7 @@ import re
 import pytest
 
 from app import create_app
-from app.cli import cancel_run, list_agents, list_runs
+from app.agent_commands import cancel_run, list_agents, list_runs
 from tests.conftest import stop_app
 from tests.fake_openai import ToolCall, Turn
 
