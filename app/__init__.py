@@ -47,9 +47,11 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     if cli:
         from flask_migrate import Migrate
 
+        from app import agent_commands
         from app.cli import users
         Migrate(app, db, directory=str(ROOT / "migrations"))
         app.cli.add_command(users)
+        agent_commands.register(app)
     from app.web import signin
     signin.register(app)  # before CSRF protection (see there)
     csrf.init_app(app)
@@ -58,8 +60,10 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     limiter.init_app(app)
 
     from app.agent.executor import RunExecutor
-    from app.agent.llm import model_for
+    from app.agent.llm import Models, model_for
+    app.extensions["agents"] = _load_agents(app.config)
     app.extensions["model"] = model_for(app.config)
+    app.extensions["models"] = Models(app.config, app.extensions["model"])
     app.extensions["run_executor"] = RunExecutor(app, max_workers=app.config["RUN_CONCURRENCY"],
                                                  sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
                                                  lease_seconds=app.config["RUN_LEASE_SECONDS"])
@@ -88,6 +92,25 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     return app
 
 
+def _load_agents(config):
+    """The registry of every agent this app serves; a broken agent module stops start-up with one line."""
+    from app.agent.registry import AgentLoadError, load_agents
+    from app.agents import builtin_agents
+
+    entries = config.get("AGENTS") or []
+    if isinstance(entries, str):
+        entries = [entry.strip() for entry in entries.split(",") if entry.strip()]
+    try:
+        registry = load_agents(entries, builtin_agents() if config.get("BUILTIN_AGENTS", True) else [])
+    except AgentLoadError as exc:
+        print(f"Configuration error: AGENTS: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for agent in registry.all():
+        for server in agent.mcp:
+            server.default_timeout = config.get("MCP_TIMEOUT") or server.default_timeout
+    return registry
+
+
 def _register_template_helpers(app: Flask) -> None:
     from flask_login import current_user
 
@@ -95,6 +118,22 @@ def _register_template_helpers(app: Flask) -> None:
     from app.workspace import recent_outbox
 
     app.add_template_filter(render_markdown, "markdown")
+
+    registry = app.extensions["agents"]
+
+    def agent_name(agent_id: str | None) -> str:
+        agent = registry.get(agent_id)
+        return agent.name if agent else (agent_id or "The agent")
+
+    def agent_initials(agent) -> str:
+        """"DM" for the Data Manager; takes an agent or an agent's id."""
+        name = agent.name if hasattr(agent, "name") else agent_name(agent)
+        words = [w for w in str(name).replace("_", " ").split() if w[:1].isalnum()]
+        return "".join(w[0] for w in words[:2]).upper() or "AI"
+
+    app.add_template_global(agent_name, "agent_name")
+    app.add_template_global(agent_initials, "agent_initials")
+    app.add_template_global(registry.all, "all_agents")
 
     @app.context_processor
     def outbox():

@@ -5,11 +5,16 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from app.agents import get_agent
+from flask import current_app
+
 from app.extensions import db
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
 
-DEFAULT_AGENT = "data_manager"
+
+
+def agents():
+    """The app's agent registry (app.agent.registry.AgentRegistry)."""
+    return current_app.extensions["agents"]
 
 
 @dataclass
@@ -30,8 +35,10 @@ def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
                                                           ChatSession.owner_id == owner_id))
 
 
-def create_chat(owner_id: int, agent_id: str = DEFAULT_AGENT) -> ChatSession:
-    if get_agent(agent_id) is None:
+def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:
+    """A new chat with this agent (the first agent if None); LookupError for an unknown agent."""
+    agent_id = agent_id or agents().default().id
+    if agents().get(agent_id) is None:
         raise LookupError(agent_id)
     chat = ChatSession(owner_id=owner_id, agent_id=agent_id)
     db.session.add(chat)

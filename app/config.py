@@ -72,6 +72,14 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
     # Whole seconds: Flask-SQLAlchemy builds engines with engine_from_config, which truncates to an int.
     pool_timeout = _count(get("DATABASE_POOL_TIMEOUT", "10"), "DATABASE_POOL_TIMEOUT", minimum=1)
 
+    builtin_agents = get("BUILTIN_AGENTS", "on").lower()
+    if builtin_agents not in ("on", "off"):
+        raise ConfigError(f"BUILTIN_AGENTS must be on or off, got {builtin_agents!r}")
+    agents = [entry.strip() for entry in (get("AGENTS") or "").split(",") if entry.strip()]
+    if builtin_agents == "off" and not agents:
+        raise ConfigError("BUILTIN_AGENTS is off but AGENTS names no agent module: there would be no agent")
+    mcp_timeout = _positive(get("MCP_TIMEOUT", "60"), "MCP_TIMEOUT")
+
     api_auth = get("API_AUTH", "on").lower()
     if api_auth not in API_AUTH_MODES:
         raise ConfigError(f"API_AUTH must be on or off, got {api_auth!r}")
@@ -106,6 +114,11 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "OPENAI_TIMEOUT": timeout_seconds,
         # The REST API: a bearer key that acts for any user_id (the reference's variable name), or
         # API_AUTH=off to open it for local experiments.
+        # Agents: the built-in Data Manager unless BUILTIN_AGENTS=off, plus every Agent defined at
+        # module level in AGENTS (comma-separated: path/to/file.py or package.module).
+        "AGENTS": agents,
+        "BUILTIN_AGENTS": builtin_agents == "on",
+        "MCP_TIMEOUT": mcp_timeout,  # seconds one MCP tool call may take
         "OS_SECURITY_KEY": get("OS_SECURITY_KEY"),
         "API_AUTH": api_auth,
         # Rate-limit counters: per process in memory by default; redis://host:6379 shares them between

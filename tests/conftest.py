@@ -156,10 +156,10 @@ class Harness:
             db.session.commit()
             return account.id
 
-    def chat(self, owner_id: int | None = None) -> tuple[int, str]:
+    def chat(self, owner_id: int | None = None, agent_id: str = "data_manager") -> tuple[int, str]:
         owner_id = owner_id or self.account()
         with self.app.app_context():
-            chat = ChatSession(owner_id=owner_id, agent_id="data_manager")
+            chat = ChatSession(owner_id=owner_id, agent_id=agent_id)
             db.session.add(chat)
             db.session.commit()
             return owner_id, chat.id

@@ -23,7 +23,6 @@ from flask import current_app
 from app.agent import events
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
-from app.agents import get_agent
 from app.extensions import db
 from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
 
@@ -70,8 +69,11 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     if answers_cards:
         run, cursor = _answer_paused_run(latest, text)
     else:
+        agent = agent_of(chat.agent_id)
+        if agent is None:
+            raise RunError(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.", 409)
         run = Run(session_id=chat.id, owner_id=chat.owner_id, agent_id=chat.agent_id, input=text,
-                  status=RunStatus.QUEUED, model=current_app.extensions["model"].label)
+                  status=RunStatus.QUEUED, model=current_app.extensions["models"].for_agent(agent).label)
         db.session.add(run)
         db.session.flush()
         cursor = 0
@@ -242,7 +244,7 @@ class _Lost(Exception):
 def _check_decisions(run: _RunRef, calls: dict[str, ToolCall], decisions: list[Decision]) -> list:
     """Check every entry against the stored calls; return (call, new status, values) for the new
     decisions, in the calls' order (one lock order for every continue, so two cannot deadlock)."""
-    agent = get_agent(run.agent_id)
+    agent = agent_of(run.agent_id)
     seen, changes = set(), []
     for decision in decisions:
         call = calls.get(decision.call_id)
@@ -293,6 +295,12 @@ def _check_decisions(run: _RunRef, calls: dict[str, ToolCall], decisions: list[D
 # Execution (in the background executor, never inside a request)
 # ---------------------------------------------------------------------------------------------------
 
+def agent_of(agent_id: str | None):
+    """The agent with this id from the registry the app was built with (app.extensions["agents"]),
+    or None: the core is handed its agents, it never imports them."""
+    return current_app.extensions["agents"].get(agent_id)
+
+
 def submit(run_id: str, *, model_first: bool = False) -> None:
     """Hand the run to the background executor. Call it with no transaction open: under gevent,
     starting a worker switches greenlets, and one holding SQLite's write lock would stall the rest.
@@ -331,8 +339,12 @@ def execute(run_id: str) -> None:
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
     run = _RunRef(run_id, *taken)
-    agent = get_agent(run.agent_id)
-    model = current_app.extensions["model"]
+    agent = agent_of(run.agent_id)
+    if agent is None:
+        _finish(run.id, RunStatus.FAILED, "run_failed",
+                error=f"The agent {run.agent_id!r} is no longer configured on this server.")
+        return
+    model = current_app.extensions["models"].for_agent(agent)
     try:
         for _ in range(MAX_MODEL_TURNS):
             if not _execute_approved_calls(run, agent):
@@ -372,7 +384,8 @@ def _model_turn(run: _RunRef, agent, model) -> str:
     is_tail = chains and context and context[0].role == "assistant" and context[0].response_id
     stream_kwargs = {"full_context": full_context} if is_tail else {}
     try:
-        for event in model.stream(agent.instructions, context, [t.openai_function() for t in agent.tools],
+        tools = agent.load_tools()  # may start MCP servers: no transaction is open here
+        for event in model.stream(agent.instructions, context, [t.openai_function() for t in tools],
                                   **stream_kwargs):
             if isinstance(event, TextDelta):
                 pending_text += event.text
@@ -459,13 +472,16 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.EXECUTING})
         if not _commit_owned(run.id):
             return False  # cancelled between approval and execution: the side effect never starts
+        tool = agent.tool(name)
         try:
-            values = {"status": CallStatus.DONE, "result": agent.tool(name).run(ctx, arguments or {})}
+            if tool is None:  # e.g. its MCP server cannot be reached now
+                raise ToolError(f"The tool {name} is not available now.")
+            values = {"status": CallStatus.DONE, "result": tool.run(ctx, arguments or {})}
         except ToolError as exc:
             values = {"status": CallStatus.FAILED, "error": str(exc)}
-        except Exception as exc:  # a bug in a tool must not take the run down with it
-            log.exception("tool %s crashed", name)
-            values = {"status": CallStatus.FAILED, "error": f"The tool crashed ({type(exc).__name__})."}
+        except Exception as exc:  # a tool reports a problem by raising; it must not take the run down
+            log.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
+            values = {"status": CallStatus.FAILED, "error": _raised(exc)}
         status = values.pop("status")
         _lock_run(run.id)
         _set_call_status(call_id, CallStatus.EXECUTING, status, **values)
@@ -474,8 +490,15 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
     return True
 
 
+def _raised(exc: Exception) -> str:
+    """What a tool's exception says, for the card and the model (never a traceback)."""
+    text = " ".join(str(exc).split())[:1000]
+    return f"{type(exc).__name__}: {text}" if text else f"The tool failed ({type(exc).__name__})."
+
+
 def tool_context(run: _RunRef) -> ToolContext:
-    return ToolContext(workspace=db.engines["workspace"], owner_id=run.owner_id, run_id=run.id)
+    return ToolContext(workspace=db.engines["workspace"], owner_id=run.owner_id, run_id=run.id,
+                       session_id=run.session_id)
 
 
 def _safe_preview(tool, ctx, arguments) -> str | None:

@@ -137,7 +137,11 @@ SCHEMAS = {
             "total_count": {"type": "integer"}}}}},
     "Agent": {"type": "object", "required": ["id", "name"], "properties": {
         "id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
-        "model": {"type": "object"}, "tools": {"type": "object"}}},
+        "model": {"type": "object"},
+        "tools": {"type": "object", "description": "`tools`: each tool's `name`, `description`, `parameters` (JSON "
+                  "schema), `requires_confirmation`, `source` (`python` or `mcp`) and, for MCP tools, `destructive`."},
+        "mcp_servers": {"type": "array", "description": "The agent's MCP servers: `name`, the `tools` listed, and "
+                        "`error` (why the server cannot be reached, or null).", "items": {"type": "object"}}}},
 }
 
 

@@ -17,7 +17,6 @@ from werkzeug.exceptions import HTTPException, NotFound
 from app import chats
 from app.agent import runner
 from app.agent.runner import RunError
-from app.agents import AGENTS, get_agent
 from app.api import serialize
 from app.api.openapi import spec
 from app.api.serialize import ShapeError
@@ -111,7 +110,7 @@ def _session_id() -> str | None:
 
 
 def _agent(agent_id: str):
-    return get_agent(agent_id) or _not_found(f"Agent {agent_id} not found")
+    return chats.agents().get(agent_id) or _not_found(f"Agent {agent_id} not found")
 
 
 def _not_found(message: str):
@@ -280,13 +279,18 @@ def list_runs(agent_id):
 
 @bp.get("/agents")
 def list_agents():
-    label = current_app.extensions["model"].label
-    return jsonify([serialize.agent_json(agent, label) for agent in AGENTS.values()])
+    models = current_app.extensions["models"]
+    db.session.remove()  # listing MCP tools may start their servers: hold no transaction meanwhile
+    return jsonify([serialize.agent_json(agent, models.for_agent(agent).label, agent.load_tools())
+                    for agent in chats.agents().all()])
 
 
 @bp.get("/agents/<agent_id>")
 def get_agent_details(agent_id):
-    return jsonify(serialize.agent_json(_agent(agent_id), current_app.extensions["model"].label))
+    agent = _agent(agent_id)
+    db.session.remove()  # as above
+    return jsonify(serialize.agent_json(agent, current_app.extensions["models"].for_agent(agent).label,
+                                        agent.load_tools()))
 
 
 # --- sessions ------------------------------------------------------------------------------------------------

@@ -26,25 +26,62 @@ def _wants_fragment() -> bool:
     return bool(request.htmx)
 
 
+def _agent_page(template: str, agent=None, **context):
+    """A page in the chat layout: its header shows `agent` (the first agent if None) and its model."""
+    agent = agent or chats.agents().default()
+    for shown in chats.agents().all():
+        shown.warm_tools()  # MCP servers list their tools in the background, never inside this request
+    return render_template(template, agent=agent, agents=chats.agents().all(),
+                           model=current_app.extensions["models"].for_agent(agent), **context)
+
+
 @bp.get("/")
 def index():
     recent = chats.list_chats(current_user.id, limit=1)
     if recent:
         return redirect(url_for("chat.show", chat_id=recent[0].id))
-    return render_template("chat/index.html", chats=[], model=current_app.extensions["model"])
+    return _agent_page("chat/index.html", chats=[])
+
+
+@bp.get("/chats/new")
+def new():
+    """Pick the agent of a new chat: each with its description, tools and which ask first."""
+    return _agent_page("chat/new.html", chats=chats.list_chats(current_user.id))
+
+
+@bp.get("/agent-tools/<agent_id>")
+def agent_tools(agent_id):
+    """An agent's tools (a fragment the New chat page polls while MCP servers list theirs)."""
+    agent = chats.agents().get(agent_id) or abort(404, "No such agent.")
+    agent.warm_tools()
+    return render_template("chat/_agent_tools.html", agent=agent)
 
 
 @bp.post("/chats")
 def create():
-    chat = chats.create_chat(current_user.id)
+    try:
+        chat = chats.create_chat(current_user.id, request.form.get("agent_id") or None)
+    except LookupError:
+        abort(404, "No such agent.")
     return redirect(url_for("chat.show", chat_id=chat.id), 303)
 
 
 @bp.get("/chats/<chat_id>")
 def show(chat_id):
     conv = chats.conversation(_owned_chat_or_404(chat_id))
-    return render_template("chat/page.html", conv=conv, chats=chats.list_chats(current_user.id),
-                           model=current_app.extensions["model"])
+    agent = chats.agents().get(conv.chat.agent_id)
+    if agent is None:  # the agent was removed from AGENTS since: the chat stays readable
+        agent = _RemovedAgent(conv.chat.agent_id)
+    return _agent_page("chat/page.html", agent=agent, conv=conv, chats=chats.list_chats(current_user.id))
+
+
+class _RemovedAgent:
+    """Stands in for an agent no longer configured, so its old chats still render."""
+    description, instructions, suggestions, tools, mcp, model, demo = "", "", (), (), (), None, None
+
+    def __init__(self, agent_id: str):
+        self.id = agent_id
+        self.name = f"{agent_id} (no longer configured)"
 
 
 @bp.post("/chats/<chat_id>/messages")
