@@ -26,6 +26,7 @@ This module knows nothing of Flask, HTTP or HTML.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import inspect
 import json
@@ -164,7 +165,7 @@ class Tool:
             kwargs[self.context_parameter] = ctx
         result = self.func(**kwargs)
         if inspect.iscoroutine(result):
-            result = asyncio.run(result)  # a fresh loop in this greenlet/thread, closed afterwards
+            result = _run_coroutine(result)
         return _to_text(result)
 
     def describe_call(self, ctx: ToolContext, arguments: dict | str | None) -> str | None:
@@ -428,6 +429,18 @@ def _whole_floats(schema: dict, value: Any) -> Any:
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [_whole_floats(schema["items"], v) for v in value]
     return value
+
+
+def _run_coroutine(coroutine) -> Any:
+    """An async tool's result: on a fresh event loop in this greenlet/thread, closed afterwards; beside
+    one when the caller already runs a loop here (an async host, Playwright's sync API in tests), where
+    asyncio.run refuses."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _to_text(result: Any) -> str:
