@@ -47,6 +47,8 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     if cli:
         from flask_migrate import Migrate
         Migrate(app, db, directory=str(ROOT / "migrations"))
+    from app.web import inputs
+    inputs.register(app)  # first: oversized bodies and NUL characters are refused before anything else runs
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
