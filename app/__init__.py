@@ -53,6 +53,8 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     htmx.init_app(app)
     login_manager.init_app(app)
     limiter.init_app(app)
+    from app import limits
+    limits.init_app(app)
 
     from app.agent.executor import RunExecutor
     from app.agent.llm import model_for

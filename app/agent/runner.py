@@ -25,7 +25,7 @@ from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, T
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
 from app.agents import get_agent
 from app.extensions import db
-from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
+from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     if len(text) > MAX_MESSAGE_CHARS:
         raise RunError(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).", 413)
 
+    check_active_runs(chat.owner_id)
     latest = db.session.scalars(
         sa.select(Run).where(Run.session_id == chat.id).order_by(Run.created_at.desc(), Run.id.desc()).limit(1)
     ).first()
@@ -87,6 +88,23 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     db.session.commit()
     submit(run_id, model_first=not answers_cards)  # approved calls of a paused run may run first
     return run, cursor
+
+
+def check_active_runs(owner_id: int) -> None:
+    """At most MAX_ACTIVE_RUNS runs of one account are queued or running at once (a run waiting for a
+    decision does not count): one person cannot take all of a worker's runs, or the model budget.
+    The account's row is locked first, so two messages at once cannot both take the last place
+    (SQLite's BEGIN IMMEDIATE already serialises them); nothing else locks accounts after runs."""
+    cap = current_app.config.get("MAX_ACTIVE_RUNS")
+    if not cap:
+        return
+    db.session.execute(sa.select(Account.id).where(Account.id == owner_id).with_for_update())
+    active = db.session.scalar(sa.select(sa.func.count()).select_from(Run).where(
+        Run.owner_id == owner_id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])))
+    if active >= cap:
+        db.session.rollback()
+        raise RunError(f"You have {active} replies in progress (the limit is {cap}). Wait for one to finish, "
+                       "or stop one, then try again.", 429)
 
 
 def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
@@ -133,6 +151,7 @@ def decide(owner_id: int, run_id: str, call_id: str, approve: bool, reason: str 
 
 def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
     """Continue a failed run from its last good state (the broken-off reply stays, marked)."""
+    check_active_runs(owner_id)
     run = _owned_run(owner_id, run_id)
     cursor = run.last_seq
     if not _set_run_status(run.id, RunStatus.FAILED, RunStatus.QUEUED, error=None):

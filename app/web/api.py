@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException, NotFound
 
-from app import chats
+from app import chats, limits
+from app.limits import LimitReached
 from app.agent import runner
 from app.agent.runner import RunError
 from app.agents import AGENTS, get_agent
@@ -24,7 +26,7 @@ from app.api.serialize import ShapeError
 from app.extensions import csrf, db
 from app.jsontext import BadJson, load_json
 from app.models import Message, Run, RunStatus, utcnow
-from app.web import auth
+from app.web import auth, errors
 from app.web.auth import ApiAuthError
 from app.web.stream import follow_run
 
@@ -75,6 +77,9 @@ def shape_error(exc: ShapeError):
 @bp.errorhandler(RunError)
 def run_error(exc: RunError):
     """404s name nothing; a conflict carries the run's current state, so the loser sees what won."""
+    if exc.status == 429:  # too many active runs: the one 429 path
+        db.session.rollback()
+        return errors.too_many_requests(LimitReached(str(exc)))
     run_id = sa.inspect(exc.run).identity[0] if exc.run is not None and exc.status != 404 else None
     db.session.rollback()
     run = db.session.get(Run, run_id) if run_id else None
@@ -164,9 +169,13 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 
 # --- answering a run: as a stream of events, or as JSON once it settles ----------------------------------
 
-def _answer(run_id: str, cursor: int, stream: bool):
-    if stream:
-        return _event_stream(run_id, cursor)
+def _answer(run_id: str, cursor: int, release_slot):
+    """`release_slot`: the stream slot the view took (limits.take_stream_slot) before it started
+    anything, so a refused stream starts no run; None answers with JSON once the run settles."""
+    if release_slot is not None:
+        response = _event_stream(run_id, cursor)
+        response.call_on_close(release_slot)
+        return response
     run = _settled(run_id, current_app.config.get("API_WAIT_SECONDS", 120.0))
     if run is None:  # its session was deleted meanwhile
         _not_found(f"No runs found for run ID {run_id}")
@@ -214,12 +223,26 @@ def _event_stream(run_id: str, cursor: int) -> Response:
         return "".join(serialize.sse(frame) for frame in serialize.final_frames(view, serialize.FINAL_KIND[status]))
 
     return Response(follow_run(run_id, cursor, render, finish), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@contextmanager
+def _stream_slot(stream: bool):
+    """Take a stream slot (429 beyond MAX_STREAMS_PER_ACCOUNT) before the command changes anything;
+    give it back if the command fails."""
+    release = limits.take_stream_slot() if stream else None
+    try:
+        yield release
+    except BaseException:
+        if release is not None:
+            release()
+        raise
 
 
 # --- runs ---------------------------------------------------------------------------------------------------
 
 @bp.post("/agents/<agent_id>/runs")
+@limits.messages
 def create_run(agent_id):
     agent = _agent(agent_id)
     message = (request.form.get("message") or "").strip()
@@ -230,23 +253,27 @@ def create_run(agent_id):
                          f"{runner.MAX_MESSAGE_CHARS:,}).", 413)
     stream, session_id = _flag("stream", True), _session_id()
     account = auth.acting_account(create=True)
-    chat = chats.api_chat(account.id, agent.id, session_id)
-    if chat.agent_id != agent.id:
-        raise ShapeError(f"Session {session_id} belongs to agent {chat.agent_id}.", 409)
-    run, cursor = runner.start_run(chat, message)
-    return _answer(run.id, cursor, stream)
+    runner.check_active_runs(account.id)  # the limits first: no new session for a run that cannot start
+    with _stream_slot(stream) as release_slot:
+        chat = chats.api_chat(account.id, agent.id, session_id)
+        if chat.agent_id != agent.id:
+            raise ShapeError(f"Session {session_id} belongs to agent {chat.agent_id}.", 409)
+        run, cursor = runner.start_run(chat, message)
+    return _answer(run.id, cursor, release_slot)
 
 
 @bp.post("/agents/<agent_id>/runs/<run_id>/continue")
+@limits.commands
 def continue_run(agent_id, run_id):
     run, owner_id = _owned_run(agent_id, run_id)
     decisions = serialize.parse_tools(request.form.get("tools"))
-    stream = _flag("stream", True)
-    run, cursor = runner.continue_run(owner_id, run.id, decisions)
-    return _answer(run.id, cursor, stream)
+    with _stream_slot(_flag("stream", True)) as release_slot:
+        run, cursor = runner.continue_run(owner_id, run.id, decisions)
+    return _answer(run.id, cursor, release_slot)
 
 
 @bp.post("/agents/<agent_id>/runs/<run_id>/cancel")
+@limits.commands
 def cancel_run(agent_id, run_id):
     run, owner_id = _owned_run(agent_id, run_id)
     return jsonify(_run(runner.cancel(owner_id, run.id)))

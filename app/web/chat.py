@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_user
 
-from app import chats
+from app import chats, limits
 from app.agent import runner
 from app.agent.runner import RunError
 from app.extensions import db, login_manager
@@ -71,6 +71,7 @@ def show(chat_id):
 
 
 @bp.post("/chats/<chat_id>/messages")
+@limits.messages
 def send(chat_id):
     chat = _owned_chat_or_404(chat_id)
     text = request.form.get("message", "")
@@ -78,6 +79,7 @@ def send(chat_id):
     try:
         run, cursor = runner.start_run(chat, text)
     except RunError as exc:
+        limits.raise_if_refused(exc)
         if not _wants_fragment():
             abort(exc.status, str(exc))
         return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
@@ -88,6 +90,7 @@ def send(chat_id):
 
 
 @bp.post("/runs/<run_id>/calls/<call_id>/<any(approve, reject):decision>")
+@limits.commands
 def decide(run_id, call_id, decision):
     try:
         call, cursor = runner.decide(current_user.id, run_id, call_id, approve=decision == "approve",
@@ -105,11 +108,13 @@ def decide(run_id, call_id, decision):
 
 
 @bp.post("/runs/<run_id>/retry")
+@limits.commands
 def retry(run_id):
     return _run_command(lambda: runner.retry(current_user.id, run_id))
 
 
 @bp.post("/runs/<run_id>/cancel")
+@limits.commands
 def cancel(run_id):
     return _run_command(lambda: (runner.cancel(current_user.id, run_id), None))
 
@@ -118,6 +123,7 @@ def _run_command(command):
     try:
         run, cursor = command()
     except RunError as exc:
+        limits.raise_if_refused(exc)
         if exc.status == 404:
             abort(404, str(exc))
         return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
@@ -138,11 +144,14 @@ def run_events(run_id):
         cursor = int(request.headers.get("Last-Event-ID") or request.args.get("after") or 0)
     except ValueError:
         abort(400, "The cursor must be a number.")
+    release_slot = limits.take_stream_slot()  # 429 beyond MAX_STREAMS_PER_ACCOUNT
     stream = follow_run(
         run_id, cursor,
         render=lambda batch: "".join(sse(render_event(event), id=event.seq) for event in batch),
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
         hold_paused=request.args.get("hold") == "1")
-    return Response(stream, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response = Response(stream, mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response.call_on_close(release_slot)
+    return response

@@ -1,8 +1,10 @@
 """Errors people can read: a small page (or fragment, for htmx) and never a stack trace."""
+import time
+
 from flask import Flask, g, jsonify as app_json, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from app.extensions import db
 
@@ -19,6 +21,9 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error):
         return _render(error.description, error.code)
+
+    # Found before any blueprint's HTTPException handler (Flask looks handlers up by status code first).
+    app.register_error_handler(TooManyRequests, too_many_requests)
 
     @app.errorhandler(DBAPIError)
     @app.errorhandler(PoolTimeout)
@@ -41,6 +46,22 @@ def register(app: Flask) -> None:
         app.logger.exception("unhandled error")
         _discard_session()
         return _render("Something went wrong on the server.", 500)
+
+
+def too_many_requests(error: TooManyRequests):
+    """Every 429 (Flask-Limiter's RateLimitExceeded, app.limits.LimitReached): the message, and
+    Retry-After in seconds; JSON `detail` for the API, the page's flash in the chat."""
+    response, status = _render(error.description, 429)
+    response.headers["Retry-After"] = str(_retry_after(error))
+    return response, status
+
+
+def _retry_after(error) -> int:
+    if getattr(error, "retry_after", None):
+        return int(error.retry_after)
+    from app.extensions import limiter
+    breached = limiter.current_limit  # the rate this request broke, and when its window resets
+    return max(1, int(breached.reset_at - time.time()) + 1) if breached else 5
 
 
 def _discard_session() -> None:
