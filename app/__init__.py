@@ -47,8 +47,11 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     if cli:
         from flask_migrate import Migrate
         Migrate(app, db, directory=str(ROOT / "migrations"))
-    from app.web import inputs
-    inputs.register(app)  # first: oversized bodies and NUL characters are refused before anything else runs
+    from app.web import inputs, security
+    # First: oversized bodies, NUL characters and other sites on an open API are refused before
+    # anything else (CSRF, the limiter's account lookup, the views) runs.
+    inputs.register(app)
+    security.register_request_checks(app)
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
@@ -63,7 +66,7 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
                                                  sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
                                                  lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
-    from app.web import api, auth, chat, errors, security
+    from app.web import api, auth, chat, errors
     app.register_blueprint(chat.bp)
     app.register_blueprint(api.bp)
     auth.register(app)
