@@ -278,6 +278,14 @@ def _paths() -> dict:
                     "responses": {"200": _json({"type": "object", "required": ["status"], "properties": {
                         "status": {"type": "string"}, "instantiated_at": {"type": "string"}}}, "Up.")}},
         },
+        "/ready": {
+            "get": {"operationId": "ready", "tags": ["Server"], "summary": "Can the server serve requests",
+                    "description": "503 while the database is unreachable or its migrations are pending.",
+                    "security": [],
+                    "responses": {"200": _json({"type": "object", "required": ["status"], "properties": {
+                        "status": {"type": "string"}}}, "Ready."),
+                                  "503": _error("The database is unreachable, or migrations are pending.")}},
+        },
     }
 
 

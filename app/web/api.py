@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException, NotFound
 
-from app import chats, limits
+from app import chats, limits, readiness
 from app.limits import LimitReached
 from app.agent import runner
 from app.agent.runner import RunError
@@ -27,14 +27,15 @@ from app.extensions import csrf, db
 from app.jsontext import BadJson, load_json
 from app.models import Message, Run, RunStatus, utcnow
 from app.web import auth, errors
+from app.web.errors import DATABASE_UNAVAILABLE
 from app.web.auth import ApiAuthError
 from app.web.stream import follow_run
 
 bp = Blueprint("api", __name__)
 csrf.exempt(bp)
 
-PUBLIC = ("api.health", "api.openapi", "api.docs")
-API_PREFIXES = ("/agents", "/sessions", "/health", "/openapi.json", "/docs")
+PUBLIC = ("api.health", "api.ready", "api.openapi", "api.docs")
+API_PREFIXES = ("/agents", "/sessions", "/health", "/ready", "/openapi.json", "/docs")
 STARTED_AT = utcnow()
 
 
@@ -383,6 +384,23 @@ def delete_session(session_id):
 @bp.get("/health")
 def health():
     return jsonify({"status": "ok", "instantiated_at": serialize.iso(STARTED_AT)})
+
+
+@bp.get("/ready")
+def ready():
+    """Readiness, for a load balancer or orchestrator: 503 while the database is unreachable or its
+    migrations are pending (`/health` stays liveness: the process answers)."""
+    try:
+        with db.engine.connect() as connection:
+            problem = readiness.problem(connection)
+    except DATABASE_UNAVAILABLE as exc:
+        current_app.logger.warning("not ready: database unavailable: %s", getattr(exc, "orig", None) or exc)
+        problem = "The database is not available."
+    if problem:
+        response = _detail(problem, 503)
+        response.headers["Retry-After"] = "5"
+        return response
+    return jsonify({"status": "ready"})
 
 
 @bp.get("/openapi.json")
