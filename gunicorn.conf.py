@@ -34,13 +34,7 @@ if _soft != resource.RLIM_INFINITY and _soft < _wanted:
 # client's address (X-Forwarded-For, for per-address limits) and host from the proxy.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 timeout = 30
-graceful_# Behind a reverse proxy that terminates HTTPS: the addresses of the proxies whose X-Forwarded-Proto
-# gunicorn believes (so the app knows a request came over HTTPS: Secure cookies, HSTS). Gunicorn's
-# default trusts only this machine; "*" trusts anyone who can connect, so only use it when nothing but
-# the proxy can reach the port. The app's PROXY_FIX setting (Werkzeug ProxyFix) additionally takes the
-# client's address (X-Forwarded-For, for per-address limits) and host from the proxy.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
-timeout = 30
+graceful_timeout = 30
 keepalive = 5
 accesslog = "-"
 errorlog = "-"
