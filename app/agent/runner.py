@@ -143,9 +143,10 @@ def decide(owner_id: int, run_id: str, call_id: str, approve: bool, reason: str 
     if resumed:
         events.append(run_id, "run_resumed")
     db.session.commit()
+    # Nothing reads the database after the commit here: a caller that then loses it must still be
+    # able to say the decision was recorded (its attributes load again when next read).
     if resumed:
         submit(run_id)
-    db.session.refresh(call)
     return call, cursor
 
 
@@ -160,7 +161,7 @@ def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
     events.append(run_id, "run_resumed")
     db.session.commit()
     submit(run_id)
-    return db.session.get(Run, run_id), cursor
+    return run, cursor  # read again when used (nothing is read after the commit, see decide)
 
 
 def cancel(owner_id: int, run_id: str) -> Run:
@@ -182,7 +183,7 @@ def cancel(owner_id: int, run_id: str) -> Run:
         _interrupt_message(run.id, message_id)
     events.append(run.id, "run_cancelled")
     db.session.commit()
-    return db.session.get(Run, run.id)
+    return run  # read again when used (nothing is read after the commit, see decide)
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision]) -> tuple
                        run=db.session.get(Run, run_id)) from None
     if resumed:
         submit(run_id)
-    return db.session.get(Run, run_id), cursor
+    return run, cursor  # read again when used (nothing is read after the commit, see decide)
 
 
 class _Lost(Exception):

@@ -260,7 +260,11 @@ def create_run(agent_id):
         if chat.agent_id != agent.id:
             raise ShapeError(f"Session {session_id} belongs to agent {chat.agent_id}.", 409)
         run, cursor = runner.start_run(chat, message)
-    return _answer(run.id, cursor, release_slot)
+        run_id = sa.inspect(run).identity[0]  # without a query: the database may be lost by now
+    return errors.answer_after_commit(
+        lambda: _answer(run_id, cursor, release_slot),
+        "The run was started, but it could not be read just now: "
+        f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id, "status": "RUNNING"})
 
 
 @bp.post("/agents/<agent_id>/runs/<run_id>/continue")
@@ -269,15 +273,20 @@ def continue_run(agent_id, run_id):
     run, owner_id = _owned_run(agent_id, run_id)
     decisions = serialize.parse_tools(request.form.get("tools"))
     with _stream_slot(_flag("stream", True)) as release_slot:
-        run, cursor = runner.continue_run(owner_id, run.id, decisions)
-    return _answer(run.id, cursor, release_slot)
+        run, cursor = runner.continue_run(owner_id, run_id, decisions)
+    return errors.answer_after_commit(
+        lambda: _answer(run_id, cursor, release_slot),
+        "The decisions were recorded, but the run could not be read just now: "
+        f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id})
 
 
 @bp.post("/agents/<agent_id>/runs/<run_id>/cancel")
 @limits.commands
 def cancel_run(agent_id, run_id):
     run, owner_id = _owned_run(agent_id, run_id)
-    return jsonify(_run(runner.cancel(owner_id, run.id)))
+    cancelled = runner.cancel(owner_id, run_id)
+    return errors.answer_after_commit(lambda: jsonify(_run(cancelled)), "The run was cancelled.",
+                                      api_body={"run_id": run_id, "status": "CANCELLED"})
 
 
 @bp.get("/agents/<agent_id>/runs/<run_id>")

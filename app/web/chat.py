@@ -9,7 +9,7 @@ from app.agent import runner
 from app.agent.runner import RunError
 from app.extensions import db, login_manager
 from app.models import Account, Run
-from app.web.errors import DATABASE_UNAVAILABLE
+from app.web.errors import DATABASE_UNAVAILABLE, answer_after_commit
 from app.web.stream import follow_run, render_event, sse
 
 bp = Blueprint("chat", __name__)
@@ -84,9 +84,11 @@ def send(chat_id):
             abort(exc.status, str(exc))
         return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
     if not _wants_fragment():
-        return redirect(url_for("chat.show", chat_id=chat.id), 303)
-    return render_template("chat/_run_started.html", chat=chat, run=run, cursor=cursor,
-                           first_message=first_message, chats=chats.list_chats(current_user.id))
+        return redirect(url_for("chat.show", chat_id=chat_id), 303)
+    return answer_after_commit(
+        lambda: render_template("chat/_run_started.html", chat=chat, run=run, cursor=cursor,
+                                first_message=first_message, chats=chats.list_chats(current_user.id)),
+        "Your message was sent. The page could not be updated just now: reload it to follow the reply.")
 
 
 @bp.post("/runs/<run_id>/calls/<call_id>/<any(approve, reject):decision>")
@@ -101,25 +103,28 @@ def decide(run_id, call_id, decision):
         if not _wants_fragment():
             abort(exc.status, str(exc))
         return render_template("chat/_call.html", call=exc.call, notice=str(exc)), exc.status
+    done = "Approved." if decision == "approve" else "Rejected."
     if not _wants_fragment():
-        return redirect(url_for("chat.show", chat_id=call.message.session_id), 303)
-    run = db.session.get(Run, run_id)
-    return render_template("chat/_decided.html", call=call, run=run, cursor=cursor)
+        return answer_after_commit(lambda: redirect(url_for("chat.show", chat_id=call.message.session_id), 303),
+                                   f"{done} Reload the chat to see the outcome.")
+    return answer_after_commit(
+        lambda: render_template("chat/_decided.html", call=call, run=db.session.get(Run, run_id), cursor=cursor),
+        f"{done} The page could not be updated just now: reload it to see the outcome.", call_id=call_id)
 
 
 @bp.post("/runs/<run_id>/retry")
 @limits.commands
 def retry(run_id):
-    return _run_command(lambda: runner.retry(current_user.id, run_id))
+    return _run_command(lambda: runner.retry(current_user.id, run_id), "Retrying.")
 
 
 @bp.post("/runs/<run_id>/cancel")
 @limits.commands
 def cancel(run_id):
-    return _run_command(lambda: (runner.cancel(current_user.id, run_id), None))
+    return _run_command(lambda: (runner.cancel(current_user.id, run_id), None), "Stopped.")
 
 
-def _run_command(command):
+def _run_command(command, done: str):
     try:
         run, cursor = command()
     except RunError as exc:
@@ -128,8 +133,9 @@ def _run_command(command):
             abort(404, str(exc))
         return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
     if not _wants_fragment():
-        return redirect(url_for("chat.show", chat_id=run.session_id), 303)
-    return render_template("chat/_run_state.html", run=run, cursor=cursor)
+        return answer_after_commit(lambda: redirect(url_for("chat.show", chat_id=run.session_id), 303), done)
+    return answer_after_commit(lambda: render_template("chat/_run_state.html", run=run, cursor=cursor),
+                               f"{done} The page could not be updated just now: reload it to follow the run.")
 
 
 @bp.get("/runs/<run_id>/events")

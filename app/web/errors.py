@@ -1,7 +1,9 @@
 """Errors people can read: a small page (or fragment, for htmx) and never a stack trace."""
 import time
+from collections.abc import Callable
 
-from flask import Flask, g, jsonify as app_json, make_response, render_template, request
+from flask import Flask, current_app, g, jsonify as app_json, make_response, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, TooManyRequests
@@ -46,6 +48,27 @@ def register(app: Flask) -> None:
         app.logger.exception("unhandled error")
         _discard_session()
         return _render("Something went wrong on the server.", 500)
+
+
+def answer_after_commit(render: Callable[[], ResponseReturnValue], done: str, call_id: str | None = None,
+                        api_body: dict | None = None) -> ResponseReturnValue:
+    """Render the answer to a command whose change is already committed. If the database is lost by
+    then (PostgreSQL backends terminated mid-burst), a 503 would say "nothing happened, try again"
+    while it did: answer with what was done instead (`done`, for the person; in the API a 202 with
+    `api_body` and `done` as its detail), from values known without the database."""
+    try:
+        return render()
+    except DATABASE_UNAVAILABLE as exc:
+        current_app.logger.warning("committed, then the database was lost before the answer: %s",
+                                   getattr(exc, "orig", None) or exc)
+        g.database_unavailable = True
+        _discard_session()
+        from app.web.api import is_api_request
+        if is_api_request():
+            return app_json({**(api_body or {}), "detail": done}), 202
+        if request.headers.get("HX-Request"):
+            return render_template("chat/_recorded.html", message=done, call_id=call_id), 200
+        return render_template("errors/page.html", message=done, status="Done"), 200
 
 
 def too_many_requests(error: TooManyRequests):
