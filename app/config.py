@@ -132,7 +132,10 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "API_AUTH": api_auth,
         # Rate-limit counters: per process in memory by default; redis://host:6379 shares them between
         # hosts (Flask-Limiter's storage URI).
-        "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_STORAGE_URI": _rate_storage(get("RATELIMIT_STORAGE_URI", "memory://")),
+        # A shared store that is down (Redis restarting) lets requests through and logs it, rather
+        # than answering every limited request with a 500.
+        "RATELIMIT_SWALLOW_ERRORS": True,
     }
 
 
@@ -162,6 +165,20 @@ def _positive(value: str, variable: str) -> float:
     except ValueError:
         raise ConfigError(f"{variable} must be a positive number of seconds, got {value!r}") from None
     return seconds
+
+
+def _rate_storage(uri: str) -> str:
+    """memory:// (per process), or a shared store whose client library is installed (redis://… needs
+    `pip install redis`); checked here so a wrong one is one line, not a traceback in every worker."""
+    if uri.startswith("memory://"):
+        return uri
+    from limits.errors import ConfigurationError
+    from limits.storage import storage_from_string
+    try:
+        storage_from_string(uri)  # builds the client; connects on first use
+    except (ConfigurationError, ValueError) as exc:
+        raise ConfigError(f"RATELIMIT_STORAGE_URI cannot be used ({uri!r}): {exc}") from None
+    return uri
 
 
 def _rate(value: str, variable: str) -> str:

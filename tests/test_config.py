@@ -55,6 +55,7 @@ def test_postgres_urls_always_use_psycopg_3(tmp_path, url):
     ({"MAX_CONTENT_LENGTH": "1k"}, "MAX_CONTENT_LENGTH"),
     ({"PROXY_FIX": "-1"}, "PROXY_FIX"),
     ({"OS_SECURITY_KEY": "short"}, "OS_SECURITY_KEY"),
+    ({"RATELIMIT_STORAGE_URI": "carrier-pigeon://coop"}, "RATELIMIT_STORAGE_URI"),
 ])
 def test_a_wrong_value_names_the_variable(tmp_path, env, variable):
     with pytest.raises(config.ConfigError, match=variable):
