@@ -60,7 +60,10 @@ def account_key(create: bool = False) -> str:
     storage does network I/O), and SQLite's write lock held through a switch stalls the worker."""
     if request.blueprint == "api":
         from app.web import auth
-        account = auth.acting_account(create=create)
+        try:
+            account = auth.acting_account(create=create)
+        except auth.ApiAuthError:  # refused a moment later by the API's own check (401/403/422)
+            return f"address:{get_remote_address()}"
         key = f"account:{account.id}" if account is not None else f"api-user:{auth.requested_user_id()}"
     elif current_user.is_authenticated:
         key = f"account:{current_user.id}"
