@@ -31,6 +31,12 @@ _wanted = worker_connections + 256  # the connections plus database files, socke
 if _soft != resource.RLIM_INFINITY and _soft < _wanted:
     resource.setrlimit(resource.RLIMIT_NOFILE,
                        (_wanted if _hard == resource.RLIM_INFINITY else min(_wanted, _hard), _hard))
+# Behind a reverse proxy that terminates HTTPS: the addresses of the proxies whose X-Forwarded-Proto
+# gunicorn believes (so the app knows a request came over HTTPS: Secure cookies, HSTS). Gunicorn's
+# default trusts only this machine; "*" trusts anyone who can connect, so only use it when nothing but
+# the proxy can reach the port. The app's PROXY_FIX setting (Werkzeug ProxyFix) additionally takes the
+# client's address (X-Forwarded-For, for per-address limits) and host from the proxy.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 timeout = 30
 graceful_timeout = 30
 keepalive = 5

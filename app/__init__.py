@@ -52,12 +52,19 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
         Migrate(app, db, directory=str(ROOT / "migrations"))
         app.cli.add_command(users)
         agent_commands.register(app)
-    from app.web import signin
-    signin.register(app)  # before CSRF protection (see there)
+    from app.web import inputs, security, signin
+    # First: oversized bodies, NUL characters and other sites on an open API are refused before
+    # anything else (CSRF, the limiter's account lookup, the views) runs; then signed-out requests are
+    # sent to sign in (before CSRF, so they are not told their session expired).
+    inputs.register(app)
+    security.register_request_checks(app)
+    signin.register(app)
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
     limiter.init_app(app)
+    from app import limits
+    limits.init_app(app)
 
     from app.agent.executor import RunExecutor
     from app.agent.llm import Models, model_for
@@ -68,7 +75,7 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
                                                  sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
                                                  lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
-    from app.web import account, admin, api, auth, chat, errors, security
+    from app.web import account, admin, api, auth, chat, errors
     app.register_blueprint(signin.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(account.bp)

@@ -24,7 +24,7 @@ from app.agent import events
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
 from app.extensions import db
-from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
+from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     if len(text) > MAX_MESSAGE_CHARS:
         raise RunError(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).", 413)
 
+    check_active_runs(chat.owner_id)
     latest = db.session.scalars(
         sa.select(Run).where(Run.session_id == chat.id).order_by(Run.created_at.desc(), Run.id.desc()).limit(1)
     ).first()
@@ -89,6 +90,23 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     db.session.commit()
     submit(run_id, model_first=not answers_cards)  # approved calls of a paused run may run first
     return run, cursor
+
+
+def check_active_runs(owner_id: int) -> None:
+    """At most MAX_ACTIVE_RUNS runs of one account are queued or running at once (a run waiting for a
+    decision does not count): one person cannot take all of a worker's runs, or the model budget.
+    The account's row is locked first, so two messages at once cannot both take the last place
+    (SQLite's BEGIN IMMEDIATE already serialises them); nothing else locks accounts after runs."""
+    cap = current_app.config.get("MAX_ACTIVE_RUNS")
+    if not cap:
+        return
+    db.session.execute(sa.select(Account.id).where(Account.id == owner_id).with_for_update())
+    active = db.session.scalar(sa.select(sa.func.count()).select_from(Run).where(
+        Run.owner_id == owner_id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])))
+    if active >= cap:
+        db.session.rollback()
+        raise RunError(f"You have {active} replies in progress (the limit is {cap}). Wait for one to finish, "
+                       "or stop one, then try again.", 429)
 
 
 def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
@@ -129,14 +147,16 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reaso
     if resumed:
         events.append(run_id, "run_resumed")
     db.session.commit()
+    # Nothing reads the database after the commit here: a caller that then loses it must still be
+    # able to say the decision was recorded (its attributes load again when next read).
     if resumed:
         submit(run_id)
-    db.session.refresh(call)
     return call, cursor
 
 
 def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
     """Continue a failed run from its last good state (the broken-off reply stays, marked)."""
+    check_active_runs(owner_id)
     run = _owned_run(owner_id, run_id)
     cursor = run.last_seq
     if not _set_run_status(run.id, RunStatus.FAILED, RunStatus.QUEUED, error=None):
@@ -145,7 +165,7 @@ def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
     events.append(run_id, "run_resumed")
     db.session.commit()
     submit(run_id)
-    return db.session.get(Run, run_id), cursor
+    return run, cursor  # read again when used (nothing is read after the commit, see decide)
 
 
 def cancel(owner_id: int, run_id: str) -> Run:
@@ -167,7 +187,7 @@ def cancel(owner_id: int, run_id: str) -> Run:
         _interrupt_message(run.id, message_id)
     events.append(run.id, "run_cancelled")
     db.session.commit()
-    return db.session.get(Run, run.id)
+    return run  # read again when used (nothing is read after the commit, see decide)
 
 
 @dataclass(frozen=True)
@@ -234,7 +254,7 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
                        run=db.session.get(Run, run_id)) from None
     if resumed:
         submit(run_id)
-    return db.session.get(Run, run_id), cursor
+    return run, cursor  # read again when used (nothing is read after the commit, see decide)
 
 
 class _Lost(Exception):

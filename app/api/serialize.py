@@ -17,6 +17,7 @@ from app.agent.definition import Agent
 from app.agent.llm import DemoModel
 from app.agent.runner import Decision, tool_output
 from app.extensions import db
+from app.jsontext import BadJson, load_json
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunEvent, RunStatus, ToolCall
 
 # Our run states in the reference's names (it has no "queued": a queued run is about to run).
@@ -346,13 +347,11 @@ def parse_tools(text: str | None) -> list[Decision]:
     if text is None or not text.strip():
         return []
     try:
-        entries = json.loads(text)
-    except ValueError:
-        raise ShapeError("Invalid JSON in tools field", 400) from None
+        entries = load_json(text, "tools")  # also refuses NUL, lone surrogates and deep nesting
+    except BadJson as exc:
+        raise ShapeError(str(exc), exc.status) from None
     if not isinstance(entries, list):
         raise ShapeError(f"tools must be a JSON list of tool objects, not {_kind(entries)}.")
-    if "\x00" in json.dumps(entries, ensure_ascii=False):
-        raise ShapeError("tools must not contain NUL characters.")
     return [_decision(index, entry) for index, entry in enumerate(entries)]
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app import chats
+from app import chats, limits
 from app.agent import runner
 from app.agent.runner import RunError
 from app.extensions import db
 from app.models import Run
+from app.web.errors import answer_after_commit
 from app.web.stream import follow_run, render_event, sse
 
 bp = Blueprint("chat", __name__)
@@ -85,6 +86,7 @@ class _RemovedAgent:
 
 
 @bp.post("/chats/<chat_id>/messages")
+@limits.messages
 def send(chat_id):
     chat = _owned_chat_or_404(chat_id)
     text = request.form.get("message", "")
@@ -92,16 +94,20 @@ def send(chat_id):
     try:
         run, cursor = runner.start_run(chat, text)
     except RunError as exc:
+        limits.raise_if_refused(exc)
         if not _wants_fragment():
             abort(exc.status, str(exc))
         return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
     if not _wants_fragment():
-        return redirect(url_for("chat.show", chat_id=chat.id), 303)
-    return render_template("chat/_run_started.html", chat=chat, run=run, cursor=cursor,
-                           first_message=first_message, chats=chats.list_chats(current_user.id))
+        return redirect(url_for("chat.show", chat_id=chat_id), 303)
+    return answer_after_commit(
+        lambda: render_template("chat/_run_started.html", chat=chat, run=run, cursor=cursor,
+                                first_message=first_message, chats=chats.list_chats(current_user.id)),
+        "Your message was sent. The page could not be updated just now: reload it to follow the reply.")
 
 
 @bp.post("/runs/<run_id>/calls/<call_id>/<any(approve, reject):decision>")
+@limits.commands
 def decide(run_id, call_id, decision):
     try:
         # An admin may decide anyone's call (the run's owner is then not the one who decides).
@@ -114,14 +120,16 @@ def decide(run_id, call_id, decision):
         if not _wants_fragment():
             abort(exc.status, str(exc))
         return render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()), exc.status
+    done = "Approved." if decision == "approve" else "Rejected."
     if not _wants_fragment():
-        if _from_inbox():
-            return redirect(url_for("admin.show"), 303)
-        return redirect(url_for("chat.show", chat_id=call.message.session_id), 303)
+        target = url_for("admin.show") if _from_inbox() else url_for("chat.show", chat_id=call.message.session_id)
+        return answer_after_commit(lambda: redirect(target, 303), f"{done} Reload the page to see the outcome.")
     if _from_inbox():  # the admin page has no chat around the card to update
-        return render_template("chat/_call.html", call=call, inbox=True)
-    run = db.session.get(Run, run_id)
-    return render_template("chat/_decided.html", call=call, run=run, cursor=cursor)
+        return answer_after_commit(lambda: render_template("chat/_call.html", call=call, inbox=True),
+                                   f"{done} Reload the page to see the outcome.", call_id=call_id)
+    return answer_after_commit(
+        lambda: render_template("chat/_decided.html", call=call, run=db.session.get(Run, run_id), cursor=cursor),
+        f"{done} The page could not be updated just now: reload it to see the outcome.", call_id=call_id)
 
 
 def _from_inbox() -> bool:
@@ -129,25 +137,29 @@ def _from_inbox() -> bool:
 
 
 @bp.post("/runs/<run_id>/retry")
+@limits.commands
 def retry(run_id):
-    return _run_command(lambda: runner.retry(current_user.id, run_id))
+    return _run_command(lambda: runner.retry(current_user.id, run_id), "Retrying.")
 
 
 @bp.post("/runs/<run_id>/cancel")
+@limits.commands
 def cancel(run_id):
-    return _run_command(lambda: (runner.cancel(current_user.id, run_id), None))
+    return _run_command(lambda: (runner.cancel(current_user.id, run_id), None), "Stopped.")
 
 
-def _run_command(command):
+def _run_command(command, done: str):
     try:
         run, cursor = command()
     except RunError as exc:
+        limits.raise_if_refused(exc)
         if exc.status == 404:
             abort(404, str(exc))
         return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
     if not _wants_fragment():
-        return redirect(url_for("chat.show", chat_id=run.session_id), 303)
-    return render_template("chat/_run_state.html", run=run, cursor=cursor)
+        return answer_after_commit(lambda: redirect(url_for("chat.show", chat_id=run.session_id), 303), done)
+    return answer_after_commit(lambda: render_template("chat/_run_state.html", run=run, cursor=cursor),
+                               f"{done} The page could not be updated just now: reload it to follow the run.")
 
 
 @bp.get("/runs/<run_id>/events")
@@ -162,11 +174,14 @@ def run_events(run_id):
         cursor = int(request.headers.get("Last-Event-ID") or request.args.get("after") or 0)
     except ValueError:
         abort(400, "The cursor must be a number.")
+    release_slot = limits.take_stream_slot()  # 429 beyond MAX_STREAMS_PER_ACCOUNT
     stream = follow_run(
         run_id, cursor,
         render=lambda batch: "".join(sse(render_event(event), id=event.seq) for event in batch),
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
         hold_paused=request.args.get("hold") == "1")
-    return Response(stream, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response = Response(stream, mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response.call_on_close(release_slot)
+    return response
