@@ -11,7 +11,7 @@ import itsdangerous
 import pytest
 
 from app import create_app
-from tests.conftest import Browser, stop_app
+from tests.conftest import TEST_PASSWORD, Browser, make_account, stop_app
 from tests.fake_openai import ToolCall, Turn
 
 DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
@@ -26,8 +26,29 @@ def attributes(cookie: str) -> set[str]:
         {part.strip().lower() for part in cookie.split(";")[1:]}
 
 
-def test_over_http_every_cookie_is_samesite_lax_and_httponly(browser):
-    cookies = set_cookies(browser.get("/"))
+def sign_in_response(app, remember=True, **kwargs):
+    """The response to signing in with "keep me signed in": it sets the session and remember-me cookies."""
+    person = Browser(app, sign_in=False)
+    _, email = make_account(app)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', person.client.get("/login", **kwargs).get_data(
+        as_text=True)).group(1)
+    referer = {"Referer": kwargs["base_url"] + "/login"} if "base_url" in kwargs else {}  # HTTPS: checked
+    return person.client, person.client.post("/login", headers=referer, data={
+        "email": email, "password": TEST_PASSWORD, "csrf_token": token, **({"remember": "on"} if remember else {})},
+        **kwargs)
+
+
+def csrf_signed_at(moment: int):
+    """Sign CSRF tokens as if at `moment` (the page rendered then); sessions are signed as usual."""
+    real = itsdangerous.timed.TimestampSigner.get_timestamp
+
+    def get_timestamp(self):
+        return moment if self.salt in (b"wtf-csrf-token", "wtf-csrf-token") else real(self)
+    return get_timestamp
+
+
+def test_over_http_every_cookie_is_samesite_lax_and_httponly(app):
+    cookies = set_cookies(sign_in_response(app)[1])
     assert set(cookies) == {"session", "remember_token"}, "the session, and Flask-Login's remember-me"
     for cookie in cookies.values():
         assert "samesite=lax" in attributes(cookie) and "httponly" in attributes(cookie)
@@ -35,8 +56,7 @@ def test_over_http_every_cookie_is_samesite_lax_and_httponly(browser):
 
 
 def test_over_https_cookies_are_secure_and_host_prefixed_with_hsts(app):
-    client = app.test_client()
-    response = client.get("/", base_url="https://chat.example.org")
+    client, response = sign_in_response(app, base_url="https://chat.example.org")
     cookies = set_cookies(response)
     assert "__Host-session" in cookies and "session" not in cookies
     host_cookie = cookies["__Host-session"]
@@ -44,8 +64,10 @@ def test_over_https_cookies_are_secure_and_host_prefixed_with_hsts(app):
     assert "domain" not in attributes(host_cookie), "__Host- cookies name no domain"
     assert "secure" in attributes(cookies["remember_token"])
     assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
-    # The __Host- cookie is read back: the session's CSRF token checks out on the next request.
-    token = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True)).group(1)
+    # The __Host- cookie is read back: signed in, and the session's CSRF token checks out.
+    account_page = client.get("/account", base_url="https://chat.example.org")
+    assert account_page.status_code == 200
+    token = re.search(r'name="csrf_token" value="([^"]+)"', account_page.get_data(as_text=True)).group(1)
     created = client.post("/chats", data={"csrf_token": token}, base_url="https://chat.example.org",
                           headers={"Referer": "https://chat.example.org/"})  # as the browser sends it
     assert created.status_code == 303
@@ -60,12 +82,13 @@ def behind_a_proxy(app_config):
 
 
 def test_behind_a_trusted_proxy_the_app_knows_it_is_https(app, behind_a_proxy):
+    make_account(app)  # so /login is the sign-in page, not the first-run setup
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Host": "chat.example.org"}
-    response = behind_a_proxy.test_client().get("/", headers=forwarded)
+    response = behind_a_proxy.test_client().get("/login", headers=forwarded)
     assert "__Host-session" in set_cookies(response)
     assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
 
-    ignored = app.test_client().get("/", headers=forwarded)  # PROXY_FIX unset: a client's header is not trusted
+    ignored = app.test_client().get("/login", headers=forwarded)  # PROXY_FIX unset: a client's header is not trusted
     assert "__Host-session" not in set_cookies(ignored) and "Strict-Transport-Security" not in ignored.headers
 
 
@@ -102,7 +125,7 @@ def test_a_card_left_open_for_hours_can_still_be_decided(browser, harness, fake_
     harness.wait(run_id.decode(), "paused")
     ten_hours_ago = int(time.time()) - 10 * 3600
     with monkeypatch.context() as travel:  # the page (and its token) rendered ten hours ago
-        travel.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", lambda self: ten_hours_ago)
+        travel.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", csrf_signed_at(ten_hours_ago))
         page = browser.get(f"/chats/{chat}").data
     call = re.search(rb"/runs/(run_\w+)/calls/(tc_\w+)/approve", page).group(2).decode()
     approved = browser.post(f"/runs/{run_id.decode()}/calls/{call}/approve")
@@ -115,7 +138,7 @@ def test_an_expired_token_would_have_been_refused(app, browser, harness, fake_mo
     app.config["WTF_CSRF_TIME_LIMIT"] = 3600
     chat = browser.new_chat()
     with monkeypatch.context() as travel:
-        travel.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", lambda self: int(time.time()) - 36000)
+        travel.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", csrf_signed_at(int(time.time()) - 36000))
         browser.get(f"/chats/{chat}")
     response = browser.post(f"/chats/{chat}/messages", {"message": "hi"})
     assert response.status_code == 400 and b"Your session expired" in response.data
