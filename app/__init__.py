@@ -64,7 +64,7 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
                                                  sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
                                                  lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
-    from app.web import account, admin, api, auth, chat, errors, security
+    from app.web import account, admin, api, assets, auth, chat, errors, security
     app.register_blueprint(signin.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(account.bp)
@@ -73,6 +73,7 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     auth.register(app)
     errors.register(app)
     security.register(app)
+    assets.register(app)  # content-hashed static files, gzip/brotli
     _register_template_helpers(app)
 
     with app.app_context():
@@ -89,10 +90,11 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
 def _register_template_helpers(app: Flask) -> None:
     from flask_login import current_user
 
-    from app.markdown import render_markdown
+    from app.markdown import render_markdown, render_streaming_markdown
     from app.workspace import recent_outbox
 
     app.add_template_filter(render_markdown, "markdown")
+    app.add_template_filter(render_streaming_markdown, "streaming_markdown")
 
     @app.context_processor
     def outbox():
