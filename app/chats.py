@@ -21,8 +21,15 @@ class Conversation:
 
 
 def list_chats(owner_id: int, limit: int = 50) -> list[ChatSession]:
-    return list(db.session.scalars(sa.select(ChatSession).where(ChatSession.owner_id == owner_id)
+    """The owner's chats that have something in them, newest first (an empty chat is no conversation)."""
+    said = sa.select(Message.id).where(Message.session_id == ChatSession.id).exists()
+    return list(db.session.scalars(sa.select(ChatSession).where(ChatSession.owner_id == owner_id, said)
                                    .order_by(ChatSession.updated_at.desc()).limit(limit)))
+
+
+def blank_conversation() -> Conversation:
+    """What a new chat looks like before its first message: nothing stored yet."""
+    return Conversation(ChatSession(title="New chat"), [], None, 0)
 
 
 def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
@@ -72,6 +79,17 @@ def conversation(chat: ChatSession) -> Conversation:
                                        .order_by(Message.id)))
     # The transaction stays open while the page renders, so lazy loads read the same snapshot.
     return Conversation(chat, messages, run, run.last_seq if run else 0)
+
+
+def failure_headline(run) -> str | None:
+    """A failed run's headline: "The model could not be reached" when a model call failed before the
+    run said anything at all (no words, no tool calls), else None (the error says enough)."""
+    if run is None or "model" not in (run.error or "").lower():
+        return None
+    said = db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(
+        Message.run_id == run.id, Message.role == "assistant", Message.content != ""))
+    called = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(ToolCall.run_id == run.id))
+    return None if said or called else "The model could not be reached."
 
 
 def active(run: Run | None) -> bool:

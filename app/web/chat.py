@@ -9,9 +9,12 @@ from app.agent import runner
 from app.agent.runner import RunError
 from app.extensions import db
 from app.models import Run
-from app.web.stream import follow_run, render_event, sse
+from app.web import cards
+from app.web.stream import follow_run, render_batch, sse
 
 bp = Blueprint("chat", __name__)
+cards.register(bp)
+bp.add_app_template_global(chats.failure_headline, "failure_headline")
 
 
 def _owned_chat_or_404(chat_id: str):
@@ -31,13 +34,40 @@ def index():
     recent = chats.list_chats(current_user.id, limit=1)
     if recent:
         return redirect(url_for("chat.show", chat_id=recent[0].id))
-    return render_template("chat/index.html", chats=[], model=current_app.extensions["model"])
+    return new()
+
+
+@bp.get("/chats/new")
+def new():
+    """A blank chat to type into; the chat itself is created with its first message (no empty rows)."""
+    agent_id = request.args.get("agent_id") or chats.DEFAULT_AGENT
+    return render_template("chat/page.html", conv=chats.blank_conversation(), agent_id=agent_id,
+                           chats=chats.list_chats(current_user.id), model=current_app.extensions["model"])
 
 
 @bp.post("/chats")
 def create():
-    chat = chats.create_chat(current_user.id)
-    return redirect(url_for("chat.show", chat_id=chat.id), 303)
+    """Create a chat with its first message and start the reply (the page's composer on /chats/new)."""
+    text = request.form.get("message")
+    agent_id = request.form.get("agent_id") or chats.DEFAULT_AGENT
+    try:
+        chat = chats.create_chat(current_user.id, agent_id=agent_id)
+    except LookupError:
+        abort(404, "No such agent.")
+    if text is None:  # the scripted way (tests, the live client): an empty chat to send into
+        return redirect(url_for("chat.show", chat_id=chat.id), 303)
+    try:
+        runner.start_run(chat, text)
+    except RunError as exc:
+        chats.delete_chat(current_user.id, chat.id)  # nothing was said: leave no empty chat behind
+        if not _wants_fragment():
+            abort(exc.status, str(exc))
+        return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
+    target = url_for("chat.show", chat_id=chat.id)
+    if _wants_fragment():
+        # A full page load: the new chat's page, its sidebar entry and its stream, focus in the box.
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target, 303)
 
 
 @bp.get("/chats/<chat_id>")
@@ -127,7 +157,7 @@ def run_events(run_id):
         abort(400, "The cursor must be a number.")
     stream = follow_run(
         run_id, cursor,
-        render=lambda batch: "".join(sse(render_event(event), id=event.seq) for event in batch),
+        render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch)),
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
         hold_paused=request.args.get("hold") == "1")
