@@ -1,7 +1,9 @@
 """Reading and creating chats for the UI; every lookup is scoped by its owner (others get None)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import date, timedelta, timezone
 
 import sqlalchemy as sa
 
@@ -18,13 +20,40 @@ class Conversation:
     messages: list[Message]
     run: Run | None          # the newest run, which decides the composer's and the stream's state
     cursor: int              # the newest event the messages already include
+    has_older: bool = False  # a long chat shows its latest PAGE_MESSAGES; older ones load on scroll
 
 
-def list_chats(owner_id: int, limit: int = 50) -> list[ChatSession]:
-    """The owner's chats that have something in them, newest first (an empty chat is no conversation)."""
+PAGE_MESSAGES = 40
+
+
+LIVE = ChatSession.deleted_at.is_(None)  # not in the trash
+
+
+def list_chats(owner_id: int, limit: int = 50, query: str | None = None) -> list[ChatSession]:
+    """The owner's chats that have something in them, newest first (an empty chat is no conversation);
+    with `query`, those whose title or any message contains it (case-insensitive)."""
     said = sa.select(Message.id).where(Message.session_id == ChatSession.id).exists()
-    return list(db.session.scalars(sa.select(ChatSession).where(ChatSession.owner_id == owner_id, said)
-                                   .order_by(ChatSession.updated_at.desc()).limit(limit)))
+    select = sa.select(ChatSession).where(ChatSession.owner_id == owner_id, LIVE, said)
+    query = " ".join((query or "").split())[:200]
+    if query:
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        mentions = sa.select(Message.id).where(Message.session_id == ChatSession.id,
+                                               Message.content.ilike(pattern, escape="\\")).exists()
+        select = select.where(sa.or_(ChatSession.title.ilike(pattern, escape="\\"), mentions))
+    return list(db.session.scalars(select.order_by(ChatSession.updated_at.desc()).limit(limit)))
+
+
+DATE_GROUPS = (("Today", 0), ("Yesterday", 1), ("Previous 7 days", 7), ("Previous 30 days", 30))
+
+
+def group_by_date(items: list[ChatSession], today: date) -> list[tuple[str, list[ChatSession]]]:
+    """Chats under "Today", "Yesterday", "Previous 7 days", "Previous 30 days", then by month."""
+    groups: dict[str, list[ChatSession]] = {}
+    for chat in items:
+        age = (today - chat.updated_at.date()).days
+        label = next((name for name, days in DATE_GROUPS if age <= days), None) or chat.updated_at.strftime("%B %Y")
+        groups.setdefault(label, []).append(chat)
+    return list(groups.items())
 
 
 def blank_conversation() -> Conversation:
@@ -34,7 +63,7 @@ def blank_conversation() -> Conversation:
 
 def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
     return db.session.scalar(sa.select(ChatSession).where(ChatSession.id == chat_id,
-                                                          ChatSession.owner_id == owner_id))
+                                                          ChatSession.owner_id == owner_id, LIVE))
 
 
 def create_chat(owner_id: int, agent_id: str = DEFAULT_AGENT) -> ChatSession:
@@ -75,10 +104,18 @@ def conversation(chat: ChatSession) -> Conversation:
         db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     run = db.session.scalars(sa.select(Run).where(Run.session_id == chat.id)
                              .order_by(Run.created_at.desc(), Run.id.desc()).limit(1)).first()
-    messages = list(db.session.scalars(sa.select(Message).where(Message.session_id == chat.id)
-                                       .order_by(Message.id)))
+    latest = list(db.session.scalars(sa.select(Message).where(Message.session_id == chat.id)
+                                     .order_by(Message.id.desc()).limit(PAGE_MESSAGES + 1)))
     # The transaction stays open while the page renders, so lazy loads read the same snapshot.
-    return Conversation(chat, messages, run, run.last_seq if run else 0)
+    return Conversation(chat, latest[:PAGE_MESSAGES][::-1], run, run.last_seq if run else 0,
+                        has_older=len(latest) > PAGE_MESSAGES)
+
+
+def messages_before(chat: ChatSession, before: int) -> tuple[list[Message], bool]:
+    """Up to PAGE_MESSAGES messages older than message `before`, oldest first; and whether there are more."""
+    rows = list(db.session.scalars(sa.select(Message).where(Message.session_id == chat.id, Message.id < before)
+                                   .order_by(Message.id.desc()).limit(PAGE_MESSAGES + 1)))
+    return rows[:PAGE_MESSAGES][::-1], len(rows) > PAGE_MESSAGES
 
 
 def failure_headline(run) -> str | None:
@@ -105,7 +142,7 @@ MAX_TITLE = 200
 def find_api_chat(owner_id: int, session_id: str) -> ChatSession | None:
     """The owner's chat with this id, else the one the client named so."""
     return get_chat(owner_id, session_id) or db.session.scalar(sa.select(ChatSession).where(
-        ChatSession.owner_id == owner_id, ChatSession.external_id == session_id))
+        ChatSession.owner_id == owner_id, ChatSession.external_id == session_id, LIVE))
 
 
 def api_chat(owner_id: int, agent_id: str, session_id: str | None) -> ChatSession:
@@ -128,8 +165,8 @@ def chats_page(owner_id: int, page: int, limit: int, sort_by: str = "created_at"
                descending: bool = True) -> tuple[list[ChatSession], int]:
     column = getattr(ChatSession, sort_by)
     total = db.session.scalar(sa.select(sa.func.count()).select_from(ChatSession)
-                              .where(ChatSession.owner_id == owner_id))
-    rows = db.session.scalars(sa.select(ChatSession).where(ChatSession.owner_id == owner_id)
+                              .where(ChatSession.owner_id == owner_id, LIVE))
+    rows = db.session.scalars(sa.select(ChatSession).where(ChatSession.owner_id == owner_id, LIVE)
                               .order_by(column.desc() if descending else column.asc(), ChatSession.id)
                               .offset((page - 1) * limit).limit(limit))
     return list(rows), total
@@ -150,3 +187,91 @@ def delete_chat(owner_id: int, chat_id: str) -> bool:
         ChatSession.id == chat_id, ChatSession.owner_id == owner_id, ~busy)).rowcount
     db.session.commit()
     return deleted == 1
+
+
+# --- Deleting with undo (the browser) -----------------------------------------------------------------
+
+PURGE_AFTER = timedelta(hours=1)  # how long a deleted chat can still be brought back
+
+
+def trash_chat(owner_id: int, chat_id: str) -> str:
+    """Delete a chat so that it can be restored for a while: "trashed"; "deleted" for good when it has a
+    name an API client chose (a new session of that name must be possible at once); "busy" while a run
+    answers in it; "missing". Chats trashed long ago are purged now."""
+    chat = get_chat(owner_id, chat_id)
+    if chat is None:
+        return "missing"
+    for old in db.session.scalars(sa.select(ChatSession.id).where(
+            ChatSession.owner_id == owner_id, ChatSession.deleted_at < utcnow() - PURGE_AFTER)).all():
+        _purge(owner_id, old)
+    if chat.external_id:
+        return "deleted" if delete_chat(owner_id, chat_id) else "busy"
+    busy = sa.select(Run.id).where(Run.session_id == chat_id, Run.status.in_(RunStatus.ACTIVE)).exists()
+    trashed = db.session.execute(sa.update(ChatSession).where(
+        ChatSession.id == chat_id, ChatSession.owner_id == owner_id, LIVE, ~busy).values(deleted_at=utcnow())).rowcount
+    db.session.commit()
+    return "trashed" if trashed == 1 else "busy"
+
+
+def restore_chat(owner_id: int, chat_id: str) -> ChatSession | None:
+    restored = db.session.execute(sa.update(ChatSession).where(
+        ChatSession.id == chat_id, ChatSession.owner_id == owner_id, ChatSession.deleted_at.is_not(None))
+        .values(deleted_at=None)).rowcount
+    db.session.commit()
+    return get_chat(owner_id, chat_id) if restored else None
+
+
+def trashed_chat(owner_id: int, chat_id: str) -> ChatSession | None:
+    return db.session.scalar(sa.select(ChatSession).where(
+        ChatSession.id == chat_id, ChatSession.owner_id == owner_id, ChatSession.deleted_at.is_not(None)))
+
+
+def _purge(owner_id: int, chat_id: str) -> None:
+    db.session.execute(sa.delete(ChatSession).where(ChatSession.id == chat_id, ChatSession.owner_id == owner_id))
+    db.session.commit()
+
+
+# --- Export ------------------------------------------------------------------------------------------
+
+def export_data(chat: ChatSession) -> dict:
+    """The whole chat as plain data: messages with their tool calls and decisions (JSON export)."""
+    messages = db.session.scalars(sa.select(Message).where(Message.session_id == chat.id).order_by(Message.id))
+    return {
+        "id": chat.id, "title": chat.title, "agent_id": chat.agent_id,
+        "created_at": _iso(chat.created_at), "updated_at": _iso(chat.updated_at),
+        "messages": [{
+            "role": m.role, "content": m.content, "state": m.state, "created_at": _iso(m.created_at),
+            "tool_calls": [{
+                "name": c.name, "arguments": c.arguments if c.arguments is not None else c.raw_arguments,
+                "status": c.status, "decided_by": c.decided_by, "decided_at": _iso(c.decided_at),
+                "reason": c.reason, "result": c.result, "error": c.error,
+            } for c in m.tool_calls],
+        } for m in messages],
+    }
+
+
+def export_markdown(chat: ChatSession, agent_name: str) -> str:
+    data = export_data(chat)
+    lines = [f"# {data['title']}", "", f"Exported from Agent Chat. Started {data['created_at']}.", ""]
+    for m in data["messages"]:
+        if m["role"] == "assistant" and not m["content"] and not m["tool_calls"]:
+            continue  # a model call that failed before its first word
+        lines += [f"## {'You' if m['role'] == 'user' else agent_name} · {m['created_at']}", ""]
+        if m["content"]:
+            lines += [m["content"], ""]
+        for call in m["tool_calls"]:
+            lines += [f"> **Tool call** `{call['name']}` — {call['status']}"
+                      + (f" ({call['decided_by']}, {call['decided_at']})" if call["decided_at"] else ""), ">",
+                      "> ```json", *[f"> {line}" for line in json.dumps(call["arguments"], indent=2,
+                                                                      ensure_ascii=False).splitlines()], "> ```"]
+            for label, key in (("Reason", "reason"), ("Result", "result"), ("Error", "error")):
+                if call[key]:
+                    lines += [">", f"> {label}: " + call[key].replace("\n", "\n> ")]
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _iso(moment) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()

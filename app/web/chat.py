@@ -1,20 +1,24 @@
 """The chat UI: pages, htmx fragments, decisions, and the run's event stream (SSE)."""
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
+from werkzeug.utils import secure_filename
 
 from app import chats
 from app.agent import runner
 from app.agent.runner import RunError
 from app.extensions import db
-from app.models import Run
+from app.models import Run, utcnow
 from app.web import cards
 from app.web.stream import follow_run, render_batch, sse
 
 bp = Blueprint("chat", __name__)
 cards.register(bp)
 bp.add_app_template_global(chats.failure_headline, "failure_headline")
+bp.add_app_template_global(lambda items: chats.group_by_date(items, utcnow().date()), "chat_dates")
 
 
 def _owned_chat_or_404(chat_id: str):
@@ -39,10 +43,85 @@ def index():
 
 @bp.get("/chats/new")
 def new():
-    """A blank chat to type into; the chat itself is created with its first message (no empty rows)."""
+    """A blank chat to type into; the chat itself is created with its first message (no empty rows).
+    After a delete (`deleted=<id>`) it offers to undo it."""
     agent_id = request.args.get("agent_id") or chats.DEFAULT_AGENT
+    deleted = request.args.get("deleted")
     return render_template("chat/page.html", conv=chats.blank_conversation(), agent_id=agent_id,
+                           deleted=deleted and chats.trashed_chat(current_user.id, deleted),
                            chats=chats.list_chats(current_user.id), model=current_app.extensions["model"])
+
+
+@bp.get("/chats/search")
+def search():
+    """Chats whose title or messages contain `q`: the sidebar's list (htmx), or a page with it."""
+    query = request.args.get("q", "")
+    found = chats.list_chats(current_user.id, query=query)
+    if _wants_fragment():
+        return render_template("chat/_chat_list.html", chats=found, query=query)
+    return render_template("chat/page.html", conv=chats.blank_conversation(), chats=found, query=query,
+                           model=current_app.extensions["model"])
+
+
+@bp.post("/chats/<chat_id>/title")
+def rename(chat_id):
+    chat = _owned_chat_or_404(chat_id)
+    title = " ".join(request.form.get("title", "").split())
+    if not title:
+        message = "A chat needs a title."
+        if not _wants_fragment():
+            abort(422, message)
+        return render_template("chat/_chat_menu.html", chat=chat, error=message, oob=True), 422
+    chats.rename_chat(chat, title)
+    if not _wants_fragment():
+        return redirect(url_for("chat.show", chat_id=chat.id), 303)
+    return render_template("chat/_renamed.html", chat=chat, chats=chats.list_chats(current_user.id))
+
+
+@bp.post("/chats/<chat_id>/delete")
+def delete(chat_id):
+    outcome = chats.trash_chat(current_user.id, chat_id)
+    if outcome == "missing":
+        abort(404, "No such chat.")
+    if outcome == "busy":
+        message = "The agent is still answering in this chat. Stop it first, then delete the chat."
+        if not _wants_fragment():
+            abort(409, message)
+        return render_template("errors/_error.html", message=message, status=409), 409
+    target = url_for("chat.new", deleted=chat_id if outcome == "trashed" else None)
+    if _wants_fragment():
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target, 303)
+
+
+@bp.post("/chats/<chat_id>/restore")
+def restore(chat_id):
+    chat = chats.restore_chat(current_user.id, chat_id) or abort(404, "No such chat.")
+    return redirect(url_for("chat.show", chat_id=chat.id), 303)
+
+
+@bp.get("/chats/<chat_id>/export.<any(md, json):kind>")
+def export(chat_id, kind):
+    chat = _owned_chat_or_404(chat_id)
+    filename = secure_filename(chat.title)[:60] or "chat"
+    if kind == "json":
+        body, mimetype = json.dumps(chats.export_data(chat), indent=2, ensure_ascii=False), "application/json"
+    else:
+        body, mimetype = chats.export_markdown(chat, "Data Manager"), "text/markdown"
+    return Response(body, mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="{filename}.{kind}"'})
+
+
+@bp.get("/chats/<chat_id>/older")
+def older(chat_id):
+    """Messages before `before` (a message id), newest last, with the next "older" loader (long chats)."""
+    chat = _owned_chat_or_404(chat_id)
+    try:
+        before = int(request.args.get("before", ""))
+    except ValueError:
+        abort(422, "`before` must be a message id.")
+    messages, more = chats.messages_before(chat, before)
+    return render_template("chat/_older.html", chat=chat, messages=messages, more=more)
 
 
 @bp.post("/chats")

@@ -267,3 +267,41 @@ def test_without_javascript_send_wait_approve_and_stop_work_as_plain_forms(chrom
         expect(page.locator("noscript")).to_have_count(0)
     finally:
         context.close()
+
+
+# --- Conversations ---------------------------------------------------------------------------------
+
+def test_rename_delete_with_undo_and_search_in_the_sidebar(page, fake_model):
+    fake_model.script(Turn(text="There are 1,200 users."), Turn(text="Orders: 3,000."))
+    send_first(page, "count the users")
+    expect(page.locator(".msg-assistant")).to_contain_text("1,200")
+    send_first(page, "count the orders")
+    expect(page.locator(".msg-assistant")).to_contain_text("3,000")
+    links = page.locator(".chat-link")
+    expect(links).to_have_count(2)
+    expect(page.locator(".chat-group").first).to_have_text("Today")
+
+    page.locator("#chat-menu summary").click()
+    title = page.get_by_label("Title")
+    title.fill("Order count")
+    title.press("Enter")
+    expect(page.locator("#chat-title")).to_have_text("Order count")
+    expect(page.locator(".chat-link.current")).to_have_text("Order count")
+
+    search = page.get_by_label("Search chats")
+    search.fill("1,200")  # what was said, not the title
+    expect(links).to_have_count(1)
+    expect(links.first).to_have_text("count the users")
+    search.fill("")
+    expect(links).to_have_count(2)
+
+    page.locator("#chat-menu summary").click()
+    expect(page.get_by_role("link", name="Export as Markdown")).to_have_attribute("href", re.compile(r"/export\.md$"))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Delete chat…").click()
+    expect(page.locator("#flash")).to_contain_text("Deleted “Order count”.")
+    expect(links).to_have_count(1)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Undo").click()
+    expect(page.locator("#chat-title")).to_have_text("Order count")
+    expect(links).to_have_count(2)
