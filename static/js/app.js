@@ -50,7 +50,7 @@
     var box = scroller();
     if (event.target !== box) return;
     pinned = atBottom(box);
-    if (pinned) showJump(false);
+    showJump(!pinned);
   }, true);
   function showJump(show) { var jump = $("jump-latest"); if (jump) jump.hidden = !show; }
   function follow() {

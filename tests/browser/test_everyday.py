@@ -305,3 +305,23 @@ def test_rename_delete_with_undo_and_search_in_the_sidebar(page, fake_model):
         page.get_by_role("button", name="Undo").click()
     expect(page.locator("#chat-title")).to_have_text("Order count")
     expect(links).to_have_count(2)
+
+
+def test_the_view_follows_the_stream_unless_scrolled_up_then_offers_jump_to_latest(page, fake_model):
+    long_reply = "\n\n".join(f"Paragraph {i}: " + "words " * 30 for i in range(25))
+    fake_model.script(Turn(text=long_reply, token_delay=0.02))
+    page.set_viewport_size({"width": 1000, "height": 600})
+    send_first(page, "Write a lot")
+    box = page.locator("#conversation")
+    at_bottom = "b => b.scrollHeight - b.scrollTop - b.clientHeight < 80"
+    expect(page.locator(".msg-assistant .msg-text")).to_contain_text("Paragraph 4", timeout=15_000)
+    assert box.evaluate(at_bottom), "it follows the reply"
+    box.evaluate("b => { b.scrollTop = 0; }")
+    jump = page.get_by_role("button", name="Jump to latest")
+    expect(jump).to_be_visible()
+    page.wait_for_timeout(500)
+    expect(page.locator("#run-status")).to_contain_text("Writing…")
+    assert box.evaluate("b => b.scrollTop") == 0, "scrolled up: the reply does not pull the view down"
+    jump.click()
+    expect(jump).to_be_hidden()
+    assert box.evaluate(at_bottom)
