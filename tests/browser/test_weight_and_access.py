@@ -83,8 +83,8 @@ def test_a_chat_with_a_pending_card_passes_axe_and_logs_no_csp_violation(page, f
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
         page.locator("#composer-input").focus()
-        page.screenshot(path=f"{shots}/chat-{scheme}.png", caret="initial")
+        page.screenshot(path=f"{shots}/screenshot-{scheme}.png", caret="initial")
         if scheme == "light":
             page.set_viewport_size({"width": 390, "height": 844})
             page.wait_for_timeout(200)
-            page.screenshot(path=f"{shots}/chat-phone.png", caret="initial")
+            page.screenshot(path=f"{shots}/screenshot-phone.png", caret="initial")
