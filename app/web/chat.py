@@ -173,6 +173,22 @@ def send(chat_id):
                            first_message=first_message, chats=chats.list_chats(current_user.id))
 
 
+@bp.post("/chats/<chat_id>/resend")
+def resend(chat_id):
+    """Regenerate the last reply (no `message`) or resend the last message edited (`message`)."""
+    chat = _owned_chat_or_404(chat_id)
+    try:
+        chats.resend(chat, request.form.get("message"))
+    except RunError as exc:
+        if not _wants_fragment():
+            abort(exc.status, str(exc))
+        return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
+    target = url_for("chat.show", chat_id=chat.id)
+    if _wants_fragment():
+        return "", 204, {"HX-Redirect": target}  # the page anew: earlier versions dimmed, the new reply streaming
+    return redirect(target, 303)
+
+
 @bp.post("/runs/<run_id>/calls/<call_id>/<any(approve, reject):decision>")
 def decide(run_id, call_id, decision):
     try:

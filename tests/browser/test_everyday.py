@@ -325,3 +325,27 @@ def test_the_view_follows_the_stream_unless_scrolled_up_then_offers_jump_to_late
     jump.click()
     expect(jump).to_be_hidden()
     assert box.evaluate(at_bottom)
+
+
+def test_regenerate_and_edit_the_last_message(page, fake_model):
+    fake_model.script(Turn(text="A weak answer."), Turn(text="A better answer."), Turn(text="Orders: 3,000."))
+    send_first(page, "count the users")
+    expect(page.locator(".msg-assistant")).to_contain_text("A weak answer.")
+    regenerate = page.get_by_role("button", name="Regenerate")
+    expect(regenerate).to_have_count(1)
+    with page.expect_navigation():
+        regenerate.click()
+    expect(page.locator(".msg-assistant").last).to_contain_text("A better answer.")
+    expect(page.locator(".msg-superseded")).to_have_count(2)
+    expect(page.get_by_role("button", name="Regenerate")).to_have_count(1)
+    assert active_id(page) == "composer-input"
+
+    edit = page.locator(".msg-user").last.locator("details.edit")
+    edit.locator("summary").click()
+    box = edit.get_by_label("Edit your message")
+    box.fill("count the orders")
+    with page.expect_navigation():
+        edit.get_by_role("button", name="Send edited").click()
+    expect(page.locator(".msg-assistant").last).to_contain_text("Orders: 3,000.")
+    expect(page.locator(".msg-user").last.locator(".bubble")).to_have_text("count the orders")
+    expect(page.locator(".msg-superseded")).to_have_count(4)
