@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from app.models import Role
+from tests.browser.conftest import sign_in
+from tests.conftest import make_account
 from tests.fake_openai import ToolCall, Turn
 
 pytestmark = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
@@ -88,3 +91,24 @@ def test_a_chat_with_a_pending_card_passes_axe_and_logs_no_csp_violation(page, f
             page.set_viewport_size({"width": 390, "height": 844})
             page.wait_for_timeout(200)
             page.screenshot(path=f"{shots}/screenshot-phone.png", caret="initial")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_approvals_inbox_passes_axe(chromium, live_server, app, fake_model, harness, scheme):
+    """The admin page lists every call waiting for a decision, as cards."""
+    fake_model.script(Turn(text="Shall I?", tool_calls=[DELETE_50]))
+    owner, chat = harness.chat()
+    harness.wait(harness.send(chat, "Delete 50 old users"), "paused")
+    context = chromium.new_context(base_url=live_server.url, color_scheme=scheme)
+    errors: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        sign_in(page, make_account(app, role=Role.ADMIN)[1])
+        page.goto("/admin")
+        expect(page.locator(".call-pending")).to_be_visible()
+        page.wait_for_timeout(400)
+        assert axe_serious(page) == []
+        assert errors == []
+    finally:
+        context.close()
