@@ -9,7 +9,8 @@
   // Someone is typing if the focus is in a text field that holds text: a new card must not take it.
   function typing() {
     var el = document.activeElement;
-    return !!el && (el.tagName === "TEXTAREA" || (el.tagName === "INPUT" && el.type === "text")) && el.value.trim() !== "";
+    return !!el && (el.tagName === "TEXTAREA" || (el.tagName === "INPUT" && /^(text|search)$/.test(el.type))) &&
+      el.value.trim() !== "";
   }
 
   function focusComposer() {

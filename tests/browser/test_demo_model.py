@@ -28,6 +28,7 @@ def test_the_demo_model_deletes_after_approval(page, harness):
     expect(page.locator(".msg-assistant").last).to_contain_text("Done.")
     assert harness.rows("users") == before - 50
 
+    expect(page.get_by_role("button", name="Send")).to_be_visible()  # Enter waits while the agent works
     page.locator("#composer-input").fill("Notify alice@example.com that the export is ready")
     page.locator("#composer-input").press("Enter")
     page.locator(".call-pending").get_by_role("button", name="Approve").click()
