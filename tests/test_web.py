@@ -3,6 +3,7 @@ what bad input, other people and hostile model text get."""
 from __future__ import annotations
 
 import re
+import time
 
 import sqlalchemy as sa
 
@@ -247,3 +248,17 @@ def test_a_command_response_streams_from_its_cursor_even_if_the_run_already_fini
     with app.test_request_context():
         html = render_template("chat/_run_state.html", run=run, cursor=0)
     assert f'sse-connect="/runs/{run_id}/events?after=0"' in html
+
+
+def test_a_streaming_reply_is_re_rendered_at_most_every_fifth_of_a_second(browser, harness, fake_model):
+    words = " ".join(f"w{i}" for i in range(60))
+    fake_model.script(Turn(text=words, token_delay=0.03))  # ~60 flushes over ~2 s
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "go"}).data)
+    started = time.monotonic()
+    stream = browser.events(run_id, after=0)  # follows the run live to its end
+    took = time.monotonic() - started
+    renders = [text_of(e["data"]) for e in stream if "-text" in e["data"]]
+    assert renders[-1] == words, "the reply ends whole (message_completed)"
+    assert 2 < len(renders) <= took / 0.2 + 3, (len(renders), took)
+    assert all(words.startswith(r) for r in renders)

@@ -250,9 +250,10 @@ def run_events(run_id):
         cursor = int(request.headers.get("Last-Event-ID") or request.args.get("after") or 0)
     except ValueError:
         abort(400, "The cursor must be a number.")
+    last_text: dict[int, float] = {}  # this stream's reply renders (throttled, see render_batch)
     stream = follow_run(
         run_id, cursor,
-        render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch)),
+        render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, last_text)),
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
         hold_paused=request.args.get("hold") == "1")

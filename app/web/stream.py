@@ -114,12 +114,31 @@ def sse(data: str, event: str | None = None, id: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def render_batch(batch: list[Event]) -> list[tuple[Event, str]]:
+TEXT_INTERVAL = 0.2  # seconds: a stream re-renders a streaming reply at most this often
+
+
+def render_batch(batch: list[Event], last_text: dict[int, float] | None = None) -> list[tuple[Event, str]]:
     """Each event with its fragment. A reply's text events are coalesced: only the batch's last one per
-    message is rendered (the reply so far, as Markdown), the earlier ones are skipped, as it includes them."""
-    last_text = {event.data["message_id"]: event.seq for event in batch if event.type == "text"}
-    return [(event, render_event(event)) for event in batch
-            if event.type != "text" or last_text[event.data["message_id"]] == event.seq]
+    message is rendered (the reply so far, as Markdown; it includes the earlier ones' words).
+
+    With `last_text` (one dict per stream: message id -> when its text was last sent), a reply is
+    re-rendered at most every TEXT_INTERVAL, as rendering it whole costs more the longer it grows (see
+    bench/markdown_stream.py). A skipped event is never needed: the next text event, or the
+    `message_completed` every reply ends with (also after Stop or a failure), shows all of it."""
+    now = time.monotonic()
+    newest = {event.data["message_id"]: event.seq for event in batch if event.type == "text"}
+    shown = []
+    for event in batch:
+        if event.type == "text":
+            message_id = event.data["message_id"]
+            if newest[message_id] != event.seq:
+                continue
+            if last_text is not None:
+                if now - last_text.get(message_id, float("-inf")) < TEXT_INTERVAL:
+                    continue
+                last_text[message_id] = now
+        shown.append((event, render_event(event)))
+    return shown
 
 
 def render_event(event: Event) -> str:
