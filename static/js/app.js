@@ -25,7 +25,10 @@
     var input = event.target;
     if (input.id !== "composer-input" || event.key !== "Enter" || event.shiftKey || event.isComposing) return;
     event.preventDefault();
-    if (input.value.trim() && !busy()) input.form.requestSubmit();
+    if (!input.value.trim()) return;
+    if (!busy()) { input.form.requestSubmit(); return; }
+    var hint = $("composer-hint");  // say why nothing was sent
+    if (hint) { hint.classList.remove("nudge"); void hint.offsetWidth; hint.classList.add("nudge"); }
   });
 
   // An event stream replays from its cursor when htmx re-creates it after an error, and a paused run's
