@@ -111,9 +111,15 @@ def test_escape_stops_the_agent(page, fake_model):
     fake_model.script(Turn(text=" ".join(f"word{i}" for i in range(200)), token_delay=0.05))
     send_first(page, "Talk for a while")
     expect(page.locator(".msg-assistant .msg-text")).to_contain_text("word5")
+    box = page.locator("#composer-input")
+    box.type("next question")
+    box.press("Enter")  # waits: the agent is working, and the hint says so
+    expect(page.locator("#composer-hint")).to_have_class(re.compile("nudge"))
+    expect(box).to_have_value("next question")
     page.keyboard.press("Escape")
     expect(page.locator("#run-status")).to_contain_text("Stopped.")
     expect(page.get_by_role("button", name="Send")).to_be_visible()
+    expect(box).to_have_value("next question"), "what was typed meanwhile survives every swap"
 
 
 # --- Markdown while streaming, code, copy -------------------------------------------------------------
