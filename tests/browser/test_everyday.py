@@ -8,7 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import CHROMIUM_ARGS, sign_in  # noqa: F401  (sign_in: the no-JS test)
+from tests.browser.conftest import sign_in
 from tests.conftest import make_account
 from tests.fake_openai import ToolCall, Turn
 
