@@ -47,24 +47,35 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     if cli:
         from flask_migrate import Migrate
 
+        from app import agent_commands
         from app.cli import users
         Migrate(app, db, directory=str(ROOT / "migrations"))
         app.cli.add_command(users)
-    from app.web import signin
-    signin.register(app)  # before CSRF protection (see there)
+        agent_commands.register(app)
+    from app.web import inputs, security, signin
+    # First: oversized bodies, NUL characters and other sites on an open API are refused before
+    # anything else (CSRF, the limiter's account lookup, the views) runs; then signed-out requests are
+    # sent to sign in (before CSRF, so they are not told their session expired).
+    inputs.register(app)
+    security.register_request_checks(app)
+    signin.register(app)
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
     limiter.init_app(app)
+    from app import limits
+    limits.init_app(app)
 
     from app.agent.executor import RunExecutor
-    from app.agent.llm import model_for
+    from app.agent.llm import Models, model_for
+    app.extensions["agents"] = _load_agents(app.config)
     app.extensions["model"] = model_for(app.config)
+    app.extensions["models"] = Models(app.config, app.extensions["model"])
     app.extensions["run_executor"] = RunExecutor(app, max_workers=app.config["RUN_CONCURRENCY"],
                                                  sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
                                                  lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
-    from app.web import account, admin, api, assets, auth, chat, errors, security
+    from app.web import account, admin, api, assets, auth, chat, errors
     app.register_blueprint(signin.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(account.bp)
@@ -82,9 +93,30 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
             ensure_workspace(db.engines["workspace"])
     from app.agent import events
     events.init_app(app)  # wake-ups for streams: in memory, LISTEN/NOTIFY on PostgreSQL, polling
-    if app.config["RUN_SWEEP_SECONDS"]:
+    if app.config["RUN_SWEEP_SECONDS"] and not cli:
+        # Servers only: a `flask` command (say `db upgrade` on a fresh install, before the tables exist)
+        # must not sweep runs in the background.
         app.extensions["run_executor"].start()  # recover runs a dead worker left behind
     return app
+
+
+def _load_agents(config):
+    """The registry of every agent this app serves; a broken agent module stops start-up with one line."""
+    from app.agent.registry import AgentLoadError, load_agents
+    from app.agents import builtin_agents
+
+    entries = config.get("AGENTS") or []
+    if isinstance(entries, str):
+        entries = [entry.strip() for entry in entries.split(",") if entry.strip()]
+    try:
+        registry = load_agents(entries, builtin_agents() if config.get("BUILTIN_AGENTS", True) else [])
+    except AgentLoadError as exc:
+        print(f"Configuration error: AGENTS: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for agent in registry.all():
+        for server in agent.mcp:
+            server.default_timeout = config.get("MCP_TIMEOUT") or server.default_timeout
+    return registry
 
 
 def _register_template_helpers(app: Flask) -> None:
@@ -95,6 +127,22 @@ def _register_template_helpers(app: Flask) -> None:
 
     app.add_template_filter(render_markdown, "markdown")
     app.add_template_filter(render_streaming_markdown, "streaming_markdown")
+
+    registry = app.extensions["agents"]
+
+    def agent_name(agent_id: str | None) -> str:
+        agent = registry.get(agent_id)
+        return agent.name if agent else (agent_id or "The agent")
+
+    def agent_initials(agent) -> str:
+        """"DM" for the Data Manager; takes an agent or an agent's id."""
+        name = agent.name if hasattr(agent, "name") else agent_name(agent)
+        words = [w for w in str(name).replace("_", " ").split() if w[:1].isalnum()]
+        return "".join(w[0] for w in words[:2]).upper() or "AI"
+
+    app.add_template_global(agent_name, "agent_name")
+    app.add_template_global(agent_initials, "agent_initials")
+    app.add_template_global(registry.all, "all_agents")
 
     @app.context_processor
     def outbox():

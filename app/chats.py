@@ -6,12 +6,15 @@ from dataclasses import dataclass
 from datetime import date, timedelta, timezone
 
 import sqlalchemy as sa
+from flask import current_app
 
-from app.agents import get_agent
 from app.extensions import db
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
 
-DEFAULT_AGENT = "data_manager"
+
+def agents():
+    """The app's agent registry (app.agent.registry.AgentRegistry)."""
+    return current_app.extensions["agents"]
 
 
 @dataclass
@@ -56,9 +59,9 @@ def group_by_date(items: list[ChatSession], today: date) -> list[tuple[str, list
     return list(groups.items())
 
 
-def blank_conversation() -> Conversation:
-    """What a new chat looks like before its first message: nothing stored yet."""
-    return Conversation(ChatSession(title="New chat"), [], None, 0)
+def blank_conversation(agent) -> Conversation:
+    """What a new chat with `agent` looks like before its first message: nothing stored yet."""
+    return Conversation(ChatSession(title="New chat", agent_id=agent.id), [], None, 0)
 
 
 def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
@@ -66,8 +69,10 @@ def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
                                                           ChatSession.owner_id == owner_id, LIVE))
 
 
-def create_chat(owner_id: int, agent_id: str = DEFAULT_AGENT) -> ChatSession:
-    if get_agent(agent_id) is None:
+def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:
+    """A new chat with this agent (the first agent if None); LookupError for an unknown agent."""
+    agent_id = agent_id or agents().default().id
+    if agents().get(agent_id) is None:
         raise LookupError(agent_id)
     chat = ChatSession(owner_id=owner_id, agent_id=agent_id)
     db.session.add(chat)
@@ -244,6 +249,7 @@ def export_data(chat: ChatSession) -> dict:
             "tool_calls": [{
                 "name": c.name, "arguments": c.arguments if c.arguments is not None else c.raw_arguments,
                 "status": c.status, "decided_by": c.decided_by, "decided_at": _iso(c.decided_at),
+                "decider": c.decider.display_name if c.decider else None,
                 "reason": c.reason, "result": c.result, "error": c.error,
             } for c in m.tool_calls],
         } for m in messages],
@@ -261,7 +267,8 @@ def export_markdown(chat: ChatSession, agent_name: str) -> str:
             lines += [m["content"], ""]
         for call in m["tool_calls"]:
             lines += [f"> **Tool call** `{call['name']}` — {call['status']}"
-                      + (f" ({call['decided_by']}, {call['decided_at']})" if call["decided_at"] else ""), ">",
+                      + (f" ({call['decider'] or call['decided_by']}, {call['decided_at']})" if call["decided_at"] else ""),
+                      ">",
                       "> ```json", *[f"> {line}" for line in json.dumps(call["arguments"], indent=2,
                                                                       ensure_ascii=False).splitlines()], "> ```"]
             for label, key in (("Reason", "reason"), ("Result", "result"), ("Error", "error")):

@@ -4,6 +4,7 @@ A wrong value stops the app with one line naming the variable (`ConfigError`), n
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ DEFAULT_MODEL = "gpt-5.2"
 OPENAI_APIS = ("responses", "chat")
 API_AUTH_MODES = ("on", "off")
 SIGNUP_MODES = ("invite", "open")
+MIN_KEY_CHARS = 32  # OS_SECURITY_KEY: a guessable key is an open API
 
 
 class ConfigError(Exception):
@@ -72,9 +74,35 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
     # Whole seconds: Flask-SQLAlchemy builds engines with engine_from_config, which truncates to an int.
     pool_timeout = _count(get("DATABASE_POOL_TIMEOUT", "10"), "DATABASE_POOL_TIMEOUT", minimum=1)
 
+    builtin_agents = get("BUILTIN_AGENTS", "on").lower()
+    if builtin_agents not in ("on", "off"):
+        raise ConfigError(f"BUILTIN_AGENTS must be on or off, got {builtin_agents!r}")
+    agents = [entry.strip() for entry in (get("AGENTS") or "").split(",") if entry.strip()]
+    if builtin_agents == "off" and not agents:
+        raise ConfigError("BUILTIN_AGENTS is off but AGENTS names no agent module: there would be no agent")
+    mcp_timeout = _positive(get("MCP_TIMEOUT", "60"), "MCP_TIMEOUT")
+
     api_auth = get("API_AUTH", "on").lower()
     if api_auth not in API_AUTH_MODES:
         raise ConfigError(f"API_AUTH must be on or off, got {api_auth!r}")
+    os_key = get("OS_SECURITY_KEY")
+    if os_key is not None and len(os_key) < MIN_KEY_CHARS:
+        raise ConfigError(f"OS_SECURITY_KEY must be at least {MIN_KEY_CHARS} characters long (got {len(os_key)}); "
+                          "generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))'")
+    if api_auth == "off":
+        # An open API on a network is anyone's agent (and model key): only on this machine.
+        listen = get("BIND") or get("HOST", "127.0.0.1")
+        if not all(_is_loopback(address) for address in listen.split(",")):
+            raise ConfigError(f"API_AUTH=off is only allowed when the server listens on loopback only "
+                              f"(HOST=127.0.0.1), but it listens on {listen!r}; set OS_SECURITY_KEY instead")
+
+    # Limits per account (browser and API alike; see app/limits.py and the README's "Limits").
+    messages_limit = _rate(get("RATELIMIT_MESSAGES", "20 per minute"), "RATELIMIT_MESSAGES")
+    commands_limit = _rate(get("RATELIMIT_COMMANDS", "120 per minute"), "RATELIMIT_COMMANDS")
+    max_active_runs = _count(get("MAX_ACTIVE_RUNS", "3"), "MAX_ACTIVE_RUNS", minimum=1)
+    max_streams = _count(get("MAX_STREAMS_PER_ACCOUNT", "30"), "MAX_STREAMS_PER_ACCOUNT", minimum=1)
+    max_body = _count(get("MAX_CONTENT_LENGTH", str(1024 * 1024)), "MAX_CONTENT_LENGTH", minimum=16 * 1024)
+    proxies = _count(get("PROXY_FIX", "0"), "PROXY_FIX", minimum=0)
 
     signup = get("SIGNUP", "invite").lower()
     if signup not in SIGNUP_MODES:
@@ -88,6 +116,19 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "INVITE_HOURS": _count(get("INVITE_HOURS", "168"), "INVITE_HOURS", minimum=1),
         # How long a sign-in lasts on one browser (with or without "remember me").
         "LOGIN_DAYS": _count(get("LOGIN_DAYS", "30"), "LOGIN_DAYS", minimum=1),
+        # Bodies larger than this are refused with 413 before they are read (not spooled to disk).
+        "MAX_CONTENT_LENGTH": max_body,
+        "RATELIMIT_MESSAGES": messages_limit,
+        "RATELIMIT_COMMANDS": commands_limit,
+        "MAX_ACTIVE_RUNS": max_active_runs,
+        "MAX_STREAMS_PER_ACCOUNT": max_streams,
+        # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host to trust (Werkzeug ProxyFix).
+        "PROXY_FIX": proxies,
+        # A card left open for hours can still be decided: the CSRF token lives as long as the session.
+        "WTF_CSRF_TIME_LIMIT": None,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_HTTPONLY": True,
         "RUN_LEASE_SECONDS": lease,
         "RUN_SWEEP_SECONDS": sweep,
         "SQLITE_BUSY_TIMEOUT": busy,
@@ -106,12 +147,43 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "OPENAI_TIMEOUT": timeout_seconds,
         # The REST API: a bearer key that acts for any user_id (the reference's variable name), or
         # API_AUTH=off to open it for local experiments.
-        "OS_SECURITY_KEY": get("OS_SECURITY_KEY"),
+        # Agents: the built-in Data Manager unless BUILTIN_AGENTS=off, plus every Agent defined at
+        # module level in AGENTS (comma-separated: path/to/file.py or package.module).
+        "AGENTS": agents,
+        "BUILTIN_AGENTS": builtin_agents == "on",
+        "MCP_TIMEOUT": mcp_timeout,  # seconds one MCP tool call may take
+        "OS_SECURITY_KEY": os_key,
         "API_AUTH": api_auth,
         # Rate-limit counters: per process in memory by default; redis://host:6379 shares them between
         # hosts (Flask-Limiter's storage URI).
-        "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_STORAGE_URI": _rate_storage(get("RATELIMIT_STORAGE_URI", "memory://")),
+        # A shared store that is down (Redis restarting) lets requests through and logs it, rather
+        # than answering every limited request with a 500.
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        # Failed sign-ins per client address and per email; API tokens and invite links created per account.
+        "SIGNIN_LIMIT_PER_IP": _rate(get("SIGNIN_LIMIT_PER_IP", "20 per minute; 100 per hour"), "SIGNIN_LIMIT_PER_IP"),
+        "SIGNIN_LIMIT_PER_EMAIL": _rate(get("SIGNIN_LIMIT_PER_EMAIL", "5 per minute; 20 per hour"),
+                                        "SIGNIN_LIMIT_PER_EMAIL"),
+        "CREATION_LIMIT": _rate(get("CREATION_LIMIT", "10 per minute; 50 per day"), "CREATION_LIMIT"),
     }
+
+
+def _is_loopback(address: str) -> bool:
+    """HOST or one BIND address ("127.0.0.1:8000", "[::1]:8000", "localhost", "unix:/run/app.sock")."""
+    address = address.strip()
+    if address.startswith("unix:"):
+        return True  # a socket file: only this machine (and its proxy) can connect
+    host = address
+    if address.startswith("["):
+        host = address[1:address.find("]")]
+    elif address.count(":") == 1:
+        host = address.split(":")[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _positive(value: str, variable: str) -> float:
@@ -122,6 +194,30 @@ def _positive(value: str, variable: str) -> float:
     except ValueError:
         raise ConfigError(f"{variable} must be a positive number of seconds, got {value!r}") from None
     return seconds
+
+
+def _rate_storage(uri: str) -> str:
+    """memory:// (per process), or a shared store whose client library is installed (redis://… needs
+    `pip install redis`); checked here so a wrong one is one line, not a traceback in every worker."""
+    if uri.startswith("memory://"):
+        return uri
+    from limits.errors import ConfigurationError
+    from limits.storage import storage_from_string
+    try:
+        storage_from_string(uri)  # builds the client; connects on first use
+    except (ConfigurationError, ValueError) as exc:
+        raise ConfigError(f"RATELIMIT_STORAGE_URI cannot be used ({uri!r}): {exc}") from None
+    return uri
+
+
+def _rate(value: str, variable: str) -> str:
+    """A Flask-Limiter rate such as "20 per minute" or "100/hour"."""
+    from limits import parse_many
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{variable} must be a rate such as '20 per minute', got {value!r}") from None
+    return value
 
 
 def _count(value: str, variable: str, minimum: int) -> int:

@@ -64,7 +64,7 @@ class Account(UserMixin, db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     name: so.Mapped[str | None] = so.mapped_column(sa.String(120))
     external_id: so.Mapped[str | None] = so.mapped_column(sa.String(255), unique=True)
-    email: so.Mapped[str | None] = so.mapped_column(sa.String(254), unique=True)  # stored lower-cased
+    email: so.Mapped[str | None] = so.mapped_column(sa.String(254), unique=True, index=True)  # lower-cased
     password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(255))
     role: so.Mapped[str] = so.mapped_column(sa.String(20), default=Role.MEMBER, server_default=Role.MEMBER)
     disabled_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))

@@ -156,10 +156,10 @@ class Harness:
             db.session.commit()
             return account.id
 
-    def chat(self, owner_id: int | None = None) -> tuple[int, str]:
+    def chat(self, owner_id: int | None = None, agent_id: str = "data_manager") -> tuple[int, str]:
         owner_id = owner_id or self.account()
         with self.app.app_context():
-            chat = ChatSession(owner_id=owner_id, agent_id="data_manager")
+            chat = ChatSession(owner_id=owner_id, agent_id=agent_id)
             db.session.add(chat)
             db.session.commit()
             return owner_id, chat.id
@@ -179,6 +179,12 @@ class Harness:
             run = db.session.get(Run, run_id)
             db.session.expunge(run)
             return run
+
+    def latest_run(self, chat_id: str) -> str | None:
+        """The chat's newest run (a page shows its stream only while it works: a fast run is over by then)."""
+        with self.app.app_context():
+            return db.session.scalar(sa.select(Run.id).where(Run.session_id == chat_id)
+                                     .order_by(Run.created_at.desc(), Run.id.desc()).limit(1))
 
     def calls(self, run_id: str) -> list[ToolCall]:
         with self.app.app_context():

@@ -89,13 +89,15 @@ class Client:
         if not self._sign_in or self.email or any(c.name.endswith("session") for c in self.http.cookies):
             return
         self.email = f"person-{secrets.token_hex(4)}@example.test"
-        if self.http.get(self.base + "/signup", timeout=10).status_code == 404:  # no admin yet: set one up
+        if _patiently(self.http.get, self.base + "/signup").status_code == 404:  # no admin yet: set one up
             setup = requests.Session()
-            token = _csrf_in(setup.get(self.base + "/setup", timeout=10).text)
-            setup.post(self.base + "/setup", timeout=30, data={
-                "email": f"admin-{secrets.token_hex(4)}@example.test", "password": TEST_PASSWORD, "csrf_token": token})
-        token = _csrf_in(self.http.get(self.base + "/signup", timeout=10).text)
-        response = self.http.post(self.base + "/signup", timeout=30, allow_redirects=False, data={
+            token = _csrf_in(_patiently(setup.get, self.base + "/setup").text)
+            if token:  # else another client set the server up meanwhile
+                _patiently(setup.post, self.base + "/setup", data={
+                    "email": f"admin-{secrets.token_hex(4)}@example.test", "password": TEST_PASSWORD,
+                    "csrf_token": token})
+        token = _csrf_in(_patiently(self.http.get, self.base + "/signup").text)
+        response = _patiently(self.http.post, self.base + "/signup", allow_redirects=False, data={
             "email": self.email, "password": TEST_PASSWORD, "csrf_token": token})
         assert response.status_code == 303, f"sign-up failed: {response.status_code} {response.text[:300]}"
 
@@ -135,6 +137,16 @@ class Client:
         page = self.get(f"/chats/{chat_id}").text
         run_id, call_id = re.search(r"/runs/(run_\w+)/calls/(tc_\w+)/approve", page).groups()
         return run_id, call_id
+
+
+def _patiently(send, url: str, **kwargs) -> requests.Response:
+    """Signing up is the test's preparation, not what it tests: wait out a busy server (503)."""
+    for _ in range(20):
+        response = send(url, timeout=30, **kwargs)
+        if response.status_code != 503:
+            return response
+        time.sleep(0.5)
+    return response
 
 
 def _csrf_in(html: str) -> str | None:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from app import accounts
 from app.extensions import db
 from app.models import Account, ChatSession, Invite, LoginSession, Role, ToolCall, utcnow
-from tests.conftest import TEST_PASSWORD, Browser, make_account
+from tests.conftest import ROOT, TEST_PASSWORD, Browser, make_account
 from tests.fake_openai import ToolCall as ModelToolCall, Turn
 
 DELETE_50 = ModelToolCall("delete_records", {"table_name": "users", "count": 50})
@@ -273,3 +273,90 @@ def test_the_users_commands(app):
     assert "No account" in cli.invoke(args=["users", "disable", "nobody@example.test"]).output
     assert Browser(app, sign_in=False).sign_in("ops@example.test").status_code == 303
     assert Browser(app, sign_in=False).sign_in("dev@example.test").status_code == 401
+
+
+# --- Limits on guessing and creating ------------------------------------------------------------------------
+
+@pytest.fixture
+def app_config(app_config):
+    return {**app_config, "SIGNIN_LIMIT_PER_EMAIL": "3 per minute", "SIGNIN_LIMIT_PER_IP": "6 per minute",
+            "CREATION_LIMIT": "2 per minute"}
+
+
+def test_failed_sign_ins_are_limited_per_email_and_per_address_and_say_so(app):
+    _, victim = make_account(app)
+    _, bystander = make_account(app)
+    guesser = Browser(app, sign_in=False)
+    for _ in range(3):
+        assert guesser.sign_in(victim, "guess guess guess").status_code == 401
+    blocked = guesser.sign_in(victim, TEST_PASSWORD)
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
+    assert b"Too many sign-in attempts for this account" in blocked.data
+    assert Browser(app, sign_in=False).sign_in(bystander).status_code == 303, "other accounts sign in as usual"
+
+    for number in range(3):  # more failures from the same address, against other emails
+        assert guesser.sign_in(f"nobody{number}@example.test", "guess guess guess").status_code == 401
+    assert guesser.sign_in("nobody9@example.test", "x").status_code == 429
+    assert b"Too many sign-in attempts from your network" in guesser.sign_in(bystander).data
+
+
+def test_creating_tokens_and_invites_is_limited_per_account(app, browser):
+    for number in range(2):
+        assert browser.post("/account/tokens", {"name": f"t{number}"}, htmx=False).status_code == 200
+    refused = browser.post("/account/tokens", {"name": "t3"}, htmx=False)
+    assert refused.status_code == 429 and b"You created many tokens just now" in refused.data
+    assert Browser(app).post("/account/tokens", {"name": "mine"}, htmx=False).status_code == 200, "others unaffected"
+
+
+def test_upgrading_an_installation_from_before_sign_in_keeps_every_chat_for_the_first_admin(app_config):
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from tests.conftest import stop_app
+    old = create_app(app_config)
+    try:
+        with old.app_context():
+            upgrade(revision="0002_api_users")  # the schema as it was before sign-in
+            with db.engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO accounts (id, name, created_at) VALUES (7, NULL, CURRENT_TIMESTAMP)")
+                conn.exec_driver_sql("INSERT INTO chat_sessions (id, owner_id, agent_id, title, created_at, updated_at) "
+                                     "VALUES ('chat_old', 7, 'data_manager', 'Cleanup last spring', "
+                                     "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+                conn.exec_driver_sql("INSERT INTO runs (id, session_id, owner_id, agent_id, status, input, last_seq, "
+                                     "created_at, updated_at) VALUES ('run_old', 'chat_old', 7, 'data_manager', "
+                                     "'completed', 'delete', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+                conn.exec_driver_sql("INSERT INTO messages (id, session_id, run_id, role, content, state, created_at) "
+                                     "VALUES (1, 'chat_old', 'run_old', 'assistant', 'Deleted them.', 'done', "
+                                     "CURRENT_TIMESTAMP)")
+                conn.exec_driver_sql("INSERT INTO tool_calls (id, run_id, message_id, position, call_id, name, "
+                                     "raw_arguments, requires_confirmation, status, created_at, updated_at) VALUES "
+                                     "('tc_old', 'run_old', 1, 0, 'call_1', 'delete_records', '{}', true, 'done', "
+                                     "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+            upgrade()
+            assert accounts.setup_needed()
+        admin = Browser(old, sign_in=False)
+        admin.get("/setup")
+        admin.client.post("/setup", data={"email": "root@example.test", "password": TEST_PASSWORD,
+                                          "csrf_token": admin.csrf})
+        page = admin.get("/chats/chat_old")
+        assert page.status_code == 200 and b"Cleanup last spring" in page.data and b"Deleted them." in page.data
+        assert b'id="call-tc_old"' in page.data
+    finally:
+        stop_app(old)
+
+
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
+def test_the_first_commands_on_a_fresh_machine_print_no_errors(databases, tmp_path):
+    """`scripts/run` migrates, then asks whether anyone can sign in: neither may log a traceback (a
+    `flask` command used to start the run sweeper, which failed on tables not yet created)."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "DATABASE_URL": databases.app_url, "WORKSPACE_DATABASE_URL": databases.workspace_url,
+           "SECRET_KEY": "test-secret"}
+    for command in (["db", "upgrade"], ["users", "list"]):
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *command], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr and " ERROR " not in done.stderr, done.stderr
+    assert done.stdout == "", "nobody can sign in yet: scripts/run then points to /setup"

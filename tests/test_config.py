@@ -48,6 +48,14 @@ def test_postgres_urls_always_use_psycopg_3(tmp_path, url):
     ({"DATABASE_MAX_OVERFLOW": "2.5"}, "DATABASE_MAX_OVERFLOW"),
     ({"DATABASE_POOL_TIMEOUT": "0"}, "DATABASE_POOL_TIMEOUT"),
     ({"DATABASE_POOL_TIMEOUT": "0.5"}, "DATABASE_POOL_TIMEOUT"),
+    ({"RATELIMIT_MESSAGES": "lots"}, "RATELIMIT_MESSAGES"),
+    ({"RATELIMIT_COMMANDS": "5 per fortnight"}, "RATELIMIT_COMMANDS"),
+    ({"MAX_ACTIVE_RUNS": "0"}, "MAX_ACTIVE_RUNS"),
+    ({"MAX_STREAMS_PER_ACCOUNT": "many"}, "MAX_STREAMS_PER_ACCOUNT"),
+    ({"MAX_CONTENT_LENGTH": "1k"}, "MAX_CONTENT_LENGTH"),
+    ({"PROXY_FIX": "-1"}, "PROXY_FIX"),
+    ({"OS_SECURITY_KEY": "short"}, "OS_SECURITY_KEY"),
+    ({"RATELIMIT_STORAGE_URI": "carrier-pigeon://coop"}, "RATELIMIT_STORAGE_URI"),
 ])
 def test_a_wrong_value_names_the_variable(tmp_path, env, variable):
     with pytest.raises(config.ConfigError, match=variable):
@@ -60,3 +68,20 @@ def test_the_app_stops_with_one_line_not_a_traceback(tmp_path):
         text=True, env={"PATH": "/usr/bin:/bin", "OPENAI_API": "bogus", "HOME": str(tmp_path)}, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == "Configuration error: OPENAI_API must be one of responses, chat, got 'bogus'"
+
+
+def test_limits_default_to_what_one_person_never_reaches(tmp_path):
+    settings = config.load(str(tmp_path), {})
+    assert (settings["RATELIMIT_MESSAGES"], settings["RATELIMIT_COMMANDS"], settings["MAX_ACTIVE_RUNS"],
+            settings["MAX_STREAMS_PER_ACCOUNT"], settings["MAX_CONTENT_LENGTH"]) == \
+        ("20 per minute", "120 per minute", 3, 30, 1024 * 1024)
+    assert settings["WTF_CSRF_TIME_LIMIT"] is None, "a card left open for hours can still be decided"
+
+
+def test_a_short_api_key_stops_the_app_with_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "from app import create_app; create_app()"], cwd=ROOT, capture_output=True,
+        text=True, env={"PATH": "/usr/bin:/bin", "OS_SECURITY_KEY": "changeme", "HOME": str(tmp_path)}, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("Configuration error: OS_SECURITY_KEY must be at least 32 characters long")

@@ -16,13 +16,10 @@ from tests.conftest import Browser
 from tests.fake_openai import ToolCall, Turn
 
 
-
 def chat_with(browser, harness, text: str) -> str:
     sent = browser.post("/chats", {"message": text})
     chat = sent.headers["HX-Redirect"].rsplit("/", 1)[-1]
-    run_id = re.search(r"/runs/(run_\w+)/events", browser.get(f"/chats/{chat}").data.decode())
-    if run_id:
-        harness.wait(run_id.group(1))
+    harness.wait(harness.latest_run(chat))
     return chat
 
 
@@ -112,7 +109,8 @@ def test_export_as_markdown_and_json(app, browser, harness, fake_model):
     assert [m["role"] for m in data["messages"]] == ["user", "assistant", "assistant"]
     assert data["messages"][1]["tool_calls"][0] | {"decided_at": None} == {
         "name": "delete_records", "arguments": {"table_name": "users", "count": 5}, "status": "rejected",
-        "decided_by": "user", "decided_at": None, "reason": "not today", "result": None, "error": None}
+        "decided_by": "user", "decided_at": None, "decider": browser.email, "reason": "not today", "result": None,
+        "error": None}
     assert Browser(app).get(f"/chats/{chat}/export.json").status_code == 404
 
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
 
 def first_exchange(browser, harness, text: str) -> tuple[str, str]:
     chat = browser.post("/chats", {"message": text}).headers["HX-Redirect"].rsplit("/", 1)[-1]
-    run_id = re.search(r"/runs/(run_\w+)/events", browser.get(f"/chats/{chat}").data.decode()).group(1)
+    run_id = harness.latest_run(chat)
     harness.wait(run_id)
     return chat, run_id
 
@@ -36,8 +36,7 @@ def test_regenerate_answers_the_same_message_again_and_keeps_the_old_reply(app, 
     chat, first_run = first_exchange(browser, harness, "summarise the users table")
     regenerated = browser.post(f"/chats/{chat}/resend")
     assert regenerated.status_code == 204 and regenerated.headers["HX-Redirect"] == f"/chats/{chat}"
-    page = browser.get(f"/chats/{chat}").data.decode()
-    new_run = re.search(r"/runs/(run_\w+)/events", page).group(1)
+    new_run = harness.latest_run(chat)
     assert new_run != first_run
     harness.wait(new_run)
     assert harness.messages(chat) == [("user", "summarise the users table"), ("assistant", "A weak answer."),
@@ -52,7 +51,7 @@ def test_edit_and_resend_the_last_message(browser, harness, fake_model):
     fake_model.script(Turn(text="There are 1,200 users."), Turn(text="There are 3,000 orders."))
     chat, _ = first_exchange(browser, harness, "count the users")
     assert browser.post(f"/chats/{chat}/resend", {"message": "count the orders"}).status_code == 204
-    new_run = re.search(r"/runs/(run_\w+)/events", browser.get(f"/chats/{chat}").data.decode()).group(1)
+    new_run = harness.latest_run(chat)
     harness.wait(new_run)
     assert harness.messages(chat)[-2:] == [("user", "count the orders"), ("assistant", "There are 3,000 orders.")]
     assert user_texts(fake_model.requests[-1]) == ["count the orders"]

@@ -156,16 +156,24 @@ def test_unparseable_arguments_and_unknown_tools_are_tool_errors(harness, fake_m
     assert any("Unknown tool 'drop_database'" in text for text in outputs.values())
 
 
-def test_the_tool_refusing_is_reported_not_crashed(harness, fake_model):
-    fake_model.script(Turn(tool_calls=[ToolCall("delete_records", {"table_name": "accounts", "count": 1})]),
-                      Turn(text="That table is off limits."))
-    owner, chat = harness.chat()
-    run_id = harness.send(chat, "delete an account")
-    [call] = harness.calls(harness.wait(run_id, "paused").id)
-    harness.decide(owner, run_id, call.id, approve=True)
-    assert harness.wait(run_id).status == "completed"
+@pytest.mark.parametrize("arguments", [
+    {"table_name": "accounts", "count": 1},
+    {"table_name": "users; DROP TABLE users;--", "count": 1},
+    {"table_name": "users", "count": 10**12},
+])
+def test_arguments_outside_the_tools_schema_never_reach_a_card(harness, fake_model, arguments):
+    """The Data Manager's tools are strict (Literal tables, a bounded count): a bad call fails at once,
+    the model reads why, and nobody is asked to approve it."""
+    fake_model.script(Turn(tool_calls=[ToolCall("delete_records", arguments)]), Turn(text="I cannot do that."))
+    _, chat = harness.chat()
+    before = harness.rows("users")
+    run_id = harness.send(chat, "delete")
+    assert harness.wait(run_id).status == "completed", "never paused"
     [call] = harness.calls(run_id)
-    assert call.status == "failed" and "Unknown table 'accounts'" in call.error
+    assert call.status == "failed" and call.error.startswith("Invalid arguments: Invalid arguments for delete_records")
+    assert harness.rows("users") == before
+    [(_, output)] = fake_model.requests[-1].tool_outputs()
+    assert output.startswith("Error: Invalid arguments") and "input should be" in output, "the model read why"
 
 
 def test_tools_without_confirmation_run_at_once(harness, fake_model):

@@ -2,8 +2,9 @@
 
 - `ResponsesModel`: the OpenAI Responses API (streaming, function calls, chained turns).
 - `ChatModel`: Chat Completions, for OpenAI-compatible servers (Ollama, vLLM, LM Studio).
-- `DemoModel`: an offline stand-in that understands the Data Manager's requests, so a fresh
-  machine with no key shows the whole confirm flow. It is labelled as such in the UI.
+- `DemoModel`: an offline stand-in that follows an agent's script (the Data Manager has one), so a
+  fresh machine with no key shows the whole confirm flow; agents without one say they need a key.
+  It is labelled as such in the UI.
 
 The conversation is passed in a provider-neutral form (see `ContextItem`); each provider turns it
 into its own wire format. A provider yields `TextDelta`, then `ToolCallRequest`s, then `TurnDone`,
@@ -375,22 +376,31 @@ class ChatModel(_OpenAIProvider):
         return messages
 
 
+NEEDS_A_KEY = ("This agent needs a model, and none is configured: set `OPENAI_API_KEY` (or `OPENAI_BASE_URL` "
+               "for a compatible server such as Ollama) and restart the app. I have not done anything.")
+
+
 class DemoModel:
-    """Offline and deterministic: maps plain requests onto the Data Manager's tools."""
+    """Offline and deterministic. `script(text, available_tool_names) -> (reply, (tool, args) or None)`
+    comes with the agent (the Data Manager's lives in app/agents/data_manager.py); an agent without a
+    script gets a plain answer that it needs a model key."""
     is_demo = True
     chains = False
     label = "Demo model (offline)"
 
-    def __init__(self, word_delay: float = 0.02):
+    def __init__(self, script: Callable | None = None, word_delay: float = 0.02):
+        self.script = script
         self.word_delay = word_delay
 
     def stream(self, instructions, context, tools, full_context=None):
         available = {t["name"] for t in tools}
         last = context[-1] if context else ContextItem("user", "")
-        if last.role == "tool":
+        if self.script is None:
+            text, call = NEEDS_A_KEY, None
+        elif last.role == "tool":
             text, call = self._summarise(context), None
         else:
-            text, call = self._understand(last.content, available)
+            text, call = self.script(last.content, available)
             if call is None and len(context) > 1 and context[-2].role == "tool":
                 # A message typed while a card waited: it rejected the card; acknowledge that.
                 text = self._summarise(context[:-1])
@@ -401,34 +411,6 @@ class DemoModel:
         if call:
             yield ToolCallRequest(f"call_demo_{time.time_ns():x}", call[0], json.dumps(call[1]))
         yield TurnDone(None)
-
-    @staticmethod
-    def _understand(text: str, available: set[str]):
-        said = " ".join(text.split())
-        lowered = said.lower()
-        if match := re.search(r"\bdelete\s+(-?\d+)\b.*?\b(?:from|in)\s+(?:the\s+)?[`'\"]?([\w.;-]+)", lowered):
-            count, table = int(match.group(1)), match.group(2)
-            if "delete_records" in available:
-                return (f"I'll delete the {count} oldest records from **{table}**. "
-                        "This needs your confirmation first.\n\n", ("delete_records", {"table_name": table, "count": count}))
-        if match := re.search(r"\b(?:notify|message|tell)\s+(\S+?)[,:]?\s+(?:that\s+|saying\s+|:\s*)?(.+)", said, re.I):
-            recipient, message = match.group(1), match.group(2).strip()
-            if "send_notification" in available:
-                return (f"I'll send a notification to **{recipient}**. Please confirm.\n\n",
-                        ("send_notification", {"recipient": recipient, "message": message}))
-        if match := re.search(r"\bhow many\s+(?:rows|records|entries)?\s*(?:are\s+)?(?:there\s+)?(?:in|does)\s+(?:the\s+)?(\w+)", lowered) \
-                or re.search(r"\bcount\s+(?:the\s+)?(?:rows|records)?\s*(?:in\s+)?(?:the\s+)?(\w+)", lowered):
-            if "count_records" in available:
-                return ("Let me count them.\n\n", ("count_records", {"table_name": match.group(1)}))
-        if re.search(r"\b(what|which|list|show)\b.*\btables?\b", lowered) and "list_tables" in available:
-            return ("Here are the tables in the workspace.\n\n", ("list_tables", {}))
-        return ("I'm the **demo model**, running offline with no API key. I can help with the workspace data:\n\n"
-                "- *Delete 50 old records from the users table*\n"
-                "- *Notify alice@example.com that the export is ready*\n"
-                "- *How many rows in orders?*\n"
-                "- *What tables are there?*\n\n"
-                "Deleting and notifying ask for your confirmation first. "
-                "Set `OPENAI_API_KEY` to talk to a real model.", None)
 
     @staticmethod
     def _summarise(context: list[ContextItem]) -> str:
@@ -451,11 +433,35 @@ class DemoModel:
         return "\n\n".join(lines) or "Done."
 
 
-def model_for(config: dict) -> Model:
-    """Pick the provider from the app config: a key or a base URL means a real (compatible) server."""
+def model_for(config: dict, spec=None, script: Callable | None = None) -> Model:
+    """Pick the provider from the app config: a key or a base URL means a real (compatible) server;
+    `spec` (an agent's OpenAIResponses/OpenAIChat) chooses the API and model id, else the config does.
+    With neither key nor base URL: the demo model, with the agent's script if it has one."""
     if not config.get("OPENAI_API_KEY") and not config.get("OPENAI_BASE_URL"):
-        return DemoModel(word_delay=config.get("DEMO_WORD_DELAY", 0.02))
+        return DemoModel(script, word_delay=config.get("DEMO_WORD_DELAY", 0.02))
     api_key, base_url, timeout = config.get("OPENAI_API_KEY"), config.get("OPENAI_BASE_URL"), config["OPENAI_TIMEOUT"]
-    cls = ChatModel if config.get("OPENAI_API") == "chat" else ResponsesModel
+    api = spec.api if spec is not None else config.get("OPENAI_API")
+    cls = ChatModel if api == "chat" else ResponsesModel
+    model_id = (spec.id if spec is not None else None) or config["OPENAI_MODEL"]
     # The client (and with it `openai`) is made when the model is first called.
-    return cls(lambda: make_client(api_key, base_url, timeout), config["OPENAI_MODEL"])
+    return cls(lambda: make_client(api_key, base_url, timeout), model_id)
+
+
+class Models:
+    """Each agent's model, made on first use and kept (`app.extensions["models"]`). Agents without a
+    `model=` share the app's model (`app.extensions["model"]`)."""
+
+    def __init__(self, config: dict, default: Model):
+        self.config, self.default = config, default
+        self._by_agent: dict[str, Model] = {}
+
+    def for_agent(self, agent) -> Model:
+        model = self._by_agent.get(agent.id)
+        if model is None:
+            demo = self.default.is_demo
+            if demo or agent.model is not None:
+                model = model_for(self.config, agent.model, getattr(agent, "demo", None))
+            else:
+                model = self.default
+            self._by_agent[agent.id] = model
+        return model

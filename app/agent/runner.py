@@ -23,9 +23,8 @@ from flask import current_app
 from app.agent import events
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
-from app.agents import get_agent
 from app.extensions import db
-from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
+from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,7 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     if len(text) > MAX_MESSAGE_CHARS:
         raise RunError(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).", 413)
 
+    check_active_runs(chat.owner_id)
     latest = db.session.scalars(
         sa.select(Run).where(Run.session_id == chat.id).order_by(Run.created_at.desc(), Run.id.desc()).limit(1)
     ).first()
@@ -70,8 +70,11 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     if answers_cards:
         run, cursor = _answer_paused_run(latest, text)
     else:
+        agent = agent_of(chat.agent_id)
+        if agent is None:
+            raise RunError(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.", 409)
         run = Run(session_id=chat.id, owner_id=chat.owner_id, agent_id=chat.agent_id, input=text,
-                  status=RunStatus.QUEUED, model=current_app.extensions["model"].label)
+                  status=RunStatus.QUEUED, model=current_app.extensions["models"].for_agent(agent).label)
         db.session.add(run)
         db.session.flush()
         cursor = 0
@@ -87,6 +90,23 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     db.session.commit()
     submit(run_id, model_first=not answers_cards)  # approved calls of a paused run may run first
     return run, cursor
+
+
+def check_active_runs(owner_id: int) -> None:
+    """At most MAX_ACTIVE_RUNS runs of one account are queued or running at once (a run waiting for a
+    decision does not count): one person cannot take all of a worker's runs, or the model budget.
+    The account's row is locked first, so two messages at once cannot both take the last place
+    (SQLite's BEGIN IMMEDIATE already serialises them); nothing else locks accounts after runs."""
+    cap = current_app.config.get("MAX_ACTIVE_RUNS")
+    if not cap:
+        return
+    db.session.execute(sa.select(Account.id).where(Account.id == owner_id).with_for_update())
+    active = db.session.scalar(sa.select(sa.func.count()).select_from(Run).where(
+        Run.owner_id == owner_id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])))
+    if active >= cap:
+        db.session.rollback()
+        raise RunError(f"You have {active} replies in progress (the limit is {cap}). Wait for one to finish, "
+                       "or stop one, then try again.", 429)
 
 
 def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
@@ -127,14 +147,16 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reaso
     if resumed:
         events.append(run_id, "run_resumed")
     db.session.commit()
+    # Nothing reads the database after the commit here: a caller that then loses it must still be
+    # able to say the decision was recorded (its attributes load again when next read).
     if resumed:
         submit(run_id)
-    db.session.refresh(call)
     return call, cursor
 
 
 def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
     """Continue a failed run from its last good state (the broken-off reply stays, marked)."""
+    check_active_runs(owner_id)
     run = _owned_run(owner_id, run_id)
     cursor = run.last_seq
     if not _set_run_status(run.id, RunStatus.FAILED, RunStatus.QUEUED, error=None):
@@ -143,7 +165,7 @@ def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
     events.append(run_id, "run_resumed")
     db.session.commit()
     submit(run_id)
-    return db.session.get(Run, run_id), cursor
+    return run, cursor  # read again when used (nothing is read after the commit, see decide)
 
 
 def cancel(owner_id: int, run_id: str) -> Run:
@@ -165,7 +187,7 @@ def cancel(owner_id: int, run_id: str) -> Run:
         _interrupt_message(run.id, message_id)
     events.append(run.id, "run_cancelled")
     db.session.commit()
-    return db.session.get(Run, run.id)
+    return run  # read again when used (nothing is read after the commit, see decide)
 
 
 @dataclass(frozen=True)
@@ -232,7 +254,7 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
                        run=db.session.get(Run, run_id)) from None
     if resumed:
         submit(run_id)
-    return db.session.get(Run, run_id), cursor
+    return run, cursor  # read again when used (nothing is read after the commit, see decide)
 
 
 class _Lost(Exception):
@@ -242,7 +264,7 @@ class _Lost(Exception):
 def _check_decisions(run: _RunRef, calls: dict[str, ToolCall], decisions: list[Decision]) -> list:
     """Check every entry against the stored calls; return (call, new status, values) for the new
     decisions, in the calls' order (one lock order for every continue, so two cannot deadlock)."""
-    agent = get_agent(run.agent_id)
+    agent = agent_of(run.agent_id)
     seen, changes = set(), []
     for decision in decisions:
         call = calls.get(decision.call_id)
@@ -293,6 +315,12 @@ def _check_decisions(run: _RunRef, calls: dict[str, ToolCall], decisions: list[D
 # Execution (in the background executor, never inside a request)
 # ---------------------------------------------------------------------------------------------------
 
+def agent_of(agent_id: str | None):
+    """The agent with this id from the registry the app was built with (app.extensions["agents"]),
+    or None: the core is handed its agents, it never imports them."""
+    return current_app.extensions["agents"].get(agent_id)
+
+
 def submit(run_id: str, *, model_first: bool = False) -> None:
     """Hand the run to the background executor. Call it with no transaction open: under gevent,
     starting a worker switches greenlets, and one holding SQLite's write lock would stall the rest.
@@ -331,8 +359,12 @@ def execute(run_id: str) -> None:
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
     run = _RunRef(run_id, *taken)
-    agent = get_agent(run.agent_id)
-    model = current_app.extensions["model"]
+    agent = agent_of(run.agent_id)
+    if agent is None:
+        _finish(run.id, RunStatus.FAILED, "run_failed",
+                error=f"The agent {run.agent_id!r} is no longer configured on this server.")
+        return
+    model = current_app.extensions["models"].for_agent(agent)
     try:
         for _ in range(MAX_MODEL_TURNS):
             if not _execute_approved_calls(run, agent):
@@ -372,7 +404,8 @@ def _model_turn(run: _RunRef, agent, model) -> str:
     is_tail = chains and context and context[0].role == "assistant" and context[0].response_id
     stream_kwargs = {"full_context": full_context} if is_tail else {}
     try:
-        for event in model.stream(agent.instructions, context, [t.openai_function() for t in agent.tools],
+        tools = agent.load_tools()  # may start MCP servers: no transaction is open here
+        for event in model.stream(agent.instructions, context, [t.openai_function() for t in tools],
                                   **stream_kwargs):
             if isinstance(event, TextDelta):
                 pending_text += event.text
@@ -459,13 +492,16 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.EXECUTING})
         if not _commit_owned(run.id):
             return False  # cancelled between approval and execution: the side effect never starts
+        tool = agent.tool(name)
         try:
-            values = {"status": CallStatus.DONE, "result": agent.tool(name).run(ctx, arguments or {})}
+            if tool is None:  # e.g. its MCP server cannot be reached now
+                raise ToolError(f"The tool {name} is not available now.")
+            values = {"status": CallStatus.DONE, "result": tool.run(ctx, arguments or {})}
         except ToolError as exc:
             values = {"status": CallStatus.FAILED, "error": str(exc)}
-        except Exception as exc:  # a bug in a tool must not take the run down with it
-            log.exception("tool %s crashed", name)
-            values = {"status": CallStatus.FAILED, "error": f"The tool crashed ({type(exc).__name__})."}
+        except Exception as exc:  # a tool reports a problem by raising; it must not take the run down
+            log.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
+            values = {"status": CallStatus.FAILED, "error": _raised(exc)}
         status = values.pop("status")
         _lock_run(run.id)
         _set_call_status(call_id, CallStatus.EXECUTING, status, **values)
@@ -474,8 +510,15 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
     return True
 
 
+def _raised(exc: Exception) -> str:
+    """What a tool's exception says, for the card and the model (never a traceback)."""
+    text = " ".join(str(exc).split())[:1000]
+    return f"{type(exc).__name__}: {text}" if text else f"The tool failed ({type(exc).__name__})."
+
+
 def tool_context(run: _RunRef) -> ToolContext:
-    return ToolContext(workspace=db.engines["workspace"], owner_id=run.owner_id, run_id=run.id)
+    return ToolContext(workspace=db.engines["workspace"], owner_id=run.owner_id, run_id=run.id,
+                       session_id=run.session_id)
 
 
 def _safe_preview(tool, ctx, arguments) -> str | None:

@@ -1,39 +1,51 @@
 """Tools an agent can call: a JSON schema built from a plain Python function, validation, and running.
 
-Write a tool as an ordinary function with type hints and a Google-style docstring::
+Write a tool as an ordinary (or `async`) function with type hints and a Google-style docstring::
 
     @tool(requires_confirmation=True)
-    def delete_records(ctx: ToolContext, table_name: str, count: int) -> str:
+    def delete_records(table_name: Literal["users", "orders"],
+                       count: Annotated[int, Field(ge=1, le=10_000)]) -> str:
         \"\"\"Delete the oldest records from a table.
 
         Args:
             table_name: Table to delete from.
-            count (int): How many records to delete.
+            count: How many records to delete.
         \"\"\"
 
-The first paragraph of the docstring becomes the tool's description and each `Args:` entry the
-description of that parameter; the hints give the JSON types. A parameter annotated `ToolContext`
-is filled in by the runner and never shown to the model.
+pydantic builds the arguments' model (so `Annotated[..., Field(...)]`, `Literal`, enums and nested
+models reach the schema and are enforced) and docstring-parser reads the description and the `Args:`.
+A parameter called `run_context`, or annotated `RunContext` (alias `ToolContext`), is filled in by the
+runner and never shown to the model. A tool reports a problem by raising; it returns text or any
+JSON-serialisable value.
+
+Tools from elsewhere (an MCP server) bring their own JSON schema: `Tool.from_json_schema` validates
+against it with jsonschema.
 
 This module knows nothing of Flask, HTTP or HTML.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import copy
-import functools
 import inspect
 import json
-import re
+import sys
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any
 
+import docstring_parser
+import pydantic
 import sqlalchemy
-from jsonschema import Draft202012Validator
 
-__all__ = ["Tool", "ToolArgumentError", "ToolContext", "ToolError", "tool"]
+__all__ = ["DefinitionError", "RunContext", "Tool", "ToolArgumentError", "ToolContext", "ToolError", "tool"]
+
+
+class DefinitionError(Exception):
+    """An agent or tool definition the app cannot honour; `str(e)` is one line naming file and line."""
 
 
 class ToolArgumentError(Exception):
@@ -54,11 +66,21 @@ class ToolError(Exception):
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What the runner hands to a tool; never part of a tool's schema."""
+    """What the runner hands to a tool (as `run_context`); never part of a tool's schema."""
 
-    workspace: sqlalchemy.Engine
+    workspace: sqlalchemy.Engine | None = None
     owner_id: int | None = None
     run_id: str | None = None
+    session_id: str | None = None
+
+    @property
+    def account_id(self) -> int | None:
+        return self.owner_id
+
+
+RunContext = ToolContext  # the name agent authors see (app.sdk)
+
+CONTEXT_PARAMETER = "run_context"
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: a Tool hashes by identity (its `parameters` dict is unhashable)
@@ -70,6 +92,9 @@ class Tool:
 
     `editable` says whether the person deciding a gated call may change its arguments first; edited
     arguments are validated again and approved as edited. Off by default: the call runs as proposed.
+
+    `source` says where the tool comes from ("python", or "mcp" for a server's tool) and
+    `destructive` what an MCP server's annotations say (None: not said).
     """
 
     name: str
@@ -79,10 +104,25 @@ class Tool:
     func: Callable
     preview: Callable[[ToolContext, dict], str | None] | None = None
     editable: bool = False
+    arguments_model: type[pydantic.BaseModel] | None = None  # Python tools
+    context_parameter: str | None = None
+    source: str = "python"
+    destructive: bool | None = None
 
     def __post_init__(self) -> None:
-        Draft202012Validator.check_schema(self.parameters)
-        object.__setattr__(self, "_validator", Draft202012Validator(self.parameters))
+        if self.arguments_model is None:  # a schema from elsewhere: validate with jsonschema
+            from jsonschema import Draft202012Validator
+
+            Draft202012Validator.check_schema(self.parameters)
+            object.__setattr__(self, "_validator", Draft202012Validator(self.parameters))
+
+    @classmethod
+    def from_json_schema(cls, name: str, description: str, parameters: dict, func: Callable, **options) -> Tool:
+        """A tool whose arguments are described by a JSON schema (an MCP server's input schema)."""
+        parameters = dict(parameters or {"type": "object"})
+        parameters.setdefault("type", "object")
+        parameters.setdefault("properties", {})
+        return cls(name=name, description=description, parameters=parameters, func=func, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the underlying function directly (handy in tests and in other code)."""
@@ -91,47 +131,42 @@ class Tool:
     # -- arguments -----------------------------------------------------------------------------------
 
     def validate(self, arguments: dict | str | None) -> dict:
-        """Check the model's arguments (a dict, or the raw JSON string) and return them as a new dict.
+        """Check the model's arguments (a dict, or the raw JSON string) and return them as a new,
+        JSON-serialisable dict (what the ledger stores and the card shows).
 
-        Raises ToolArgumentError naming every problem in plain words. Whole-number floats sent
-        for integer parameters (`5.0`) are turned into ints.
-        """
-        if arguments is None:
-            arguments = {}
-        if isinstance(arguments, (str, bytes, bytearray)):
-            text = arguments.decode() if isinstance(arguments, (bytes, bytearray)) else arguments
-            if not text.strip():
-                arguments = {}
-            else:
-                try:
-                    arguments = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise ToolArgumentError(
-                        f"Invalid arguments for {self.name}: not valid JSON ({e.msg} at line {e.lineno} "
-                        f"column {e.colno}). Send the arguments as one JSON object."
-                    ) from None
-        if not isinstance(arguments, dict):
-            raise ToolArgumentError(
-                f"Invalid arguments for {self.name}: expected a JSON object of named arguments, "
-                f"got {_describe_value(arguments)}."
-            )
-        problems = _problems(self._validator, arguments)  # type: ignore[attr-defined]
+        Raises ToolArgumentError naming every problem in plain words."""
+        arguments = _as_object(self.name, arguments)
+        if self.arguments_model is not None:
+            try:
+                # Strict JSON rules: "5" is not an integer, nor is true; enums and Literals take their values.
+                validated = self.arguments_model.model_validate_json(
+                    json.dumps(_whole_floats(self.parameters, arguments)), strict=True)
+            except pydantic.ValidationError as exc:
+                allowed = list(self.arguments_model.model_fields)
+                problems = list(dict.fromkeys(_pydantic_problem(e, allowed) for e in exc.errors(include_url=False)))
+                raise ToolArgumentError(f"Invalid arguments for {self.name}: {'; '.join(problems)}.",
+                                        problems) from None
+            return validated.model_dump(mode="json", exclude_unset=True)
+        problems = _json_schema_problems(self._validator, arguments)  # type: ignore[attr-defined]
         if problems:
             raise ToolArgumentError(f"Invalid arguments for {self.name}: {'; '.join(problems)}.", problems)
-        return _coerce(self.parameters, copy.deepcopy(arguments))
+        return copy.deepcopy(arguments)
 
     # -- running ---------------------------------------------------------------------------------------
 
     def run(self, ctx: ToolContext, arguments: dict | str | None) -> str:
-        """Validate `arguments`, call the function (injecting `ctx`) and return its result as a string.
-
-        ToolArgumentError and ToolError propagate for the runner to report to the model.
-        """
+        """Validate `arguments`, call the function (injecting the run context) and return its result
+        as a string. ToolArgumentError and ToolError (and whatever the tool raises) propagate."""
         kwargs = self.validate(arguments)
-        ctx_param = _context_parameter(self.func)
-        if ctx_param is not None:
-            kwargs[ctx_param] = ctx
-        return _to_text(self.func(**kwargs))
+        if self.arguments_model is not None:  # hand the function Python values (enums, models)
+            model = self.arguments_model.model_validate_json(json.dumps(kwargs), strict=True)
+            kwargs = {name: getattr(model, name) for name in type(model).model_fields}
+        if self.context_parameter:
+            kwargs[self.context_parameter] = ctx
+        result = self.func(**kwargs)
+        if inspect.iscoroutine(result):
+            result = _run_coroutine(result)
+        return _to_text(result)
 
     def describe_call(self, ctx: ToolContext, arguments: dict | str | None) -> str | None:
         """The preview line for a call, or None if there is no preview or it cannot be made.
@@ -151,6 +186,14 @@ class Tool:
         return {"name": self.name, "description": self.description, "parameters": copy.deepcopy(self.parameters)}
 
 
+# The reference's @tool options that this app does not build yet: a clear error, never ignored.
+_NOT_YET = {
+    "requires_user_input": "asking the person for input is not built yet",
+    "user_input_fields": "asking the person for input is not built yet",
+    "external_execution": "running a tool outside the server is not built yet",
+}
+
+
 def tool(
     func: Callable | None = None,
     *,
@@ -159,19 +202,31 @@ def tool(
     description: str | None = None,
     preview: Callable[[ToolContext, dict], str | None] | None = None,
     editable: bool = False,
+    **unsupported: Any,
 ) -> Any:
-    """Turn a function into a `Tool`; usable as `@tool` and as `@tool(requires_confirmation=True, ...)`."""
+    """Turn a function into a `Tool`; usable as `@tool` and as `@tool(requires_confirmation=True, ...)`.
+
+    An option of the reference that is not supported here raises DefinitionError naming the file and
+    line of the decorator."""
+    if unsupported:
+        option = next(iter(unsupported))
+        why = _NOT_YET.get(option, "this option is not supported")
+        raise DefinitionError(f"{caller_location()}: @tool({option}=...) is not supported: {why}.")
 
     def wrap(f: Callable) -> Tool:
-        doc_description, arg_docs = parse_docstring(inspect.getdoc(f) or "")
+        doc = docstring_parser.parse(inspect.getdoc(f) or "")
+        model, context_parameter = arguments_model(f, {p.arg_name: p.description or "" for p in doc.params})
+        schema = json_schema(model)
         return Tool(
             name=name or f.__name__,
-            description=description if description is not None else doc_description,
-            parameters=build_parameters_schema(f, arg_docs),
+            description=description if description is not None else _doc_description(doc),
+            parameters=schema,
             requires_confirmation=requires_confirmation,
             func=f,
             preview=preview,
             editable=editable,
+            arguments_model=model,
+            context_parameter=context_parameter,
         )
 
     if func is not None:
@@ -181,102 +236,42 @@ def tool(
     return wrap
 
 
-# -- docstrings -----------------------------------------------------------------------------------------
-
-_ARGS_HEADER = re.compile(r"^(Args|Arguments|Parameters|Params)\s*:\s*$", re.IGNORECASE)
-_SECTION_HEADER = re.compile(
-    r"^(Args|Arguments|Parameters|Params|Returns?|Yields?|Raises|Examples?|Notes?|Attributes|Warnings?|"
-    r"See Also|Todo|References)\s*:\s*$", re.IGNORECASE)
-_ARG_ENTRY = re.compile(r"^\*{0,2}(?P<name>\w+)\s*(?:\((?P<type>[^)]*)\))?\s*:\s*(?P<text>.*)$")
+def caller_location(depth: int = 2) -> str:
+    """`file:line` of the code that called the function calling this one (for definition errors)."""
+    frame = sys._getframe(depth)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
-def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """Split a (cleaned) Google-style docstring into its first paragraph and its `Args:` descriptions."""
-    lines = doc.expandtabs().splitlines()
-    first: list[str] = []
-    for line in lines:
-        stripped = line.strip()
-        if not stripped:
-            if first:
-                break
-            continue
-        if _SECTION_HEADER.match(stripped):
-            break
-        first.append(stripped)
-    description = " ".join(first)
-
-    args: dict[str, str] = {}
-    in_args = False
-    entry_indent: int | None = None
-    current: str | None = None
-    for line in lines:
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
-        if not in_args:
-            if _ARGS_HEADER.match(stripped) and indent == 0:
-                in_args, entry_indent, current = True, None, None
-            continue
-        if not stripped:
-            continue
-        if indent == 0:  # the next section ("Returns:", "Raises:"...) or plain text: Args is over
-            in_args = False
-            if _ARGS_HEADER.match(stripped):
-                in_args, entry_indent, current = True, None, None
-            continue
-        if entry_indent is None:
-            entry_indent = indent
-        match = _ARG_ENTRY.match(stripped)
-        if indent <= entry_indent and match:
-            current = match.group("name")
-            args[current] = match.group("text").strip()
-            entry_indent = indent
-        elif current is not None:  # continuation of the current entry
-            args[current] = f"{args[current]} {stripped}".strip()
-    return description, args
+def _doc_description(doc: docstring_parser.Docstring) -> str:
+    """The first paragraph of the docstring, on one line (a summary may run over several lines)."""
+    text = doc.short_description or ""
+    if doc.long_description and not doc.blank_after_short_description:
+        text += " " + doc.long_description.split("\n\n", 1)[0]
+    return " ".join(text.split())
 
 
-# -- schemas --------------------------------------------------------------------------------------------
+# -- the arguments' model and its schema ------------------------------------------------------------------
 
-_NONE_TYPE = type(None)
-_JSON_TYPE_OF = {str: "string", int: "integer", float: "number", bool: "boolean"}
-
-
-def _is_context_hint(hint: Any) -> bool:
-    if hint is ToolContext:
+def _is_context(name: str, hint: Any) -> bool:
+    if name == CONTEXT_PARAMETER or hint is ToolContext:
         return True
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not _NONE_TYPE]
-        return len(args) == 1 and args[0] is ToolContext
-    return False
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and args == [ToolContext]
 
 
-def _hints(func: Callable) -> dict[str, Any]:
+def arguments_model(func: Callable, arg_docs: dict[str, str]) -> tuple[type[pydantic.BaseModel], str | None]:
+    """A pydantic model of `func`'s parameters (no extra keys allowed), and the name of the parameter
+    that receives the run context, if any."""
     try:
-        return typing.get_type_hints(func, include_extras=True)
+        hints = typing.get_type_hints(func, include_extras=True)
     except Exception as e:  # noqa: BLE001 - unresolved forward references and the like
         raise TypeError(f"cannot read the type hints of {func.__qualname__}: {e}") from e
-
-
-@functools.lru_cache(maxsize=None)
-def _context_parameter(func: Callable) -> str | None:
-    """The name of the parameter that receives the ToolContext, if any."""
-    hints = _hints(func)
-    for pname in inspect.signature(func).parameters:
-        if _is_context_hint(hints.get(pname)):
-            return pname
-    return None
-
-
-def build_parameters_schema(func: Callable, arg_docs: dict[str, str] | None = None) -> dict:
-    """The JSON schema (an object with properties, required, no extra properties) of `func`'s parameters."""
-    arg_docs = arg_docs or {}
-    hints = _hints(func)
-    properties: dict[str, dict] = {}
-    required: list[str] = []
+    fields: dict[str, Any] = {}
+    context_parameter = None
     for pname, param in inspect.signature(func).parameters.items():
         hint = hints.get(pname, inspect.Parameter.empty)
-        if _is_context_hint(hint):
+        if _is_context(pname, hint):
+            context_parameter = pname
             continue
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             raise TypeError(f"tool {func.__name__}: *{pname} / **{pname} parameters are not supported")
@@ -284,112 +279,95 @@ def build_parameters_schema(func: Callable, arg_docs: dict[str, str] | None = No
             raise TypeError(f"tool {func.__name__}: positional-only parameter {pname!r} is not supported")
         if hint is inspect.Parameter.empty:
             raise TypeError(f"tool {func.__name__}: parameter {pname!r} needs a type hint")
-        try:
-            schema, annotated_doc = schema_for_type(hint)
-        except TypeError as e:
-            raise TypeError(f"tool {func.__name__}: parameter {pname!r}: {e}") from None
-        if param.default is None:  # `x: str = None` means the model may send null too
-            schema = _nullable(schema)
-        doc = arg_docs.get(pname) or annotated_doc
+        if param.default is None and not _allows_none(hint):
+            hint = typing.Optional[hint]  # `x: str = None` means the model may send null too
+        doc = " ".join(arg_docs.get(pname, "").split())
         if doc:
-            schema = {"description": doc, **schema}
-        if param.default is inspect.Parameter.empty:
-            required.append(pname)
-        elif _json_serialisable(param.default):
-            schema["default"] = param.default
-        properties[pname] = schema
-    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+            hint = typing.Annotated[hint, pydantic.Field(description=doc)]
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[pname] = (hint, default)
+    try:
+        model = pydantic.create_model(f"{func.__name__}_arguments",
+                                      __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+        model.model_json_schema()
+    except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError) as e:
+        raise TypeError(f"tool {func.__name__}: unsupported type hint: {e}") from None
+    return model, context_parameter
 
 
-def schema_for_type(hint: Any) -> tuple[dict, str | None]:
-    """JSON schema for one type hint, and a description found in `Annotated[..., "text"]` if any."""
-    origin = typing.get_origin(hint)
-    if origin is typing.Annotated:
-        base, *extras = typing.get_args(hint)
-        schema, doc = schema_for_type(base)
-        text = next((x for x in extras if isinstance(x, str)), None)
-        return schema, text or doc
-    return _schema(hint), None
+def _allows_none(hint: Any) -> bool:
+    if hint is Any or hint is None or hint is type(None):
+        return True
+    if typing.get_origin(hint) is typing.Annotated:
+        return _allows_none(typing.get_args(hint)[0])
+    return type(None) in typing.get_args(hint)
 
 
-def _schema(hint: Any) -> dict:
-    if hint is Any:
-        return {}
-    if hint is None or hint is _NONE_TYPE:
-        return {"type": "null"}
-    if hint in _JSON_TYPE_OF:
-        return {"type": _JSON_TYPE_OF[hint]}
-    if hint in (list, tuple):
-        return {"type": "array"}
-    if hint is dict:
-        return {"type": "object"}
+def json_schema(model: type[pydantic.BaseModel]) -> dict:
+    """The model's JSON schema as a model API wants a function's parameters: references inlined,
+    titles dropped, no extra properties."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
 
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Annotated:
-        return schema_for_type(hint)[0]
-    if origin in (Union, types.UnionType):
-        nullable = _NONE_TYPE in args
-        options = [_schema(a) for a in args if a is not _NONE_TYPE]
-        schema = options[0] if len(options) == 1 else {"anyOf": options}
-        return _nullable(schema) if nullable else schema
-    if origin is Literal:
-        values = list(args)
-        for v in values:
-            if v is not None and type(v) not in _JSON_TYPE_OF:
-                raise TypeError(f"Literal values must be str, int, float, bool or None, got {v!r}")
-        json_types = []
-        for v in values:
-            t = "null" if v is None else _JSON_TYPE_OF[type(v)]
-            if t not in json_types:
-                json_types.append(t)
-        return {"type": json_types[0] if len(json_types) == 1 else json_types, "enum": values}
-    if origin in (list, typing.List):  # noqa: UP006
-        return {"type": "array", "items": _schema(args[0])} if args else {"type": "array"}
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return {"type": "array", "items": _schema(args[0])}
-        if args:
-            return {"type": "array", "prefixItems": [_schema(a) for a in args],
-                    "items": False, "minItems": len(args)}
-        return {"type": "array"}
-    if origin is dict:
-        if args and args[0] is not str:
-            raise TypeError("dict keys must be str (JSON object keys are strings)")
-        if len(args) == 2 and args[1] is not Any:
-            return {"type": "object", "additionalProperties": _schema(args[1])}
-        return {"type": "object"}
-    raise TypeError(f"unsupported type hint {hint!r}; use str, int, float, bool, list[...], dict, Literal[...] "
-                    "or Optional[...]")
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                target = clean(definitions[node["$ref"].rsplit("/", 1)[-1]])
+                return {**target, **{k: clean(v) for k, v in node.items() if k != "$ref"}}
+            return {k: clean(v) for k, v in node.items() if k != "title" or not isinstance(v, str)}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
 
-
-def _nullable(schema: dict) -> dict:
-    """Let `schema` also accept null."""
-    if not schema:  # Any: null is already allowed
-        return schema
-    if set(schema) == {"anyOf"}:
-        return {"anyOf": [*schema["anyOf"], {"type": "null"}]}
-    if "type" not in schema:
-        return {"anyOf": [schema, {"type": "null"}]}
-    schema = dict(schema)
-    kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-    if "null" not in kinds:
-        kinds = [*kinds, "null"]
-    schema["type"] = kinds[0] if len(kinds) == 1 else kinds
-    if "enum" in schema and None not in schema["enum"]:
-        schema["enum"] = [*schema["enum"], None]
+    schema = clean(schema)
+    schema.setdefault("properties", {})
+    schema["required"] = schema.get("required", [])
+    schema["additionalProperties"] = False
     return schema
 
 
-def _json_serialisable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 # -- validation messages --------------------------------------------------------------------------------
+
+def _as_object(name: str, arguments: Any) -> dict:
+    """The arguments as a dict: JSON text is parsed, nothing means no arguments."""
+    if arguments is None:
+        return {}
+    if isinstance(arguments, (str, bytes, bytearray)):
+        text = arguments.decode() if isinstance(arguments, (bytes, bytearray)) else arguments
+        if not text.strip():
+            return {}
+        try:
+            arguments = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ToolArgumentError(
+                f"Invalid arguments for {name}: not valid JSON ({e.msg} at line {e.lineno} "
+                f"column {e.colno}). Send the arguments as one JSON object."
+            ) from None
+    if not isinstance(arguments, dict):
+        raise ToolArgumentError(f"Invalid arguments for {name}: expected a JSON object of named arguments, "
+                                f"got {_describe_value(arguments)}.")
+    return arguments
+
+
+_PYDANTIC_WORDS = {
+    "string_type": "expected a string", "int_type": "expected an integer", "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer", "float_type": "expected a number", "float_parsing": "expected a number",
+    "bool_type": "expected true or false", "bool_parsing": "expected true or false",
+    "list_type": "expected a list", "dict_type": "expected an object", "model_type": "expected an object",
+}
+
+
+def _pydantic_problem(error: dict, allowed: list[str]) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "missing":
+        return f"missing required argument '{where}'"
+    if kind == "extra_forbidden" and len(error["loc"]) == 1:
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else " (this tool takes no arguments)"
+        return f"unexpected argument '{where}'{hint}"
+    message = _PYDANTIC_WORDS.get(kind) or error["msg"][0].lower() + error["msg"][1:]
+    return f"{where}: {message}, got {_describe_value(error.get('input'))}"
+
 
 _TYPE_WORDS = {
     "string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
@@ -413,59 +391,56 @@ def _describe_value(value: Any) -> str:
     return f"{text} ({kind})"
 
 
-def _path(parts: Any) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _problems(validator: Draft202012Validator, arguments: dict) -> list[str]:
+def _json_schema_problems(validator, arguments: dict) -> list[str]:
+    """jsonschema's errors in the same plain words as pydantic's (for tools with a foreign schema)."""
     problems: list[str] = []
-
-    def add(text: str) -> None:
-        if text not in problems:
-            problems.append(text)
-
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: (list(map(str, e.path)), e.validator))
-    for e in errors:
-        where = _path(e.absolute_path)
+    for e in sorted(validator.iter_errors(arguments), key=lambda e: (list(map(str, e.path)), e.validator)):
+        where = ".".join(str(p) for p in e.absolute_path)
         prefix = f"{where}: " if where else ""
         if e.validator == "required":
-            for pname in e.validator_value:
-                if isinstance(e.instance, dict) and pname not in e.instance:
-                    add(f"{prefix}missing required argument '{pname}'" if not where
-                        else f"{where}: missing required key '{pname}'")
-        elif e.validator == "additionalProperties" and e.validator_value is False and isinstance(e.instance, dict):
-            allowed = list(e.schema.get("properties", {}))
-            for key in e.instance:
-                if key not in allowed:
-                    hint = f" (allowed: {', '.join(allowed)})" if allowed else " (this tool takes no arguments)"
-                    add(f"{prefix}unexpected argument '{key}'{hint}" if not where
-                        else f"{where}: unexpected key '{key}'")
+            missing = [p for p in e.validator_value if isinstance(e.instance, dict) and p not in e.instance]
+            text = "; ".join(f"missing required argument '{p}'" for p in missing)
+        elif e.validator == "additionalProperties" and isinstance(e.instance, dict):
+            allowed = set(e.schema.get("properties", {}))
+            text = "; ".join(f"{prefix}unexpected argument '{k}'" for k in e.instance if k not in allowed)
         elif e.validator == "type":
             wanted = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
-            words = " or ".join(_TYPE_WORDS.get(t, t) for t in wanted)
-            add(f"{prefix}expected {words}, got {_describe_value(e.instance)}")
+            text = f"{prefix}expected {' or '.join(_TYPE_WORDS.get(t, t) for t in wanted)}, " \
+                   f"got {_describe_value(e.instance)}"
         elif e.validator == "enum":
             options = ", ".join(json.dumps(v, ensure_ascii=False) for v in e.validator_value)
-            add(f"{prefix}must be one of {options}, got {_describe_value(e.instance)}")
+            text = f"{prefix}must be one of {options}, got {_describe_value(e.instance)}"
         else:
-            add(f"{prefix}{e.message}")
+            text = f"{prefix}{e.message}"
+        if text and text not in problems:
+            problems.append(text)
     return problems
 
 
-def _coerce(schema: dict, value: Any) -> Any:
-    """Turn whole-number floats into ints where the schema wants an integer (recursively)."""
-    types_ = schema.get("type")
-    types_ = types_ if isinstance(types_, list) else [types_]
-    if "integer" in types_ and isinstance(value, float) and value.is_integer():
+def _whole_floats(schema: dict, value: Any) -> Any:
+    """Models sometimes send `5.0` for an integer: turn whole-number floats into ints where the
+    schema wants an integer (recursively), before strict validation."""
+    kinds = {schema.get("type")} if isinstance(schema.get("type"), str) else set(schema.get("type") or ())
+    kinds |= {option.get("type") for option in schema.get("anyOf", ()) if isinstance(option, dict)}
+    if "integer" in kinds and isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict) and "properties" in schema:
-        return {k: _coerce(schema["properties"].get(k, {}), v) for k, v in value.items()}
+        return {k: _whole_floats(schema["properties"].get(k, {}), v) for k, v in value.items()}
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_coerce(schema["items"], v) for v in value]
+        return [_whole_floats(schema["items"], v) for v in value]
     return value
+
+
+def _run_coroutine(coroutine) -> Any:
+    """An async tool's result: on a fresh event loop in this greenlet/thread, closed afterwards; beside
+    one when the caller already runs a loop here (an async host, Playwright's sync API in tests), where
+    asyncio.run refuses."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _to_text(result: Any) -> str:
@@ -473,6 +448,9 @@ def _to_text(result: Any) -> str:
         return "Done."
     if isinstance(result, str):
         return result
-    if isinstance(result, (dict, list, tuple)):
+    if isinstance(result, pydantic.BaseModel):
+        return result.model_dump_json()
+    try:
         return json.dumps(result, ensure_ascii=False, default=str)
-    return str(result)
+    except (TypeError, ValueError):
+        return str(result)

@@ -5,15 +5,30 @@ from the matching Table object with bound parameters, never from the string.
 """
 from __future__ import annotations
 
-import sqlalchemy as sa
+import re
+from typing import Annotated, Literal
 
+import sqlalchemy as sa
+from pydantic import BeforeValidator, Field
+
+from app.agent.definition import Agent
 from app.agent.tools import ToolContext, ToolError, tool
-from app.agents import Agent
 from app.workspace import DATA_TABLES, MAX_DELETE, TABLES, count_rows, outbox
 
 MAX_MESSAGE_CHARS = 2_000
 MAX_RECIPIENT_CHARS = 255
 _AVAILABLE = ", ".join(DATA_TABLES)
+
+
+def _table_key(value):
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+# Strict arguments: checked before a confirmation card is shown, and part of the model's schema.
+DataTable = Annotated[Literal["users", "orders", "events"], BeforeValidator(_table_key)]
+DeleteCount = Annotated[int, Field(ge=0, le=MAX_DELETE)]
+Recipient = Annotated[str, Field(min_length=1, max_length=MAX_RECIPIENT_CHARS)]
+NotificationText = Annotated[str, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
 
 
 def _plural(n: int, word: str) -> str:
@@ -59,7 +74,7 @@ def _preview_delete(ctx: ToolContext, arguments: dict) -> str | None:
 
 
 @tool(requires_confirmation=True, preview=_preview_delete)
-def delete_records(ctx: ToolContext, table_name: str, count: int) -> str:
+def delete_records(ctx: ToolContext, table_name: DataTable, count: DeleteCount) -> str:
     """Permanently delete the oldest records (by creation time) from one data table: users, orders
     or events. The user is asked to confirm before it runs. At most 10,000 records per call.
 
@@ -91,7 +106,7 @@ def _preview_send(ctx: ToolContext, arguments: dict) -> str | None:
 
 
 @tool(requires_confirmation=True, preview=_preview_send)
-def send_notification(ctx: ToolContext, recipient: str, message: str) -> str:
+def send_notification(ctx: ToolContext, recipient: Recipient, message: NotificationText) -> str:
     """Send a notification message to a recipient (an email address or a name). The user is asked
     to confirm before it is sent.
 
@@ -124,7 +139,7 @@ def list_tables(ctx: ToolContext) -> str:
 
 
 @tool
-def count_records(ctx: ToolContext, table_name: str) -> str:
+def count_records(ctx: ToolContext, table_name: DataTable) -> str:
     """Count the records in one data table: users, orders or events.
 
     Args:
@@ -134,10 +149,45 @@ def count_records(ctx: ToolContext, table_name: str) -> str:
     return f"{table.name} has {_plural(count_rows(ctx.workspace, table), 'record')}."
 
 
+# -- the offline demo model's script ------------------------------------------------------------------------
+
+def demo_script(text: str, available: set[str]):
+    """What the demo model (no API key) says to a message, and the call it makes: (reply, call or None)."""
+    said = " ".join(text.split())
+    lowered = said.lower()
+    if match := re.search(r"\bdelete\s+(-?\d+)\b.*?\b(?:from|in)\s+(?:the\s+)?[`'\"]?([\w.;-]+)", lowered):
+        count, table = int(match.group(1)), match.group(2)
+        if "delete_records" in available:
+            return (f"I'll delete the {count} oldest records from **{table}**. "
+                    "This needs your confirmation first.\n\n", ("delete_records", {"table_name": table, "count": count}))
+    if match := re.search(r"\b(?:notify|message|tell)\s+(\S+?)[,:]?\s+(?:that\s+|saying\s+|:\s*)?(.+)", said, re.I):
+        recipient, message = match.group(1), match.group(2).strip()
+        if "send_notification" in available:
+            return (f"I'll send a notification to **{recipient}**. Please confirm.\n\n",
+                    ("send_notification", {"recipient": recipient, "message": message}))
+    if match := re.search(r"\bhow many\s+(?:rows|records|entries)?\s*(?:are\s+)?(?:there\s+)?(?:in|does)\s+(?:the\s+)?(\w+)", lowered) \
+            or re.search(r"\bcount\s+(?:the\s+)?(?:rows|records)?\s*(?:in\s+)?(?:the\s+)?(\w+)", lowered):
+        if "count_records" in available:
+            return ("Let me count them.\n\n", ("count_records", {"table_name": match.group(1)}))
+    if re.search(r"\b(what|which|list|show)\b.*\btables?\b", lowered) and "list_tables" in available:
+        return ("Here are the tables in the workspace.\n\n", ("list_tables", {}))
+    return ("I'm the **demo model**, running offline with no API key. I can help with the workspace data:\n\n"
+            "- *Delete 50 old records from the users table*\n"
+            "- *Notify alice@example.com that the export is ready*\n"
+            "- *How many rows in orders?*\n"
+            "- *What tables are there?*\n\n"
+            "Deleting and notifying ask for your confirmation first. "
+            "Set `OPENAI_API_KEY` to talk to a real model.", None)
+
+
 DATA_MANAGER = Agent(
     id="data_manager",
     name="Data Manager",
     instructions="You help users manage data operations",
-    tools=(list_tables, count_records, delete_records, send_notification),
+    tools=[list_tables, count_records, delete_records, send_notification],
     description="Counts and deletes records in the sample workspace and sends notifications.",
 )
+DATA_MANAGER.demo = demo_script
+DATA_MANAGER.suggestions = ("Delete 50 old records from the users table",
+                            "Notify alice@example.com that the export is ready",
+                            "How many rows in orders?", "What tables are there?")

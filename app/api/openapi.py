@@ -60,16 +60,26 @@ RUN_ANSWERS = {
                            "cancelled (`stream=false`).",
             "content": {"application/json": {"schema": _ref("Run")},
                         "text/event-stream": {"schema": _ref("RunEvent")}}},
-    "202": _json(_ref("Run"), "`stream=false`: still running when the wait ran out; poll the run."),
+    "202": {"description": "`stream=false`: still running when the wait ran out; poll the run. Or the run was "
+                           "started/decided but could not be read back (the database went away just then): "
+                           "`run_id` and a `detail`; poll the run.",
+            "content": {"application/json": {"schema": {"anyOf": [_ref("Run"), _ref("Accepted")]}}}},
     "401": _error("No valid key."),
     "404": _error("No such agent or run (for this user_id)."),
+    "413": _error("The message or the request is too large."),
     "422": _error("A form field is missing or malformed."),
+    "429": _error("A per-account limit was reached (messages or actions per minute, runs at once, open "
+                  "streams); `Retry-After` says when to try again."),
     "502": _json(_ref("RunWithDetail"), "`stream=false`: the model failed; the run is `ERROR`. Sending the "
                                         "same continue again retries it."),
 }
 
 SCHEMAS = {
     "Error": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
+    "Accepted": {"type": "object", "required": ["run_id", "detail"],
+                 "description": "The command was committed, but the run could not be read back just then.",
+                 "properties": {"run_id": {"type": "string"}, "status": {"type": "string"},
+                                "detail": {"type": "string"}}},
     "Tool": {
         "type": "object",
         "description": "A tool call, as the reference's ToolExecution. `requires_confirmation` is true while it "
@@ -137,7 +147,11 @@ SCHEMAS = {
             "total_count": {"type": "integer"}}}}},
     "Agent": {"type": "object", "required": ["id", "name"], "properties": {
         "id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
-        "model": {"type": "object"}, "tools": {"type": "object"}}},
+        "model": {"type": "object"},
+        "tools": {"type": "object", "description": "`tools`: each tool's `name`, `description`, `parameters` (JSON "
+                  "schema), `requires_confirmation`, `source` (`python` or `mcp`) and, for MCP tools, `destructive`."},
+        "mcp_servers": {"type": "array", "description": "The agent's MCP servers: `name`, the `tools` listed, and "
+                        "`error` (why the server cannot be reached, or null).", "items": {"type": "object"}}}},
 }
 
 
@@ -204,10 +218,13 @@ def _paths() -> dict:
                 "operationId": "cancel_run", "tags": ["Runs"], "summary": "Cancel a run",
                 "parameters": run_ops,
                 "requestBody": _form({"session_id": SESSION_ID, "user_id": USER_ID}),
-                "responses": {"200": _json(_ref("Run"), "The run, now CANCELLED."), "401": _error("No valid key."),
+                "responses": {"200": _json(_ref("Run"), "The run, now CANCELLED."),
+                              "202": _json(_ref("Accepted"), "Cancelled, but the run could not be read back."),
+                              "401": _error("No valid key."),
                               "404": _error("No such run (for this user_id)."),
                               "409": _json(_ref("RunWithDetail"), "The run had already finished."),
-                              "422": _error("A malformed field.")},
+                              "422": _error("A malformed field."),
+                              "429": _error("Too many actions per minute for this user; see `Retry-After`.")},
             },
         },
         "/agents": {
@@ -270,6 +287,7 @@ def _paths() -> dict:
                              "type": "object", "required": ["session_name"],
                              "properties": {"session_name": {"type": "string"}, "user_id": USER_ID}}}}},
                      "responses": {"200": _json(_ref("Session"), "The renamed session."),
+                                   "400": _error("The JSON body is not JSON, or is nested too deeply."),
                                    "401": _error("No valid key."), "404": _error("No such session (for this user_id)."),
                                    "422": _error("No session_name.")}},
         },
@@ -277,6 +295,14 @@ def _paths() -> dict:
             "get": {"operationId": "health", "tags": ["Server"], "summary": "Is the server up", "security": [],
                     "responses": {"200": _json({"type": "object", "required": ["status"], "properties": {
                         "status": {"type": "string"}, "instantiated_at": {"type": "string"}}}, "Up.")}},
+        },
+        "/ready": {
+            "get": {"operationId": "ready", "tags": ["Server"], "summary": "Can the server serve requests",
+                    "description": "503 while the database is unreachable or its migrations are pending.",
+                    "security": [],
+                    "responses": {"200": _json({"type": "object", "required": ["status"], "properties": {
+                        "status": {"type": "string"}}}, "Ready."),
+                                  "503": _error("The database is unreachable, or migrations are pending.")}},
         },
     }
 

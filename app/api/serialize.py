@@ -13,10 +13,11 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
+from app.agent.definition import Agent
 from app.agent.llm import DemoModel
 from app.agent.runner import Decision, tool_output
-from app.agents import Agent, get_agent
 from app.extensions import db
+from app.jsontext import BadJson, load_json
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunEvent, RunStatus, ToolCall
 
 # Our run states in the reference's names (it has no "queued": a queued run is about to run).
@@ -90,7 +91,7 @@ def load_run(run: Run) -> RunView:
     calls = list(db.session.scalars(sa.select(ToolCall).where(ToolCall.run_id == run.id)
                                     .order_by(ToolCall.created_at, ToolCall.position)))
     messages = list(db.session.scalars(sa.select(Message).where(Message.run_id == run.id).order_by(Message.id)))
-    return RunView(run, get_agent(run.agent_id), owner.api_user_id if owner else None, api_session_id(chat),
+    return RunView(run, _agents().get(run.agent_id), owner.api_user_id if owner else None, api_session_id(chat),
                    calls, messages)
 
 
@@ -295,7 +296,7 @@ def session_json(chat: ChatSession, user_id: str | None) -> dict:
 
 
 def session_detail_json(chat: ChatSession, user_id: str | None, messages: list[Message]) -> dict:
-    agent = get_agent(chat.agent_id)
+    agent = _agents().get(chat.agent_id)
     return {
         **session_json(chat, user_id),
         "agent_session_id": api_session_id(chat),
@@ -305,7 +306,7 @@ def session_detail_json(chat: ChatSession, user_id: str | None, messages: list[M
     }
 
 
-def agent_json(agent: Agent, model_label: str) -> dict:
+def agent_json(agent: Agent, model_label: str, tools=None) -> dict:
     return {
         "id": agent.id,
         "agent_id": agent.id,
@@ -314,9 +315,24 @@ def agent_json(agent: Agent, model_label: str) -> dict:
         "instructions": agent.instructions,
         "model": {"name": model_label, "model": model_label,
                   "provider": "Demo" if model_label == DemoModel.label else "OpenAI"},
-        "tools": {"tools": [{**t.openai_function(), "requires_confirmation": t.requires_confirmation}
-                            for t in agent.tools]},
+        "tools": {"tools": [agent_tool_json(t) for t in (agent.tools if tools is None else tools)]},
+        "mcp_servers": [{"name": server.name, "tools": [t.name for t in server.listed()], "error": server.last_error}
+                        for server in agent.mcp],
     }
+
+
+def agent_tool_json(tool) -> dict:
+    """A tool as GET /agents lists it: the model's view of it, whether it needs confirmation, and
+    where it comes from (an MCP server's tools also say whether the server calls them destructive)."""
+    out = {**tool.openai_function(), "requires_confirmation": tool.requires_confirmation, "source": tool.source}
+    if tool.source == "mcp":
+        out["destructive"] = tool.destructive
+    return out
+
+
+def _agents():
+    from flask import current_app
+    return current_app.extensions["agents"]
 
 
 # --- the continue's `tools` field ------------------------------------------------------------------------
@@ -331,13 +347,11 @@ def parse_tools(text: str | None) -> list[Decision]:
     if text is None or not text.strip():
         return []
     try:
-        entries = json.loads(text)
-    except ValueError:
-        raise ShapeError("Invalid JSON in tools field", 400) from None
+        entries = load_json(text, "tools")  # also refuses NUL, lone surrogates and deep nesting
+    except BadJson as exc:
+        raise ShapeError(str(exc), exc.status) from None
     if not isinstance(entries, list):
         raise ShapeError(f"tools must be a JSON list of tool objects, not {_kind(entries)}.")
-    if "\x00" in json.dumps(entries, ensure_ascii=False):
-        raise ShapeError("tools must not contain NUL characters.")
     return [_decision(index, entry) for index, entry in enumerate(entries)]
 
 

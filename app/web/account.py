@@ -8,6 +8,7 @@ from flask_login import current_user, login_user
 
 from app import accounts
 from app.accounts import AccountError
+from app.extensions import limiter
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -31,7 +32,13 @@ def change_password():
     return _page(notice="Password changed. Your other browsers and devices are signed out.")
 
 
+def per_account() -> str:
+    return f"account:{current_user.id}"
+
+
 @bp.post("/tokens")
+@limiter.limit(lambda: current_app.config["CREATION_LIMIT"], key_func=per_account,
+               error_message="You created many tokens just now. Wait a little and try again.")
 def create_token():
     try:
         new = accounts.create_api_token(current_user.id, request.form.get("name", ""))

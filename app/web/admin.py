@@ -8,6 +8,8 @@ from flask_login import current_user
 
 from app import accounts, chats
 from app.accounts import AccountError
+from app.extensions import limiter
+from app.web.account import per_account
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -24,6 +26,8 @@ def show():
 
 
 @bp.post("/invites")
+@limiter.limit(lambda: current_app.config["CREATION_LIMIT"], key_func=per_account,
+               error_message="You created many invites just now. Wait a little and try again.")
 def create_invite():
     try:
         new = accounts.create_invite(current_user.id, timedelta(hours=current_app.config["INVITE_HOURS"]),

@@ -9,29 +9,32 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException, NotFound
 
-from app import chats
+from app import chats, limits, readiness
+from app.limits import LimitReached
 from app.agent import runner
 from app.agent.runner import RunError
-from app.agents import AGENTS, get_agent
 from app.api import serialize
 from app.api.openapi import spec
 from app.api.serialize import ShapeError
 from app.extensions import csrf, db
+from app.jsontext import BadJson, load_json
 from app.models import Message, Run, RunStatus, utcnow
-from app.web import auth
+from app.web import auth, errors
+from app.web.errors import DATABASE_UNAVAILABLE
 from app.web.auth import ApiAuthError
 from app.web.stream import follow_run
 
 bp = Blueprint("api", __name__)
 csrf.exempt(bp)
 
-PUBLIC = ("api.health", "api.openapi", "api.docs")
-API_PREFIXES = ("/agents", "/sessions", "/health", "/openapi.json", "/docs")
+PUBLIC = ("api.health", "api.ready", "api.openapi", "api.docs")
+API_PREFIXES = ("/agents", "/sessions", "/health", "/ready", "/openapi.json", "/docs")
 STARTED_AT = utcnow()
 
 
@@ -42,12 +45,9 @@ def is_api_request() -> bool:
 
 @bp.before_request
 def authenticate():
+    # (NUL characters in any field were refused before this: app.web.inputs.)
     if request.endpoint not in PUBLIC:
         auth.authenticate()
-    # Text goes into the database as is; PostgreSQL refuses NUL characters in it (a 5xx, otherwise).
-    for name, value in [*(request.view_args or {}).items(), *request.values.items(multi=True)]:
-        if "\x00" in str(value):
-            raise ShapeError(f"{name} must not contain NUL characters.")
 
 
 def jsonify(body, status: int = 200) -> Response:
@@ -77,6 +77,9 @@ def shape_error(exc: ShapeError):
 @bp.errorhandler(RunError)
 def run_error(exc: RunError):
     """404s name nothing; a conflict carries the run's current state, so the loser sees what won."""
+    if exc.status == 429:  # too many active runs: the one 429 path
+        db.session.rollback()
+        return errors.too_many_requests(LimitReached(str(exc)))
     run_id = sa.inspect(exc.run).identity[0] if exc.run is not None and exc.status != 404 else None
     db.session.rollback()
     run = db.session.get(Run, run_id) if run_id else None
@@ -111,7 +114,7 @@ def _session_id() -> str | None:
 
 
 def _agent(agent_id: str):
-    return get_agent(agent_id) or _not_found(f"Agent {agent_id} not found")
+    return chats.agents().get(agent_id) or _not_found(f"Agent {agent_id} not found")
 
 
 def _not_found(message: str):
@@ -166,9 +169,13 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 
 # --- answering a run: as a stream of events, or as JSON once it settles ----------------------------------
 
-def _answer(run_id: str, cursor: int, stream: bool):
-    if stream:
-        return _event_stream(run_id, cursor)
+def _answer(run_id: str, cursor: int, release_slot):
+    """`release_slot`: the stream slot the view took (limits.take_stream_slot) before it started
+    anything, so a refused stream starts no run; None answers with JSON once the run settles."""
+    if release_slot is not None:
+        response = _event_stream(run_id, cursor)
+        response.call_on_close(release_slot)
+        return response
     run = _settled(run_id, current_app.config.get("API_WAIT_SECONDS", 120.0))
     if run is None:  # its session was deleted meanwhile
         _not_found(f"No runs found for run ID {run_id}")
@@ -216,12 +223,26 @@ def _event_stream(run_id: str, cursor: int) -> Response:
         return "".join(serialize.sse(frame) for frame in serialize.final_frames(view, serialize.FINAL_KIND[status]))
 
     return Response(follow_run(run_id, cursor, render, finish), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@contextmanager
+def _stream_slot(stream: bool):
+    """Take a stream slot (429 beyond MAX_STREAMS_PER_ACCOUNT) before the command changes anything;
+    give it back if the command fails."""
+    release = limits.take_stream_slot() if stream else None
+    try:
+        yield release
+    except BaseException:
+        if release is not None:
+            release()
+        raise
 
 
 # --- runs ---------------------------------------------------------------------------------------------------
 
 @bp.post("/agents/<agent_id>/runs")
+@limits.messages
 def create_run(agent_id):
     agent = _agent(agent_id)
     message = (request.form.get("message") or "").strip()
@@ -232,26 +253,39 @@ def create_run(agent_id):
                          f"{runner.MAX_MESSAGE_CHARS:,}).", 413)
     stream, session_id = _flag("stream", True), _session_id()
     account = auth.acting_account(create=True)
-    chat = chats.api_chat(account.id, agent.id, session_id)
-    if chat.agent_id != agent.id:
-        raise ShapeError(f"Session {session_id} belongs to agent {chat.agent_id}.", 409)
-    run, cursor = runner.start_run(chat, message)
-    return _answer(run.id, cursor, stream)
+    runner.check_active_runs(account.id)  # the limits first: no new session for a run that cannot start
+    with _stream_slot(stream) as release_slot:
+        chat = chats.api_chat(account.id, agent.id, session_id)
+        if chat.agent_id != agent.id:
+            raise ShapeError(f"Session {session_id} belongs to agent {chat.agent_id}.", 409)
+        run, cursor = runner.start_run(chat, message)
+        run_id = sa.inspect(run).identity[0]  # without a query: the database may be lost by now
+    return errors.answer_after_commit(
+        lambda: _answer(run_id, cursor, release_slot),
+        "The run was started, but it could not be read just now: "
+        f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id, "status": "RUNNING"})
 
 
 @bp.post("/agents/<agent_id>/runs/<run_id>/continue")
+@limits.commands
 def continue_run(agent_id, run_id):
     run, owner_id = _owned_run(agent_id, run_id)
     decisions = serialize.parse_tools(request.form.get("tools"))
-    stream = _flag("stream", True)
-    run, cursor = runner.continue_run(owner_id, run.id, decisions, decider_id=owner_id)
-    return _answer(run.id, cursor, stream)
+    with _stream_slot(_flag("stream", True)) as release_slot:
+        run, cursor = runner.continue_run(owner_id, run_id, decisions, decider_id=owner_id)
+    return errors.answer_after_commit(
+        lambda: _answer(run_id, cursor, release_slot),
+        "The decisions were recorded, but the run could not be read just now: "
+        f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id})
 
 
 @bp.post("/agents/<agent_id>/runs/<run_id>/cancel")
+@limits.commands
 def cancel_run(agent_id, run_id):
     run, owner_id = _owned_run(agent_id, run_id)
-    return jsonify(_run(runner.cancel(owner_id, run.id)))
+    cancelled = runner.cancel(owner_id, run_id)
+    return errors.answer_after_commit(lambda: jsonify(_run(cancelled)), "The run was cancelled.",
+                                      api_body={"run_id": run_id, "status": "CANCELLED"})
 
 
 @bp.get("/agents/<agent_id>/runs/<run_id>")
@@ -280,13 +314,18 @@ def list_runs(agent_id):
 
 @bp.get("/agents")
 def list_agents():
-    label = current_app.extensions["model"].label
-    return jsonify([serialize.agent_json(agent, label) for agent in AGENTS.values()])
+    models = current_app.extensions["models"]
+    db.session.remove()  # listing MCP tools may start their servers: hold no transaction meanwhile
+    return jsonify([serialize.agent_json(agent, models.for_agent(agent).label, agent.load_tools())
+                    for agent in chats.agents().all()])
 
 
 @bp.get("/agents/<agent_id>")
 def get_agent_details(agent_id):
-    return jsonify(serialize.agent_json(_agent(agent_id), current_app.extensions["model"].label))
+    agent = _agent(agent_id)
+    db.session.remove()  # as above
+    return jsonify(serialize.agent_json(agent, current_app.extensions["models"].for_agent(agent).label,
+                                        agent.load_tools()))
 
 
 # --- sessions ------------------------------------------------------------------------------------------------
@@ -331,12 +370,16 @@ def list_session_runs(session_id):
 
 @bp.post("/sessions/<session_id>/rename")
 def rename_session(session_id):
-    body = request.get_json(silent=True) if request.is_json else None
-    name = (body or {}).get("session_name") if isinstance(body, dict) else request.form.get("session_name")
+    if request.is_json:
+        try:
+            body = load_json(request.get_data(), "body")
+        except BadJson as exc:
+            raise ShapeError(str(exc), exc.status) from None
+        name = body.get("session_name") if isinstance(body, dict) else None
+    else:
+        name = request.form.get("session_name")
     if not isinstance(name, str) or not name.strip():
         raise ShapeError("session_name is required.")
-    if "\x00" in name:
-        raise ShapeError("session_name must not contain NUL characters.")
     chat, account = _owned_chat(session_id)
     return jsonify(serialize.session_json(chats.rename_chat(chat, name), account.api_user_id))
 
@@ -354,6 +397,23 @@ def delete_session(session_id):
 @bp.get("/health")
 def health():
     return jsonify({"status": "ok", "instantiated_at": serialize.iso(STARTED_AT)})
+
+
+@bp.get("/ready")
+def ready():
+    """Readiness, for a load balancer or orchestrator: 503 while the database is unreachable or its
+    migrations are pending (`/health` stays liveness: the process answers)."""
+    try:
+        with db.engine.connect() as connection:
+            problem = readiness.problem(connection)
+    except DATABASE_UNAVAILABLE as exc:
+        current_app.logger.warning("not ready: database unavailable: %s", getattr(exc, "orig", None) or exc)
+        problem = "The database is not available."
+    if problem:
+        response = _detail(problem, 503)
+        response.headers["Retry-After"] = "5"
+        return response
+    return jsonify({"status": "ready"})
 
 
 @bp.get("/openapi.json")

@@ -7,12 +7,13 @@ from flask import Blueprint, Response, abort, current_app, redirect, render_temp
 from flask_login import current_user
 from werkzeug.utils import secure_filename
 
-from app import chats
+from app import chats, limits
 from app.agent import runner
 from app.agent.runner import RunError
 from app.extensions import db
 from app.models import Run, utcnow
 from app.web import cards
+from app.web.errors import answer_after_commit
 from app.web.stream import follow_run, render_batch, sse
 
 bp = Blueprint("chat", __name__)
@@ -33,6 +34,15 @@ def _wants_fragment() -> bool:
     return bool(request.htmx)
 
 
+def _agent_page(template: str, agent=None, **context):
+    """A page in the chat layout: its header shows `agent` (the first agent if None) and its model."""
+    agent = agent or chats.agents().default()
+    for shown in chats.agents().all():
+        shown.warm_tools()  # MCP servers list their tools in the background, never inside this request
+    return render_template(template, agent=agent, agents=chats.agents().all(),
+                           model=current_app.extensions["models"].for_agent(agent), **context)
+
+
 @bp.get("/")
 def index():
     recent = chats.list_chats(current_user.id, limit=1)
@@ -43,13 +53,24 @@ def index():
 
 @bp.get("/chats/new")
 def new():
-    """A blank chat to type into; the chat itself is created with its first message (no empty rows).
-    After a delete (`deleted=<id>`) it offers to undo it."""
-    agent_id = request.args.get("agent_id") or chats.DEFAULT_AGENT
+    """A blank chat to type into, with the agent picked by `agent_id` (the first agent if none); the
+    chat itself is created with its first message (no empty rows). With several agents the page lists
+    them, each with its tools and which ask first. After a delete (`deleted=<id>`) it offers to undo it."""
+    agent = chats.agents().get(request.args.get("agent_id") or "")
+    if request.args.get("agent_id") and agent is None:
+        abort(404, "No such agent.")
     deleted = request.args.get("deleted")
-    return render_template("chat/page.html", conv=chats.blank_conversation(), agent_id=agent_id,
-                           deleted=deleted and chats.trashed_chat(current_user.id, deleted),
-                           chats=chats.list_chats(current_user.id), model=current_app.extensions["model"])
+    return _agent_page("chat/page.html", agent=agent, conv=chats.blank_conversation(agent or chats.agents().default()),
+                       deleted=deleted and chats.trashed_chat(current_user.id, deleted),
+                       chats=chats.list_chats(current_user.id))
+
+
+@bp.get("/agent-tools/<agent_id>")
+def agent_tools(agent_id):
+    """An agent's tools (a fragment the New chat page polls while MCP servers list theirs)."""
+    agent = chats.agents().get(agent_id) or abort(404, "No such agent.")
+    agent.warm_tools()
+    return render_template("chat/_agent_tools.html", agent=agent)
 
 
 @bp.get("/chats/search")
@@ -59,11 +80,12 @@ def search():
     found = chats.list_chats(current_user.id, query=query)
     if _wants_fragment():
         return render_template("chat/_chat_list.html", chats=found, query=query)
-    return render_template("chat/page.html", conv=chats.blank_conversation(), chats=found, query=query,
-                           model=current_app.extensions["model"])
+    return _agent_page("chat/page.html", conv=chats.blank_conversation(chats.agents().default()), chats=found,
+                       query=query)
 
 
 @bp.post("/chats/<chat_id>/title")
+@limits.commands
 def rename(chat_id):
     chat = _owned_chat_or_404(chat_id)
     title = " ".join(request.form.get("title", "").split())
@@ -74,11 +96,14 @@ def rename(chat_id):
         return render_template("chat/_chat_menu.html", chat=chat, error=message, oob=True), 422
     chats.rename_chat(chat, title)
     if not _wants_fragment():
-        return redirect(url_for("chat.show", chat_id=chat.id), 303)
-    return render_template("chat/_renamed.html", chat=chat, chats=chats.list_chats(current_user.id))
+        return answer_after_commit(lambda: redirect(url_for("chat.show", chat_id=chat_id), 303), "Renamed.")
+    return answer_after_commit(
+        lambda: render_template("chat/_renamed.html", chat=chat, chats=chats.list_chats(current_user.id)),
+        "Renamed. The page could not be updated just now: reload it to see the new title.")
 
 
 @bp.post("/chats/<chat_id>/delete")
+@limits.commands
 def delete(chat_id):
     outcome = chats.trash_chat(current_user.id, chat_id)
     if outcome == "missing":
@@ -95,6 +120,7 @@ def delete(chat_id):
 
 
 @bp.post("/chats/<chat_id>/restore")
+@limits.commands
 def restore(chat_id):
     chat = chats.restore_chat(current_user.id, chat_id) or abort(404, "No such chat.")
     return redirect(url_for("chat.show", chat_id=chat.id), 303)
@@ -107,7 +133,7 @@ def export(chat_id, kind):
     if kind == "json":
         body, mimetype = json.dumps(chats.export_data(chat), indent=2, ensure_ascii=False), "application/json"
     else:
-        body, mimetype = chats.export_markdown(chat, "Data Manager"), "text/markdown"
+        body, mimetype = chats.export_markdown(chat, _agent_of(chat).name), "text/markdown"
     return Response(body, mimetype=mimetype, headers={
         "Content-Disposition": f'attachment; filename="{filename}.{kind}"'})
 
@@ -121,24 +147,27 @@ def older(chat_id):
     except ValueError:
         abort(422, "`before` must be a message id.")
     messages, more = chats.messages_before(chat, before)
-    return render_template("chat/_older.html", chat=chat, messages=messages, more=more)
+    return render_template("chat/_older.html", chat=chat, agent=_agent_of(chat), messages=messages, more=more)
 
 
 @bp.post("/chats")
+@limits.first_messages
 def create():
-    """Create a chat with its first message and start the reply (the page's composer on /chats/new)."""
+    """Create a chat with its first message and start the reply (the composer of /chats/new), with the
+    agent `agent_id` (the first agent if none). Without `message` (scripts, tests) an empty chat to
+    send into; it shows in the sidebar from its first message."""
     text = request.form.get("message")
-    agent_id = request.form.get("agent_id") or chats.DEFAULT_AGENT
     try:
-        chat = chats.create_chat(current_user.id, agent_id=agent_id)
+        chat = chats.create_chat(current_user.id, request.form.get("agent_id") or None)
     except LookupError:
         abort(404, "No such agent.")
-    if text is None:  # the scripted way (tests, the live client): an empty chat to send into
+    if text is None:
         return redirect(url_for("chat.show", chat_id=chat.id), 303)
     try:
         runner.start_run(chat, text)
     except RunError as exc:
         chats.delete_chat(current_user.id, chat.id)  # nothing was said: leave no empty chat behind
+        limits.raise_if_refused(exc)
         if not _wants_fragment():
             abort(exc.status, str(exc))
         return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
@@ -152,11 +181,26 @@ def create():
 @bp.get("/chats/<chat_id>")
 def show(chat_id):
     conv = chats.conversation(_owned_chat_or_404(chat_id))
-    return render_template("chat/page.html", conv=conv, chats=chats.list_chats(current_user.id),
-                           model=current_app.extensions["model"])
+    return _agent_page("chat/page.html", agent=_agent_of(conv.chat), conv=conv,
+                       chats=chats.list_chats(current_user.id))
+
+
+def _agent_of(chat):
+    """The chat's agent; a stand-in if it was removed from AGENTS since (the chat stays readable)."""
+    return chats.agents().get(chat.agent_id) or _RemovedAgent(chat.agent_id)
+
+
+class _RemovedAgent:
+    """Stands in for an agent no longer configured, so its old chats still render."""
+    description, instructions, suggestions, tools, mcp, model, demo = "", "", (), (), (), None, None
+
+    def __init__(self, agent_id: str):
+        self.id = agent_id
+        self.name = f"{agent_id} (no longer configured)"
 
 
 @bp.post("/chats/<chat_id>/messages")
+@limits.messages
 def send(chat_id):
     chat = _owned_chat_or_404(chat_id)
     text = request.form.get("message", "")
@@ -164,22 +208,27 @@ def send(chat_id):
     try:
         run, cursor = runner.start_run(chat, text)
     except RunError as exc:
+        limits.raise_if_refused(exc)
         if not _wants_fragment():
             abort(exc.status, str(exc))
         return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
     if not _wants_fragment():
-        return redirect(url_for("chat.show", chat_id=chat.id), 303)
-    return render_template("chat/_run_started.html", chat=chat, run=run, cursor=cursor,
-                           first_message=first_message, chats=chats.list_chats(current_user.id))
+        return redirect(url_for("chat.show", chat_id=chat_id), 303)
+    return answer_after_commit(
+        lambda: render_template("chat/_run_started.html", chat=chat, run=run, cursor=cursor,
+                                first_message=first_message, chats=chats.list_chats(current_user.id)),
+        "Your message was sent. The page could not be updated just now: reload it to follow the reply.")
 
 
 @bp.post("/chats/<chat_id>/resend")
+@limits.messages
 def resend(chat_id):
     """Regenerate the last reply (no `message`) or resend the last message edited (`message`)."""
     chat = _owned_chat_or_404(chat_id)
     try:
         chats.resend(chat, request.form.get("message"))
     except RunError as exc:
+        limits.raise_if_refused(exc)
         if not _wants_fragment():
             abort(exc.status, str(exc))
         return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
@@ -190,6 +239,7 @@ def resend(chat_id):
 
 
 @bp.post("/runs/<run_id>/calls/<call_id>/<any(approve, reject):decision>")
+@limits.commands
 def decide(run_id, call_id, decision):
     try:
         # An admin may decide anyone's call (the run's owner is then not the one who decides).
@@ -202,14 +252,16 @@ def decide(run_id, call_id, decision):
         if not _wants_fragment():
             abort(exc.status, str(exc))
         return render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()), exc.status
+    done = "Approved." if decision == "approve" else "Rejected."
     if not _wants_fragment():
-        if _from_inbox():
-            return redirect(url_for("admin.show"), 303)
-        return redirect(url_for("chat.show", chat_id=call.message.session_id), 303)
+        target = url_for("admin.show") if _from_inbox() else url_for("chat.show", chat_id=call.message.session_id)
+        return answer_after_commit(lambda: redirect(target, 303), f"{done} Reload the page to see the outcome.")
     if _from_inbox():  # the admin page has no chat around the card to update
-        return render_template("chat/_call.html", call=call, inbox=True)
-    run = db.session.get(Run, run_id)
-    return render_template("chat/_decided.html", call=call, run=run, cursor=cursor)
+        return answer_after_commit(lambda: render_template("chat/_call.html", call=call, inbox=True),
+                                   f"{done} Reload the page to see the outcome.", call_id=call_id)
+    return answer_after_commit(
+        lambda: render_template("chat/_decided.html", call=call, run=db.session.get(Run, run_id), cursor=cursor),
+        f"{done} The page could not be updated just now: reload it to see the outcome.", call_id=call_id)
 
 
 def _from_inbox() -> bool:
@@ -217,25 +269,29 @@ def _from_inbox() -> bool:
 
 
 @bp.post("/runs/<run_id>/retry")
+@limits.commands
 def retry(run_id):
-    return _run_command(lambda: runner.retry(current_user.id, run_id))
+    return _run_command(lambda: runner.retry(current_user.id, run_id), "Retrying.")
 
 
 @bp.post("/runs/<run_id>/cancel")
+@limits.commands
 def cancel(run_id):
-    return _run_command(lambda: (runner.cancel(current_user.id, run_id), None))
+    return _run_command(lambda: (runner.cancel(current_user.id, run_id), None), "Stopped.")
 
 
-def _run_command(command):
+def _run_command(command, done: str):
     try:
         run, cursor = command()
     except RunError as exc:
+        limits.raise_if_refused(exc)
         if exc.status == 404:
             abort(404, str(exc))
         return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
     if not _wants_fragment():
-        return redirect(url_for("chat.show", chat_id=run.session_id), 303)
-    return render_template("chat/_run_state.html", run=run, cursor=cursor)
+        return answer_after_commit(lambda: redirect(url_for("chat.show", chat_id=run.session_id), 303), done)
+    return answer_after_commit(lambda: render_template("chat/_run_state.html", run=run, cursor=cursor),
+                               f"{done} The page could not be updated just now: reload it to follow the run.")
 
 
 @bp.get("/runs/<run_id>/events")
@@ -250,6 +306,7 @@ def run_events(run_id):
         cursor = int(request.headers.get("Last-Event-ID") or request.args.get("after") or 0)
     except ValueError:
         abort(400, "The cursor must be a number.")
+    release_slot = limits.take_stream_slot()  # 429 beyond MAX_STREAMS_PER_ACCOUNT
     last_text: dict[int, float] = {}  # this stream's reply renders (throttled, see render_batch)
     stream = follow_run(
         run_id, cursor,
@@ -257,5 +314,7 @@ def run_events(run_id):
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
         hold_paused=request.args.get("hold") == "1")
-    return Response(stream, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response = Response(stream, mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response.call_on_close(release_slot)
+    return response

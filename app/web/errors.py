@@ -1,8 +1,12 @@
 """Errors people can read: a small page (or fragment, for htmx) and never a stack trace."""
-from flask import Flask, g, jsonify as app_json, make_response, render_template, request
+import time
+from collections.abc import Callable
+
+from flask import Flask, current_app, g, jsonify as app_json, make_response, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from app.extensions import db
 
@@ -19,6 +23,9 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error):
         return _render(error.description, error.code)
+
+    # Found before any blueprint's HTTPException handler (Flask looks handlers up by status code first).
+    app.register_error_handler(TooManyRequests, too_many_requests)
 
     @app.errorhandler(DBAPIError)
     @app.errorhandler(PoolTimeout)
@@ -41,6 +48,43 @@ def register(app: Flask) -> None:
         app.logger.exception("unhandled error")
         _discard_session()
         return _render("Something went wrong on the server.", 500)
+
+
+def answer_after_commit(render: Callable[[], ResponseReturnValue], done: str, call_id: str | None = None,
+                        api_body: dict | None = None) -> ResponseReturnValue:
+    """Render the answer to a command whose change is already committed. If the database is lost by
+    then (PostgreSQL backends terminated mid-burst), a 503 would say "nothing happened, try again"
+    while it did: answer with what was done instead (`done`, for the person; in the API a 202 with
+    `api_body` and `done` as its detail), from values known without the database."""
+    try:
+        return render()
+    except DATABASE_UNAVAILABLE as exc:
+        current_app.logger.warning("committed, then the database was lost before the answer: %s",
+                                   getattr(exc, "orig", None) or exc)
+        g.database_unavailable = True
+        _discard_session()
+        from app.web.api import is_api_request
+        if is_api_request():
+            return app_json({**(api_body or {}), "detail": done}), 202
+        if request.headers.get("HX-Request"):
+            return render_template("chat/_recorded.html", message=done, call_id=call_id), 200
+        return render_template("errors/page.html", message=done, status="Done"), 200
+
+
+def too_many_requests(error: TooManyRequests):
+    """Every 429 (Flask-Limiter's RateLimitExceeded, app.limits.LimitReached): the message, and
+    Retry-After in seconds; JSON `detail` for the API, the page's flash in the chat."""
+    response, status = _render(error.description, 429)
+    response.headers["Retry-After"] = str(_retry_after(error))
+    return response, status
+
+
+def _retry_after(error) -> int:
+    if getattr(error, "retry_after", None):
+        return int(error.retry_after)
+    from app.extensions import limiter
+    breached = limiter.current_limit  # the rate this request broke, and when its window resets
+    return max(1, int(breached.reset_at - time.time()) + 1) if breached else 5
 
 
 def _discard_session() -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request, session,
-                   url_for)
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from app import accounts
 from app.accounts import AccountError
-from app.extensions import db, login_manager
+from app.extensions import db, limiter, login_manager
 from app.web.errors import DATABASE_UNAVAILABLE
 
 bp = Blueprint("signin", __name__)
@@ -55,7 +54,22 @@ def require_sign_in():
     return redirect(target)
 
 
+def _failed(response) -> bool:
+    return response.status_code == 401
+
+
+def _email_key() -> str:
+    return "sign-in:" + (request.form.get("email") or "").strip().lower()[:254]
+
+
+# Guessing passwords: failed attempts are counted per address and per email (so neither many addresses
+# against one account nor one address against many accounts gets far); a successful sign-in costs nothing.
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["SIGNIN_LIMIT_PER_IP"], methods=["POST"], deduct_when=_failed,
+               error_message="Too many sign-in attempts from your network. Wait a little and try again.")
+@limiter.limit(lambda: current_app.config["SIGNIN_LIMIT_PER_EMAIL"], methods=["POST"], key_func=_email_key,
+               deduct_when=_failed, error_message="Too many sign-in attempts for this account. Wait a little and "
+                                                 "try again.")
 def login():
     if accounts.setup_needed():
         return redirect(url_for("signin.setup"))

@@ -162,7 +162,8 @@ def render_event(event: Event) -> str:
                 return ""
             template = "chat/events/_message_replace.html" if event.type == "message_completed" \
                 else "chat/events/_message_append.html"
-            return render_template(template, message=message)
+            run = db.session.get(Run, message.run_id) if message.role == "assistant" else None
+            return render_template(template, message=message, agent_id=run.agent_id if run else None)
         case "tool_calls":
             calls = [db.session.get(ToolCall, call_id) for call_id in data["call_ids"]]
             return render_template("chat/events/_calls_append.html", message_id=data["message_id"],
@@ -182,4 +183,4 @@ def render_event(event: Event) -> str:
             run = db.session.get(Run, event.run_id)
             status = STATUS_AFTER.get(event.type, run.status)
             return render_template("chat/events/_run_state.html", cursor=event.seq, run=SimpleNamespace(
-                id=run.id, session_id=run.session_id, status=status, error=run.error))
+                id=run.id, session_id=run.session_id, status=status, error=run.error, agent_id=run.agent_id))

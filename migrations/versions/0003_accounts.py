@@ -20,12 +20,14 @@ depends_on = None
 
 
 def upgrade():
-    with op.batch_alter_table('accounts', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('email', sa.String(length=254), nullable=True))
-        batch_op.add_column(sa.Column('password_hash', sa.String(length=255), nullable=True))
-        batch_op.add_column(sa.Column('role', sa.String(length=20), server_default='member', nullable=False))
-        batch_op.add_column(sa.Column('disabled_at', sa.DateTime(timezone=True), nullable=True))
-        batch_op.create_unique_constraint(batch_op.f('uq_accounts_email'), ['email'])
+    # Plain ALTER TABLE ... ADD COLUMN and a unique index: SQLite's batch mode would recreate `accounts`,
+    # which the rows of every other table reference (foreign keys are on), and the upgrade would fail on
+    # any installation that has chats.
+    op.add_column('accounts', sa.Column('email', sa.String(length=254), nullable=True))
+    op.add_column('accounts', sa.Column('password_hash', sa.String(length=255), nullable=True))
+    op.add_column('accounts', sa.Column('role', sa.String(length=20), server_default='member', nullable=False))
+    op.add_column('accounts', sa.Column('disabled_at', sa.DateTime(timezone=True), nullable=True))
+    op.create_index(op.f('ix_accounts_email'), 'accounts', ['email'], unique=True)
 
     op.create_table(
         'login_sessions',
@@ -78,7 +80,7 @@ def upgrade():
         sa.UniqueConstraint('token_hash', name=op.f('uq_invites_token_hash')),
     )
 
-    with op.batch_alter_table('tool_calls', schema=None) as batch_op:
+    with op.batch_alter_table('tool_calls', schema=None) as batch_op:  # nothing references tool_calls
         batch_op.add_column(sa.Column('decider_id', sa.Integer(), nullable=True))
         batch_op.create_foreign_key(batch_op.f('fk_tool_calls_decider_id_accounts'), 'accounts',
                                     ['decider_id'], ['id'], ondelete='SET NULL')
@@ -93,8 +95,8 @@ def downgrade():
     op.drop_table('api_tokens')
     op.drop_index(op.f('ix_login_sessions_account_id'), table_name='login_sessions')
     op.drop_table('login_sessions')
+    op.drop_index(op.f('ix_accounts_email'), table_name='accounts')
     with op.batch_alter_table('accounts', schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f('uq_accounts_email'), type_='unique')
         batch_op.drop_column('disabled_at')
         batch_op.drop_column('role')
         batch_op.drop_column('password_hash')

@@ -17,10 +17,10 @@ depends_on = None
 
 
 def upgrade():
-    with op.batch_alter_table('chat_sessions', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True))
+    # Plain ALTER TABLE ... ADD COLUMN (as in 0003): SQLite's batch mode could recreate `chat_sessions`,
+    # which messages and runs reference (foreign keys are on).
+    op.add_column('chat_sessions', sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade():
-    with op.batch_alter_table('chat_sessions', schema=None) as batch_op:
-        batch_op.drop_column('deleted_at')
+    op.drop_column('chat_sessions', 'deleted_at')

@@ -7,7 +7,7 @@ import json
 from tests.conftest import parse_sse
 from tests.fake_openai import ToolCall
 
-KEY = "test-os-security-key"
+KEY = "test-os-security-key-0123456789abcdef"  # at least 32 characters (config.MIN_KEY_CHARS)
 AUTH = {"Authorization": f"Bearer {KEY}"}
 DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
 NOTIFY_ADMIN = ToolCall("send_notification", {"recipient": "admin@example.com",

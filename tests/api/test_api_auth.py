@@ -77,8 +77,29 @@ def test_api_auth_off_opens_the_api_and_warns_at_start_up(app, app_config, fake_
 def test_api_auth_must_be_on_or_off(tmp_path):
     with pytest.raises(config.ConfigError, match="API_AUTH"):
         config.load(str(tmp_path), {"API_AUTH": "maybe"})
-    settings = config.load(str(tmp_path), {"OS_SECURITY_KEY": " s3cret "})
-    assert (settings["OS_SECURITY_KEY"], settings["API_AUTH"]) == ("s3cret", "on")
+    key = "k" * config.MIN_KEY_CHARS
+    settings = config.load(str(tmp_path), {"OS_SECURITY_KEY": f" {key} "})
+    assert (settings["OS_SECURITY_KEY"], settings["API_AUTH"]) == (key, "on")
+
+
+def test_a_short_key_stops_the_app_with_one_line_naming_the_variable(tmp_path):
+    with pytest.raises(config.ConfigError, match="^OS_SECURITY_KEY must be at least 32 characters long"):
+        config.load(str(tmp_path), {"OS_SECURITY_KEY": "s3cret"})
+    with pytest.raises(config.ConfigError, match="OS_SECURITY_KEY"):
+        config.load(str(tmp_path), {"OS_SECURITY_KEY": "k" * (config.MIN_KEY_CHARS - 1)})
+
+
+@pytest.mark.parametrize("listen", [{}, {"HOST": "127.0.0.1"}, {"HOST": "::1"}, {"HOST": "localhost"},
+                                    {"BIND": "127.0.0.1:8000"}, {"BIND": "[::1]:8000"}])
+def test_api_auth_off_is_accepted_on_loopback_only(tmp_path, listen):
+    assert config.load(str(tmp_path), {"API_AUTH": "off", **listen})["API_AUTH"] == "off"
+
+
+@pytest.mark.parametrize("listen", [{"HOST": "0.0.0.0"}, {"HOST": "192.168.1.20"}, {"HOST": "::"},
+                                    {"BIND": "0.0.0.0:8000"}, {"BIND": "127.0.0.1:8000,10.0.0.5:8000"}])
+def test_api_auth_off_is_refused_when_the_server_listens_on_a_network(tmp_path, listen):
+    with pytest.raises(config.ConfigError, match="^API_AUTH=off is only allowed when the server listens on loopback"):
+        config.load(str(tmp_path), {"API_AUTH": "off", **listen})
 
 
 def test_the_docs_and_the_document_need_no_key(app):

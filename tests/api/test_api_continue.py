@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from app import agents
+from app.agent.definition import Agent
 from app.agent.tools import ToolContext, tool
 from tests.api.apiclient import DELETE_50, NOTIFY_ADMIN, Api, documented, events, names, paused
 from tests.fake_openai import ToolCall, Turn
@@ -26,7 +26,7 @@ def greet(ctx: ToolContext, name: str) -> str:
     return f"Hello, {name}!"
 
 
-GREETER = agents.Agent(id="greeter", name="Greeter", instructions="Greet.", tools=(greet,))
+GREETER = Agent(id="greeter", name="Greeter", instructions="Greet.", tools=[greet])
 
 
 def pause_on(api, fake_model, *calls, **form) -> dict:
@@ -371,10 +371,10 @@ def test_a_run_that_needs_no_confirmation_streams_through(api, harness, fake_mod
     assert stream[-1][1]["content"] == "There are many users."
 
 
-def test_edits_count_only_where_the_tool_allows_them(api, harness, fake_model, monkeypatch):
+def test_edits_count_only_where_the_tool_allows_them(app, api, harness, fake_model, monkeypatch):
     """An editable tool: edited arguments are validated, approved as edited (or left pending with a
     fresh preview); a non-editable one refuses (test 15)."""
-    monkeypatch.setitem(agents.AGENTS, "greeter", GREETER)
+    monkeypatch.setitem(app.extensions["agents"]._agents, "greeter", GREETER)
     fake_model.script(Turn(tool_calls=[ToolCall("greet", {"name": "Bob"})]))
     run = paused(api, "greet bob", agent="greeter")
     [call] = run["tools"]

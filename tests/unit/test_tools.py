@@ -1,13 +1,25 @@
-"""app.agent.tools: schemas from hints and docstrings, validation messages, running."""
+"""app.agent.tools: schemas from hints and docstrings (pydantic + docstring-parser), validation
+messages, running."""
 from __future__ import annotations
 
 import json
-from typing import Literal, Optional
+from enum import Enum
+from typing import Annotated, Literal, Optional
 
 import pytest
 import sqlalchemy as sa
+from pydantic import Field
 
 from app.agent.tools import Tool, ToolArgumentError, ToolContext, ToolError, tool
+
+
+class Opaque:
+    """A type pydantic cannot describe."""
+
+
+class Priority(Enum):
+    LOW = "low"
+    HIGH = "high"
 
 
 @pytest.fixture
@@ -55,10 +67,12 @@ def test_schema_from_type_hints_and_args_section():
     assert props["count"] == {"description": "How many rows.", "type": "integer"}
     assert props["ratio"] == {"description": "A ratio.", "type": "number", "default": 0.5}
     assert props["dry_run"] == {"type": "boolean", "default": False}
-    assert props["tags"] == {"type": ["array", "null"], "items": {"type": "string"}, "default": None}
+    assert props["tags"] == {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}],
+                             "default": None}
     assert props["mode"] == {"type": "string", "enum": ["fast", "safe"], "default": "safe"}
-    assert props["note"] == {"type": ["string", "null"], "default": None}
-    assert props["extra"] == {"type": ["object", "null"], "default": None}  # `= None` allows null
+    assert props["note"] == {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}
+    assert props["extra"] == {"anyOf": [{"type": "object", "additionalProperties": True}, {"type": "null"}],
+                              "default": None}  # `= None` allows null
 
 
 def test_tool_context_parameter_is_not_in_the_schema():
@@ -120,7 +134,7 @@ def test_validate_lists_every_problem_in_plain_words():
     assert "missing required argument 'table_name'" in message
     assert "unexpected argument 'colour'" in message
     assert 'count: expected an integer, got "five" (a string)' in message
-    assert 'mode: must be one of "fast", "safe"' in message
+    assert "mode: input should be 'fast' or 'safe', got \"reckless\" (a string)" in message
     assert len(info.value.problems) == 4
     assert "$" not in message and "Failed validating" not in message  # no jsonschema internals
 
@@ -222,9 +236,9 @@ def test_more_hints():
     assert props["a"] == {"type": "array", "items": {"type": "integer"}}
     assert props["b"] == {"type": "object", "additionalProperties": {"type": "integer"}}
     assert props["c"] == {"anyOf": [{"type": "integer"}, {"type": "string"}]}
-    assert props["d"] == {"type": ["integer", "null"], "enum": [1, 2, None]}
-    assert props["e"] == {"type": "array"}
-    with pytest.raises(ToolArgumentError, match=r"a\[1\]: expected an integer"):
+    assert props["d"] == {"enum": [1, 2, None]}
+    assert props["e"] == {"type": "array", "items": {}}
+    with pytest.raises(ToolArgumentError, match=r"a.1: expected an integer"):
         hints.validate({"a": [1, "x"], "b": {}, "c": 1, "d": None, "e": []})
 
 
@@ -243,7 +257,7 @@ def test_unsupported_signatures_fail_at_definition_time():
 
     with pytest.raises(TypeError, match="unsupported type hint"):
         @tool
-        def odd(x: set[int]) -> str:
+        def odd(x: Opaque) -> str:
             """Odd."""
             return ""
 
@@ -261,6 +275,63 @@ def test_preview_hook(ctx):
     assert with_preview.describe_call(ctx, {"table_name": "users"}) == "Would use users for owner 1."
     assert with_preview.describe_call(ctx, {"wrong": 1}) is None  # invalid arguments: no preview, no error
     assert sample.preview is None and sample.describe_call(ctx, {"table_name": "u", "count": 1}) is None
+
+
+def test_constraints_enums_and_literals_reach_the_schema_and_are_enforced():
+    seen = []
+
+    @tool(requires_confirmation=True)
+    def remove(table_name: Literal["users", "orders"], count: Annotated[int, Field(ge=1, le=10_000)],
+               priority: Priority = Priority.LOW) -> str:
+        """Remove rows.
+
+        Args:
+            table_name: Name of the table
+            count: Number of records to delete
+            priority: How urgent.
+        """
+        seen.append((table_name, count, priority))
+        return "ok"
+
+    props = remove.parameters["properties"]
+    assert props["table_name"] == {"description": "Name of the table", "type": "string", "enum": ["users", "orders"]}
+    assert (props["count"]["minimum"], props["count"]["maximum"]) == (1, 10_000)
+    assert props["priority"]["enum"] == ["low", "high"]
+    with pytest.raises(ToolArgumentError, match="count: input should be less than or equal to 10000"):
+        remove.validate({"table_name": "users", "count": 10**12})
+    with pytest.raises(ToolArgumentError, match="table_name: input should be 'users' or 'orders'"):
+        remove.validate({"table_name": "users; DROP TABLE users;--", "count": 1})
+    assert remove.validate({"table_name": "users", "count": 2, "priority": "high"}) == \
+        {"table_name": "users", "count": 2, "priority": "high"}, "stored as JSON"
+    remove.run(ToolContext(), {"table_name": "users", "count": 2, "priority": "high"})
+    assert seen == [("users", 2, Priority.HIGH)], "the function gets Python values"
+
+
+def test_run_context_is_injected_by_name_and_hidden(ctx):
+    @tool
+    def whoami(run_context, greeting: str = "hi") -> dict:
+        """Who runs me."""
+        return {"greeting": greeting, "account": run_context.account_id, "run": run_context.run_id}
+
+    assert list(whoami.parameters["properties"]) == ["greeting"]
+    assert json.loads(whoami.run(ctx, {})) == {"greeting": "hi", "account": 1, "run": "run-1"}
+
+
+def test_async_tools_run(ctx):
+    @tool
+    async def later(n: int) -> list[int]:
+        """Async."""
+        return [n, n]
+
+    assert later.run(ctx, {"n": 3}) == "[3, 3]"
+
+
+def test_reference_options_not_built_yet_are_a_definition_error_naming_the_line():
+    from app.agent.tools import DefinitionError
+
+    for option in ("requires_user_input", "user_input_fields", "external_execution"):
+        with pytest.raises(DefinitionError, match=rf"test_tools.py:\d+: @tool\({option}=...\) is not supported"):
+            tool(**{option: True})
 
 
 def test_tools_are_hashable():

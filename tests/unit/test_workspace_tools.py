@@ -19,7 +19,10 @@ import pytest
 import sqlalchemy as sa
 
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
-from app.agents import AGENTS, Agent, get_agent
+from app.agent.definition import Agent
+from app.agent.registry import load_agents
+from app.agent.tools import DefinitionError
+from app.agents import builtin_agents
 from app.agents.data_manager import DATA_MANAGER, count_records, delete_records, list_tables, send_notification
 from app.workspace import (
     DATA_TABLES,
@@ -228,10 +231,13 @@ def test_delete_more_than_exist_deletes_what_exists(engine):
     "",
 ])
 def test_unknown_and_injection_like_table_names_are_refused(ctx, table_name):
+    """Refused by the arguments' schema, i.e. before a confirmation card could be shown."""
     before = counts(ctx.workspace)
-    with pytest.raises(ToolError) as info:
+    with pytest.raises(ToolArgumentError) as info:
+        delete_records.validate({"table_name": table_name, "count": 5})
+    assert "table_name: input should be 'users', 'orders' or 'events'" in str(info.value)
+    with pytest.raises(ToolArgumentError):
         delete_records.run(ctx, {"table_name": table_name, "count": 5})
-    assert "Available tables: users, orders, events." in str(info.value)
     assert counts(ctx.workspace) == before
 
 
@@ -244,24 +250,25 @@ def test_workspace_and_app_tables_are_refused(ctx):
         conn.execute(accounts.insert(), [{"created_at": NOW}, {"created_at": NOW}])
         conn.execute(outbox.insert().values(recipient="a@example.com", message="hi"))
 
-    with pytest.raises(ToolError, match="cannot be used with this tool"):
-        delete_records.run(ctx, {"table_name": "outbox", "count": 1})
-    with pytest.raises(ToolError, match="Unknown table 'accounts'"):
-        delete_records.run(ctx, {"table_name": "accounts", "count": 1})
+    for name in ("outbox", "accounts"):
+        with pytest.raises(ToolArgumentError, match="input should be 'users', 'orders' or 'events'"):
+            delete_records.run(ctx, {"table_name": name, "count": 1})
     with ctx.workspace.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one() == 2
     assert count_rows(ctx.workspace, "outbox") == 1
 
 
 @pytest.mark.parametrize(("count", "message"), [
-    (-1, "count must be 0 or more"),
-    (-5000, "count must be 0 or more"),
-    (10_001, "count must be at most 10,000"),
-    (10**12, "count must be at most 10,000"),
+    (-1, "count: input should be greater than or equal to 0"),
+    (-5000, "count: input should be greater than or equal to 0"),
+    (10_001, "count: input should be less than or equal to 10000"),
+    (10**12, "count: input should be less than or equal to 10000"),
 ])
-def test_out_of_range_counts_are_refused(ctx, count, message):
-    with pytest.raises(ToolError, match=message):
+def test_out_of_range_counts_are_refused_by_the_schema(ctx, count, message):
+    with pytest.raises(ToolArgumentError, match=message):
         delete_records.run(ctx, {"table_name": "users", "count": count})
+    schema = delete_records.parameters["properties"]["count"]
+    assert (schema["minimum"], schema["maximum"]) == (0, 10_000), "the model is told the range too"
     assert count_rows(ctx.workspace, "users") == 1200
 
 
@@ -318,14 +325,14 @@ def test_recent_outbox_is_per_owner_and_newest_first(ctx):
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    ({"recipient": "", "message": "hi"}, "recipient must not be empty"),
+    ({"recipient": "", "message": "hi"}, "recipient: string should have at least 1 character"),
     ({"recipient": "   ", "message": "hi"}, "recipient must not be empty"),
-    ({"recipient": "a@example.com", "message": ""}, "message must not be empty"),
+    ({"recipient": "a@example.com", "message": ""}, "message: string should have at least 1 character"),
     ({"recipient": "a@example.com", "message": " \n "}, "message must not be empty"),
-    ({"recipient": "a@example.com", "message": "x" * 2001}, "message is too long: 2,001 characters"),
+    ({"recipient": "a@example.com", "message": "x" * 2001}, "message: string should have at most 2000 characters"),
 ])
 def test_send_notification_refusals_write_nothing(ctx, arguments, message):
-    with pytest.raises(ToolError, match=message):
+    with pytest.raises((ToolError, ToolArgumentError), match=message):
         send_notification.run(ctx, arguments)
     assert count_rows(ctx.workspace, "outbox") == 0
 
@@ -345,13 +352,13 @@ def test_send_preview(ctx):
 def test_list_and_count(ctx):
     assert list_tables.run(ctx, {}) == "users: 1,200 rows\norders: 3,000 rows\nevents: 5,000 rows"
     assert count_records.run(ctx, {"table_name": "orders"}) == "orders has 3,000 records."
-    with pytest.raises(ToolError, match="Unknown table 'payments'"):
+    with pytest.raises(ToolArgumentError, match="input should be 'users', 'orders' or 'events'"):
         count_records.run(ctx, {"table_name": "payments"})
 
 
 def test_data_manager_agent():
-    agent = get_agent("data_manager")
-    assert agent is DATA_MANAGER and AGENTS["data_manager"] is agent
+    agent = load_agents([], builtin_agents()).get("data_manager")
+    assert agent is DATA_MANAGER
     assert agent.name == "Data Manager"
     assert agent.instructions == "You help users manage data operations"
     assert [t.name for t in agent.tools] == ["list_tables", "count_records", "delete_records", "send_notification"]
@@ -360,7 +367,7 @@ def test_data_manager_agent():
                        "send_notification": True}
     assert agent.tool("delete_records") is delete_records
     assert agent.tool("drop_database") is None
-    assert get_agent("nobody") is None and get_agent(None) is None
+    assert load_agents([], builtin_agents()).get("nobody") is None
     for t in agent.tools:
         spec = t.openai_function()
         assert spec["description"] and "ctx" not in spec["parameters"]["properties"]
@@ -369,13 +376,13 @@ def test_data_manager_agent():
 
 
 def test_agent_rejects_duplicate_tool_names():
-    with pytest.raises(ValueError, match="delete_records"):
+    with pytest.raises(DefinitionError, match="more than one tool named delete_records"):
         Agent(id="x", name="X", instructions="", tools=(delete_records, delete_records))
 
 
 def test_domain_modules_do_not_import_flask():
-    for rel in ("app/agent/tools.py", "app/workspace/__init__.py", "app/agents/__init__.py",
-                "app/agents/data_manager.py"):
+    for rel in ("app/agent/tools.py", "app/agent/definition.py", "app/agent/mcp.py", "app/agent/registry.py",
+                "app/workspace/__init__.py", "app/agents/__init__.py", "app/agents/data_manager.py"):
         tree = ast.parse((ROOT / rel).read_text())
         for node in ast.walk(tree):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
