@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import sign_in
+from tests.conftest import make_account
 from tests.fake_openai import Turn
 from tests.live import LiveServer
 
@@ -19,7 +21,7 @@ def strict_server(app, server_env, tmp_path):
     server.stop()
 
 
-def test_too_many_messages_says_so_and_keeps_the_typed_message(chromium, strict_server, fake_model):
+def test_too_many_messages_says_so_and_keeps_the_typed_message(app, chromium, strict_server, fake_model):
     fake_model.script(Turn(text="First answer."))
     context = chromium.new_context(base_url=strict_server.url)
     page = context.new_page()
@@ -27,6 +29,7 @@ def test_too_many_messages_says_so_and_keeps_the_typed_message(chromium, strict_
     page.on("pageerror", lambda error: script_errors.append(str(error)))
     page.set_default_timeout(15_000)
     try:
+        sign_in(page, make_account(app)[1])  # every page needs a signed-in account
         page.goto("/")
         composer = page.locator("#composer-input")
         composer.fill("hello")

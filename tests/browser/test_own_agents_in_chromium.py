@@ -71,7 +71,7 @@ def test_the_reference_agent_file_asks_first_then_runs_once_or_never(page, fake_
     [call] = all_calls(harness)
     assert (call.status, call.result) == ("pending", None), "paused: nothing ran"
 
-    card.get_by_role("button", name="Approve").click()
+    card.get_by_role("button", name="Delete 50 rows").click()  # the card names what approving does
     expect(page.locator(".call-done")).to_contain_text("Deleted 50 records from users")
     expect(page.locator(".msg-assistant").last).to_contain_text("50 deleted.")
     [call] = all_calls(harness)
@@ -103,7 +103,7 @@ def test_an_mcp_agent_picked_from_new_chat_gates_its_destructive_tool(page, fake
     card = page.locator(".call-pending")
     expect(card).to_contain_text("The server marks this tool as destructive.")
     assert ledger_lines(ledger) == [], "paused: the server was not called"
-    card.get_by_role("button", name="Approve").click()
+    card.get_by_role("button", name="Delete 50 rows").click()  # the card names what approving does
     expect(page.locator(".call-done")).to_contain_text("Deleted 50 records from users (over MCP)")
     assert ledger_lines(ledger) == ["start users 50", "done users 50"]
 
