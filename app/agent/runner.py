@@ -535,6 +535,9 @@ def _safe_preview(tool, ctx, arguments) -> str | None:
 # The conversation as the model sees it
 # ---------------------------------------------------------------------------------------------------
 
+SUPERSEDED = "superseded"  # a message state: kept for the person, never shown to the model again
+
+
 def build_context(session_id: str, from_chain_head: bool = False) -> list[ContextItem]:
     """The conversation as provider-neutral items. `from_chain_head`: only from the newest answered
     turn the model can chain from (Responses API `previous_response_id`), so a turn's cost does not
@@ -548,6 +551,8 @@ def build_context(session_id: str, from_chain_head: bool = False) -> list[Contex
             query = query.where(Message.id >= head)
     items: list[ContextItem] = []
     for message in db.session.scalars(query.order_by(Message.id)):
+        if message.state == SUPERSEDED:  # an exchange the person edited or regenerated (app.chats.resend)
+            continue
         if message.role == "user":
             items.append(ContextItem("user", message.content))
         elif message.state == "done":
