@@ -493,6 +493,9 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
         if not _commit_owned(run.id):
             return False  # cancelled between approval and execution: the side effect never starts
         tool = agent.tool(name)
+        if tool is None:  # an MCP tool listed by another worker: list it here (no transaction is open)
+            agent.load_tools()
+            tool = agent.tool(name)
         try:
             if tool is None:  # e.g. its MCP server cannot be reached now
                 raise ToolError(f"The tool {name} is not available now.")
