@@ -75,7 +75,7 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
                                                  sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
                                                  lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
-    from app.web import account, admin, api, auth, chat, errors
+    from app.web import account, admin, api, assets, auth, chat, errors
     app.register_blueprint(signin.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(account.bp)
@@ -84,6 +84,7 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     auth.register(app)
     errors.register(app)
     security.register(app)
+    assets.register(app)  # content-hashed static files, gzip/brotli
     _register_template_helpers(app)
 
     with app.app_context():
@@ -121,10 +122,11 @@ def _load_agents(config):
 def _register_template_helpers(app: Flask) -> None:
     from flask_login import current_user
 
-    from app.markdown import render_markdown
+    from app.markdown import render_markdown, render_streaming_markdown
     from app.workspace import recent_outbox
 
     app.add_template_filter(render_markdown, "markdown")
+    app.add_template_filter(render_streaming_markdown, "streaming_markdown")
 
     registry = app.extensions["agents"]
 

@@ -1,15 +1,15 @@
 """Reading and creating chats for the UI; every lookup is scoped by its owner (others get None)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import date, timedelta, timezone
 
 import sqlalchemy as sa
-
 from flask import current_app
 
 from app.extensions import db
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
-
 
 
 def agents():
@@ -23,16 +23,50 @@ class Conversation:
     messages: list[Message]
     run: Run | None          # the newest run, which decides the composer's and the stream's state
     cursor: int              # the newest event the messages already include
+    has_older: bool = False  # a long chat shows its latest PAGE_MESSAGES; older ones load on scroll
 
 
-def list_chats(owner_id: int, limit: int = 50) -> list[ChatSession]:
-    return list(db.session.scalars(sa.select(ChatSession).where(ChatSession.owner_id == owner_id)
-                                   .order_by(ChatSession.updated_at.desc()).limit(limit)))
+PAGE_MESSAGES = 40
+
+
+LIVE = ChatSession.deleted_at.is_(None)  # not in the trash
+
+
+def list_chats(owner_id: int, limit: int = 50, query: str | None = None) -> list[ChatSession]:
+    """The owner's chats that have something in them, newest first (an empty chat is no conversation);
+    with `query`, those whose title or any message contains it (case-insensitive)."""
+    said = sa.select(Message.id).where(Message.session_id == ChatSession.id).exists()
+    select = sa.select(ChatSession).where(ChatSession.owner_id == owner_id, LIVE, said)
+    query = " ".join((query or "").split())[:200]
+    if query:
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        mentions = sa.select(Message.id).where(Message.session_id == ChatSession.id,
+                                               Message.content.ilike(pattern, escape="\\")).exists()
+        select = select.where(sa.or_(ChatSession.title.ilike(pattern, escape="\\"), mentions))
+    return list(db.session.scalars(select.order_by(ChatSession.updated_at.desc()).limit(limit)))
+
+
+DATE_GROUPS = (("Today", 0), ("Yesterday", 1), ("Previous 7 days", 7), ("Previous 30 days", 30))
+
+
+def group_by_date(items: list[ChatSession], today: date) -> list[tuple[str, list[ChatSession]]]:
+    """Chats under "Today", "Yesterday", "Previous 7 days", "Previous 30 days", then by month."""
+    groups: dict[str, list[ChatSession]] = {}
+    for chat in items:
+        age = (today - chat.updated_at.date()).days
+        label = next((name for name, days in DATE_GROUPS if age <= days), None) or chat.updated_at.strftime("%B %Y")
+        groups.setdefault(label, []).append(chat)
+    return list(groups.items())
+
+
+def blank_conversation(agent) -> Conversation:
+    """What a new chat with `agent` looks like before its first message: nothing stored yet."""
+    return Conversation(ChatSession(title="New chat", agent_id=agent.id), [], None, 0)
 
 
 def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
     return db.session.scalar(sa.select(ChatSession).where(ChatSession.id == chat_id,
-                                                          ChatSession.owner_id == owner_id))
+                                                          ChatSession.owner_id == owner_id, LIVE))
 
 
 def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:
@@ -75,10 +109,29 @@ def conversation(chat: ChatSession) -> Conversation:
         db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     run = db.session.scalars(sa.select(Run).where(Run.session_id == chat.id)
                              .order_by(Run.created_at.desc(), Run.id.desc()).limit(1)).first()
-    messages = list(db.session.scalars(sa.select(Message).where(Message.session_id == chat.id)
-                                       .order_by(Message.id)))
+    latest = list(db.session.scalars(sa.select(Message).where(Message.session_id == chat.id)
+                                     .order_by(Message.id.desc()).limit(PAGE_MESSAGES + 1)))
     # The transaction stays open while the page renders, so lazy loads read the same snapshot.
-    return Conversation(chat, messages, run, run.last_seq if run else 0)
+    return Conversation(chat, latest[:PAGE_MESSAGES][::-1], run, run.last_seq if run else 0,
+                        has_older=len(latest) > PAGE_MESSAGES)
+
+
+def messages_before(chat: ChatSession, before: int) -> tuple[list[Message], bool]:
+    """Up to PAGE_MESSAGES messages older than message `before`, oldest first; and whether there are more."""
+    rows = list(db.session.scalars(sa.select(Message).where(Message.session_id == chat.id, Message.id < before)
+                                   .order_by(Message.id.desc()).limit(PAGE_MESSAGES + 1)))
+    return rows[:PAGE_MESSAGES][::-1], len(rows) > PAGE_MESSAGES
+
+
+def failure_headline(run) -> str | None:
+    """A failed run's headline: "The model could not be reached" when a model call failed before the
+    run said anything at all (no words, no tool calls), else None (the error says enough)."""
+    if run is None or "model" not in (run.error or "").lower():
+        return None
+    said = db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(
+        Message.run_id == run.id, Message.role == "assistant", Message.content != ""))
+    called = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(ToolCall.run_id == run.id))
+    return None if said or called else "The model could not be reached."
 
 
 def active(run: Run | None) -> bool:
@@ -94,7 +147,7 @@ MAX_TITLE = 200
 def find_api_chat(owner_id: int, session_id: str) -> ChatSession | None:
     """The owner's chat with this id, else the one the client named so."""
     return get_chat(owner_id, session_id) or db.session.scalar(sa.select(ChatSession).where(
-        ChatSession.owner_id == owner_id, ChatSession.external_id == session_id))
+        ChatSession.owner_id == owner_id, ChatSession.external_id == session_id, LIVE))
 
 
 def api_chat(owner_id: int, agent_id: str, session_id: str | None) -> ChatSession:
@@ -117,8 +170,8 @@ def chats_page(owner_id: int, page: int, limit: int, sort_by: str = "created_at"
                descending: bool = True) -> tuple[list[ChatSession], int]:
     column = getattr(ChatSession, sort_by)
     total = db.session.scalar(sa.select(sa.func.count()).select_from(ChatSession)
-                              .where(ChatSession.owner_id == owner_id))
-    rows = db.session.scalars(sa.select(ChatSession).where(ChatSession.owner_id == owner_id)
+                              .where(ChatSession.owner_id == owner_id, LIVE))
+    rows = db.session.scalars(sa.select(ChatSession).where(ChatSession.owner_id == owner_id, LIVE)
                               .order_by(column.desc() if descending else column.asc(), ChatSession.id)
                               .offset((page - 1) * limit).limit(limit))
     return list(rows), total
@@ -139,3 +192,133 @@ def delete_chat(owner_id: int, chat_id: str) -> bool:
         ChatSession.id == chat_id, ChatSession.owner_id == owner_id, ~busy)).rowcount
     db.session.commit()
     return deleted == 1
+
+
+# --- Deleting with undo (the browser) -----------------------------------------------------------------
+
+PURGE_AFTER = timedelta(hours=1)  # how long a deleted chat can still be brought back
+
+
+def trash_chat(owner_id: int, chat_id: str) -> str:
+    """Delete a chat so that it can be restored for a while: "trashed"; "deleted" for good when it has a
+    name an API client chose (a new session of that name must be possible at once); "busy" while a run
+    answers in it; "missing". Chats trashed long ago are purged now."""
+    chat = get_chat(owner_id, chat_id)
+    if chat is None:
+        return "missing"
+    for old in db.session.scalars(sa.select(ChatSession.id).where(
+            ChatSession.owner_id == owner_id, ChatSession.deleted_at < utcnow() - PURGE_AFTER)).all():
+        _purge(owner_id, old)
+    if chat.external_id:
+        return "deleted" if delete_chat(owner_id, chat_id) else "busy"
+    busy = sa.select(Run.id).where(Run.session_id == chat_id, Run.status.in_(RunStatus.ACTIVE)).exists()
+    trashed = db.session.execute(sa.update(ChatSession).where(
+        ChatSession.id == chat_id, ChatSession.owner_id == owner_id, LIVE, ~busy).values(deleted_at=utcnow())).rowcount
+    db.session.commit()
+    return "trashed" if trashed == 1 else "busy"
+
+
+def restore_chat(owner_id: int, chat_id: str) -> ChatSession | None:
+    restored = db.session.execute(sa.update(ChatSession).where(
+        ChatSession.id == chat_id, ChatSession.owner_id == owner_id, ChatSession.deleted_at.is_not(None))
+        .values(deleted_at=None)).rowcount
+    db.session.commit()
+    return get_chat(owner_id, chat_id) if restored else None
+
+
+def trashed_chat(owner_id: int, chat_id: str) -> ChatSession | None:
+    return db.session.scalar(sa.select(ChatSession).where(
+        ChatSession.id == chat_id, ChatSession.owner_id == owner_id, ChatSession.deleted_at.is_not(None)))
+
+
+def _purge(owner_id: int, chat_id: str) -> None:
+    db.session.execute(sa.delete(ChatSession).where(ChatSession.id == chat_id, ChatSession.owner_id == owner_id))
+    db.session.commit()
+
+
+# --- Export ------------------------------------------------------------------------------------------
+
+def export_data(chat: ChatSession) -> dict:
+    """The whole chat as plain data: messages with their tool calls and decisions (JSON export)."""
+    messages = db.session.scalars(sa.select(Message).where(Message.session_id == chat.id).order_by(Message.id))
+    return {
+        "id": chat.id, "title": chat.title, "agent_id": chat.agent_id,
+        "created_at": _iso(chat.created_at), "updated_at": _iso(chat.updated_at),
+        "messages": [{
+            "role": m.role, "content": m.content, "state": m.state, "created_at": _iso(m.created_at),
+            "tool_calls": [{
+                "name": c.name, "arguments": c.arguments if c.arguments is not None else c.raw_arguments,
+                "status": c.status, "decided_by": c.decided_by, "decided_at": _iso(c.decided_at),
+                "decider": c.decider.display_name if c.decider else None,
+                "reason": c.reason, "result": c.result, "error": c.error,
+            } for c in m.tool_calls],
+        } for m in messages],
+    }
+
+
+def export_markdown(chat: ChatSession, agent_name: str) -> str:
+    data = export_data(chat)
+    lines = [f"# {data['title']}", "", f"Exported from Agent Chat. Started {data['created_at']}.", ""]
+    for m in data["messages"]:
+        if m["role"] == "assistant" and not m["content"] and not m["tool_calls"]:
+            continue  # a model call that failed before its first word
+        lines += [f"## {'You' if m['role'] == 'user' else agent_name} · {m['created_at']}", ""]
+        if m["content"]:
+            lines += [m["content"], ""]
+        for call in m["tool_calls"]:
+            lines += [f"> **Tool call** `{call['name']}` — {call['status']}"
+                      + (f" ({call['decider'] or call['decided_by']}, {call['decided_at']})" if call["decided_at"] else ""),
+                      ">",
+                      "> ```json", *[f"> {line}" for line in json.dumps(call["arguments"], indent=2,
+                                                                      ensure_ascii=False).splitlines()], "> ```"]
+            for label, key in (("Reason", "reason"), ("Result", "result"), ("Error", "error")):
+                if call[key]:
+                    lines += [">", f"> {label}: " + call[key].replace("\n", "\n> ")]
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _iso(moment) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+
+
+# --- Regenerate, edit and resend ----------------------------------------------------------------------
+
+def resend(chat: ChatSession, text: str | None):
+    """Answer the person's last message again (`text` None: regenerate) or an edited version of it
+    (`text`): that message and everything after it stay in the chat, marked superseded (shown as an
+    earlier version, left out of the model's context), and a new run starts with the message.
+
+    Refused (RunError 409) while the agent works or waits for a decision, and when a confirmed tool
+    already ran in the exchange: the model would no longer know that data changed."""
+    from app.agent import runner
+    from app.agent.runner import SUPERSEDED, RunError
+
+    last_user = db.session.scalar(sa.select(Message).where(
+        Message.session_id == chat.id, Message.role == "user", Message.state != SUPERSEDED)
+        .order_by(Message.id.desc()).limit(1))
+    if last_user is None:
+        raise RunError("There is no message to answer again yet.", 409)
+    latest = db.session.scalar(sa.select(Run).where(Run.session_id == chat.id)
+                               .order_by(Run.created_at.desc(), Run.id.desc()).limit(1))
+    if latest is not None and (latest.is_active or latest.status == RunStatus.PAUSED):
+        raise RunError("The agent is still on it: decide its cards or press Stop first.", 409, run=latest)
+    exchange = sa.select(Message.id).where(Message.session_id == chat.id, Message.id >= last_user.id,
+                                           Message.state != SUPERSEDED)
+    ran = db.session.scalar(sa.select(ToolCall.name).where(
+        ToolCall.message_id.in_(exchange), ToolCall.requires_confirmation,
+        ToolCall.status.in_([CallStatus.APPROVED, CallStatus.EXECUTING, CallStatus.DONE,
+                             CallStatus.OUTCOME_UNKNOWN])).limit(1))
+    if ran:
+        raise RunError(f"This exchange ran {ran}, which may have changed data, so it cannot be answered "
+                       "again: send a new message instead.", 409)
+    text = last_user.content if text is None else text
+    db.session.execute(sa.update(Message).where(Message.id.in_(exchange)).values(state=SUPERSEDED)
+                       .execution_options(synchronize_session=False))
+    try:
+        return runner.start_run(chat, text)  # commits the superseding with the new message, or not at all
+    except RunError:
+        db.session.rollback()
+        raise

@@ -3,7 +3,8 @@
 - Rates (Flask-Limiter, counted in RATELIMIT_STORAGE_URI: per process in memory by default):
   `messages` — messages sent, in the chat or as API runs (RATELIMIT_MESSAGES, per account per
   minute, shared by the browser and the API); `commands` — decisions, continues, retries and stops
-  (RATELIMIT_COMMANDS). Apply them as decorators on a view: `@limits.messages`.
+  (RATELIMIT_COMMANDS). Apply them as decorators on a view: `@limits.messages`; `@limits.first_messages`
+  on New chat's create, which starts a run only when it carries a message.
 - Active runs: an account may have MAX_ACTIVE_RUNS runs queued or running at once (checked by the
   runner when a run starts or resumes; a run waiting for a decision does not count).
 - Open event streams: an account may hold MAX_STREAMS_PER_ACCOUNT per process; a stream beyond that
@@ -93,6 +94,12 @@ def _too_fast(what: str, setting: str) -> Callable[[], str]:
 messages = limiter.shared_limit(rate_from("RATELIMIT_MESSAGES"), scope="messages",
                                 key_func=lambda: account_key(create=True),
                                 error_message=_too_fast("messages", "RATELIMIT_MESSAGES"))
+# New chat's first message (POST /chats with `message`) counts as a message, in the same count; creating
+# an empty chat to send into (scripts, tests) does not.
+first_messages = limiter.shared_limit(rate_from("RATELIMIT_MESSAGES"), scope="messages",
+                                      key_func=lambda: account_key(create=True),
+                                      error_message=_too_fast("messages", "RATELIMIT_MESSAGES"),
+                                      exempt_when=lambda: "message" not in request.form)
 commands = limiter.shared_limit(rate_from("RATELIMIT_COMMANDS"), scope="commands", key_func=account_key,
                                 error_message=_too_fast("actions", "RATELIMIT_COMMANDS"))
 

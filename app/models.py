@@ -152,6 +152,8 @@ class ChatSession(db.Model):
     title: so.Mapped[str] = so.mapped_column(sa.String(200), default="New chat")
     created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
     updated_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow, index=True)
+    # Deleted in the browser: hidden everywhere, restorable ("Undo") until purged (app.chats.trash_chat).
+    deleted_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
 
 
 class Run(db.Model):

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 HTMX_VERSION=2.0.11      # docs/architecture.md says why 2.x and not 4.x
 SSE_VERSION=2.2.4        # htmx-ext-sse, the SSE extension for htmx 2
+AXE_VERSION=4.14.1       # axe-core: the browser tests' accessibility checks (never served to a page)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -18,10 +19,11 @@ fetch() {  # fetch PACKAGE VERSION DEST_DIR FILE...
   mkdir -p "$work/$pkg" "$dest"
   tar -xzf "$work/$tarball" -C "$work/$pkg"
   for file in "$@"; do cp "$work/$pkg/package/$file" "$dest/"; done
-  cp "$work/$pkg/package/LICENSE" "$dest/LICENSE"
+  cp "$work/$pkg/package/LICENSE"* "$dest/"
   echo "$pkg@$version (npm registry, unmodified)" > "$dest/VERSION"
 }
 
 fetch htmx.org "$HTMX_VERSION" static/vendor/htmx dist/htmx.min.js
 fetch htmx-ext-sse "$SSE_VERSION" static/vendor/htmx-ext-sse sse.js
+fetch axe-core "$AXE_VERSION" static/vendor/axe-core axe.min.js
 ls -l static/vendor/*

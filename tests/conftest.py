@@ -180,6 +180,12 @@ class Harness:
             db.session.expunge(run)
             return run
 
+    def latest_run(self, chat_id: str) -> str | None:
+        """The chat's newest run (a page shows its stream only while it works: a fast run is over by then)."""
+        with self.app.app_context():
+            return db.session.scalar(sa.select(Run.id).where(Run.session_id == chat_id)
+                                     .order_by(Run.created_at.desc(), Run.id.desc()).limit(1))
+
     def calls(self, run_id: str) -> list[ToolCall]:
         with self.app.app_context():
             calls = list(db.session.scalars(sa.select(ToolCall).where(ToolCall.run_id == run_id)

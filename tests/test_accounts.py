@@ -229,7 +229,7 @@ def test_a_member_cannot_decide_another_members_call_but_an_admin_can_and_is_rec
     assert harness.rows("users") == before - 50
     with app.app_context():
         assert db.session.get(ToolCall, call_id).decider_id == admin.account_id
-    assert f"Decided by {admin.email}" in browser.get(f"/chats/{chat}").data.decode()
+    assert f"Approved by {admin.email} at" in browser.get(f"/chats/{chat}").data.decode()
 
 
 def test_a_disabled_accounts_sessions_and_tokens_stop_working_at_once(app, browser):

@@ -57,37 +57,46 @@ def test_new_chat_offers_every_agent_with_its_tools_and_gating(browser):
     assert page.status_code == 200
     body = page.get_data(as_text=True)
     assert "Mail &lt;Clerk&gt;" in body and "Tidies the &lt;b&gt;mailboxes&lt;/b&gt;." in body, "escaped"
-    mail = re.search(r'<li class="agent-choice" id="agent-mail">(.*?)</li>\s*</ul>\s*<form', body, re.S)
+    mail = re.search(r'<li class="agent-choice[^"]*" id="agent-mail">(.*?)<a class="btn', body, re.S)
     tools = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", mail.group(1)).split()))
     assert "peek runs at once" in tools and "archive asks first" in tools
     assert 'id="agent-data_manager"' in body
-    first = browser.get("/")
-    assert "Start a chat with…" in text_of(first) and "Chat with Data Manager" in text_of(first)
+    first = text_of(browser.get("/"))  # no chat yet: the new chat, with the first agent picked
+    assert "Start a chat with…" in first and "Chat with Data Manager" in first and "Chat with Mail <Clerk>" in first
+    assert '<h1 id="agent-name">Data Manager</h1>' in first
+    assert '<input type="hidden" name="agent_id" value="data_manager">' in first
 
 
 def test_a_chat_with_the_chosen_agent_is_named_after_it(browser, harness, fake_model):
-    response = browser.post("/chats", {"agent_id": "mail"}, htmx=False)
+    picked = text_of(browser.get("/chats/new?agent_id=mail"))
+    assert '<h1 id="agent-name">Mail <Clerk></h1>' in picked and "Message Mail <Clerk>…" in picked
+    assert '<input type="hidden" name="agent_id" value="mail">' in picked, "the first message goes to Mail"
+    assert browser.get("/chats/new?agent_id=nobody").status_code == 404
+
+    fake_model.script(Turn(tool_calls=[ToolCall("archive", {"box": "inbox", "days": 30})]))
+    response = browser.post("/chats", {"agent_id": "mail", "message": "archive"}, htmx=False)
     assert response.status_code == 303
     chat = response.headers["Location"].rsplit("/", 1)[-1]
+    page = browser.get(f"/chats/{chat}").get_data(as_text=True)
+    run_id = re.search(r"/runs/(run_\w+)/events", page).group(1)
+    assert harness.wait(run_id).status == "paused"
+    assert harness.run(run_id).agent_id == "mail"
     page = text_of(browser.get(f"/chats/{chat}"))
     assert '<h1 id="agent-name">Mail <Clerk></h1>' in page
     assert "Message Mail <Clerk>…" in page
-    other = browser.new_chat()  # no agent_id: the first agent
-    page = text_of(browser.get(f"/chats/{other}"))
+
+    fake_model.script(Turn(text="Hello."))
+    other = browser.post("/chats", {"message": "hi"}, htmx=False)  # no agent_id: the first agent
+    page = text_of(browser.get(other.headers["Location"]))
     assert '<h1 id="agent-name">Data Manager</h1>' in page
     assert page.count('<span class="chat-agent">Mail <Clerk></span>') == 1, "the sidebar names each chat's agent"
     assert page.count('<span class="chat-agent">Data Manager</span>') == 1
 
-    fake_model.script(Turn(tool_calls=[ToolCall("archive", {"box": "inbox", "days": 30})]))
-    run_id = re.search(r"/runs/(run_\w+)/events", browser.post(f"/chats/{chat}/messages",
-                                                              {"message": "archive"}).get_data(as_text=True)).group(1)
-    assert harness.wait(run_id).status == "paused"
-    assert harness.run(run_id).agent_id == "mail"
-
 
 def test_an_unknown_agent_is_a_404_and_creating_needs_the_csrf_token(browser):
+    assert browser.post("/chats", {"agent_id": "nobody", "message": "hi"}, htmx=False).status_code == 404
     assert browser.post("/chats", {"agent_id": "nobody"}, htmx=False).status_code == 404
-    fresh = browser.client.post("/chats", data={"agent_id": "mail"})
+    fresh = browser.client.post("/chats", data={"agent_id": "mail", "message": "hi"})
     assert fresh.status_code == 400
 
 

@@ -3,8 +3,12 @@ what bad input, other people and hostile model text get."""
 from __future__ import annotations
 
 import re
+import time
 
+import sqlalchemy as sa
 
+from app.extensions import db
+from app.models import ChatSession
 from tests.conftest import wait_for
 from tests.fake_openai import ToolCall, Turn
 
@@ -21,17 +25,37 @@ def pending_call(browser, chat_id) -> tuple[str, str]:
     return run_id.decode(), call_id.decode()
 
 
+def text_of(html: str) -> str:
+    """The words of the (last) reply in a page or fragment, without its markup."""
+    replies = re.findall(r'<div id="msg-\d+-text" class="msg-text markdown[^"]*"[^>]*>(.*?)</div>', html, re.S)
+    return re.sub(r"<[^>]+>", "", replies[-1]).strip() if replies else ""
+
+
 def wait_until_idle(harness, run_id):
     return harness.wait(run_id, "paused", "completed", "failed", "cancelled")
 
 
-def test_a_new_chat_appears_in_the_sidebar(browser):
-    assert b"Start a chat" in browser.get("/").data
-    first, second = browser.new_chat(), browser.new_chat()
-    page = browser.get(f"/chats/{first}").data.decode()
-    assert page.count('class="chat-link') == 2
-    assert f'href="/chats/{second}"' in page
-    assert browser.get("/").headers["Location"].endswith(second), "/ opens the newest chat"
+def test_a_chat_is_created_with_its_first_message_so_the_sidebar_has_no_empty_rows(browser, harness, fake_model):
+    fake_model.script(Turn(text="First answer."))
+    blank = browser.get("/").data.decode()
+    assert 'id="composer-input"' in blank and "No chats yet." in blank
+    browser.new_chat()  # the scripted way still makes an empty chat: it is no conversation, so not listed
+    assert "No chats yet." in browser.get("/chats/new").data.decode()
+
+    sent = browser.post("/chats", {"message": "first question"})
+    assert sent.status_code == 204 and sent.headers["HX-Redirect"].startswith("/chats/")
+    chat = sent.headers["HX-Redirect"].rsplit("/", 1)[-1]
+    page = browser.get(f"/chats/{chat}").data.decode()
+    assert page.count('class="chat-link') == 1 and f'href="/chats/{chat}"' in page
+    assert browser.get("/").headers["Location"].endswith(chat), "/ opens the newest chat"
+
+
+def test_an_empty_first_message_creates_no_chat(app, browser):
+    refused = browser.post("/chats", {"message": "   "})
+    assert refused.status_code == 422 and b"Type a message first." in refused.data
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ChatSession)
+                                 .where(ChatSession.owner_id == browser.account_id)) == 0
 
 
 def test_the_whole_flow_over_http(browser, harness, fake_model):
@@ -41,14 +65,15 @@ def test_the_whole_flow_over_http(browser, harness, fake_model):
 
     sent = browser.post(f"/chats/{chat}/messages", {"message": "Delete 50 old records from the users table"})
     assert sent.status_code == 200
-    assert b'id="composer-input"' in sent.data and b"disabled" in sent.data, "the composer waits for the run"
+    assert b'id="composer-input"' in sent.data and b"btn-stop" in sent.data, "Stop replaces Send while the run works"
     run_id = run_id_in(sent.data)
 
     harness.wait(run_id, "paused")
     stream = browser.events(run_id, after=0)  # e.g. a browser that connects late: a full replay
     html = "".join(e["data"] for e in stream)
     assert stream[-1]["event"] == "done"
-    assert [int(e["id"]) for e in stream[:-1]] == list(range(1, len(stream)))
+    ids = [int(e["id"]) for e in stream[:-1]]
+    assert ids == sorted(set(ids)), "in order, none twice (a reply's text events in one read are coalesced)"
     assert "Delete 50 old records from the users table" in html
     assert "Needs your approval" in html and "Deletes the 50 oldest of" in html
     assert "<strong>50</strong>" in html, "the finished reply is rendered markdown"
@@ -57,7 +82,7 @@ def test_the_whole_flow_over_http(browser, harness, fake_model):
     assert [e for e in stream if 'id="run-stream"' in e["data"]] == [stream[-2]]
 
     page = browser.get(f"/chats/{chat}").data.decode()
-    assert "Waiting for your decision." in page and "Approve" in page
+    assert "Waiting for your approval." in page and "Delete 50 rows" in page
     run, call = pending_call(browser, chat)
     approved = browser.post(f"/runs/{run}/calls/{call}/approve")
     assert approved.status_code == 200
@@ -70,7 +95,7 @@ def test_the_whole_flow_over_http(browser, harness, fake_model):
     assert f"Deleted 50 records from users. {before - 50:,} remain." in html
     assert "All done." in html
     page = browser.get(f"/chats/{chat}").data.decode()
-    assert "Deleted 50 records" in page and "All done." in page and "Approve</button>" not in page
+    assert "Deleted 50 records" in page and "All done." in page and "Delete 50 rows</button>" not in page
 
 
 def test_reload_continues_the_stream_without_gaps_or_repeats(browser, harness, fake_model):
@@ -82,14 +107,19 @@ def test_reload_continues_the_stream_without_gaps_or_repeats(browser, harness, f
 
     page = browser.get(f"/chats/{chat}").data.decode()  # a reload mid-reply
     cursor = int(re.search(r"events\?after=(\d+)", page).group(1))
-    shown = re.search(r'class="msg-text streaming"[^>]*>([^<]*)</div>', page).group(1)
+    words = "one two three four five six seven eight nine ten"
+    shown = [text_of(page)]
     rest = browser.events(run_id, after=cursor)
-    appended = "".join(re.findall(r"<span>([^<]*)</span>", "".join(e["data"] for e in rest)))
-    assert shown + appended == "one two three four five six seven eight nine ten"
+    # Each text event replaces the reply with all of it so far: it grows, and ends whole.
+    shown += [text_of(e["data"]) for e in rest if "-text" in e["data"]]
+    assert all(words.startswith(text) for text in shown), shown
+    assert [len(text) for text in shown] == sorted(len(text) for text in shown)
+    assert shown[-1] == words
 
     # Last-Event-ID (what the browser sends on reconnect) wins over the URL's cursor.
     again = browser.events(run_id, after=0, last_event_id=cursor)
-    assert [e["id"] for e in again] == [e["id"] for e in rest]
+    assert all(int(e["id"]) > cursor for e in again if e["id"]) and again[-1]["id"] is None
+    assert [text_of(e["data"]) for e in again if "-text" in e["data"]][-1] == words
 
 
 def test_decisions_are_compare_and_set(browser, harness, fake_model):
@@ -218,3 +248,17 @@ def test_a_command_response_streams_from_its_cursor_even_if_the_run_already_fini
     with app.test_request_context():
         html = render_template("chat/_run_state.html", run=run, cursor=0)
     assert f'sse-connect="/runs/{run_id}/events?after=0"' in html
+
+
+def test_a_streaming_reply_is_re_rendered_at_most_every_fifth_of_a_second(browser, harness, fake_model):
+    words = " ".join(f"w{i}" for i in range(60))
+    fake_model.script(Turn(text=words, token_delay=0.03))  # ~60 flushes over ~2 s
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "go"}).data)
+    started = time.monotonic()
+    stream = browser.events(run_id, after=0)  # follows the run live to its end
+    took = time.monotonic() - started
+    renders = [text_of(e["data"]) for e in stream if "-text" in e["data"]]
+    assert renders[-1] == words, "the reply ends whole (message_completed)"
+    assert 2 < len(renders) <= took / 0.2 + 3, (len(renders), took)
+    assert all(words.startswith(r) for r in renders)

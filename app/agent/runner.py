@@ -493,6 +493,9 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
         if not _commit_owned(run.id):
             return False  # cancelled between approval and execution: the side effect never starts
         tool = agent.tool(name)
+        if tool is None:  # an MCP tool listed by another worker: list it here (no transaction is open)
+            agent.load_tools()
+            tool = agent.tool(name)
         try:
             if tool is None:  # e.g. its MCP server cannot be reached now
                 raise ToolError(f"The tool {name} is not available now.")
@@ -535,6 +538,9 @@ def _safe_preview(tool, ctx, arguments) -> str | None:
 # The conversation as the model sees it
 # ---------------------------------------------------------------------------------------------------
 
+SUPERSEDED = "superseded"  # a message state: kept for the person, never shown to the model again
+
+
 def build_context(session_id: str, from_chain_head: bool = False) -> list[ContextItem]:
     """The conversation as provider-neutral items. `from_chain_head`: only from the newest answered
     turn the model can chain from (Responses API `previous_response_id`), so a turn's cost does not
@@ -548,6 +554,8 @@ def build_context(session_id: str, from_chain_head: bool = False) -> list[Contex
             query = query.where(Message.id >= head)
     items: list[ContextItem] = []
     for message in db.session.scalars(query.order_by(Message.id)):
+        if message.state == SUPERSEDED:  # an exchange the person edited or regenerated (app.chats.resend)
+            continue
         if message.role == "user":
             items.append(ContextItem("user", message.content))
         elif message.state == "done":

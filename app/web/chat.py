@@ -1,18 +1,25 @@
 """The chat UI: pages, htmx fragments, decisions, and the run's event stream (SSE)."""
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
+from werkzeug.utils import secure_filename
 
 from app import chats, limits
 from app.agent import runner
 from app.agent.runner import RunError
 from app.extensions import db
-from app.models import Run
+from app.models import Run, utcnow
+from app.web import cards
 from app.web.errors import answer_after_commit
-from app.web.stream import follow_run, render_event, sse
+from app.web.stream import follow_run, render_batch, sse
 
 bp = Blueprint("chat", __name__)
+cards.register(bp)
+bp.add_app_template_global(chats.failure_headline, "failure_headline")
+bp.add_app_template_global(lambda items: chats.group_by_date(items, utcnow().date()), "chat_dates")
 
 
 def _owned_chat_or_404(chat_id: str):
@@ -41,13 +48,21 @@ def index():
     recent = chats.list_chats(current_user.id, limit=1)
     if recent:
         return redirect(url_for("chat.show", chat_id=recent[0].id))
-    return _agent_page("chat/index.html", chats=[])
+    return new()
 
 
 @bp.get("/chats/new")
 def new():
-    """Pick the agent of a new chat: each with its description, tools and which ask first."""
-    return _agent_page("chat/new.html", chats=chats.list_chats(current_user.id))
+    """A blank chat to type into, with the agent picked by `agent_id` (the first agent if none); the
+    chat itself is created with its first message (no empty rows). With several agents the page lists
+    them, each with its tools and which ask first. After a delete (`deleted=<id>`) it offers to undo it."""
+    agent = chats.agents().get(request.args.get("agent_id") or "")
+    if request.args.get("agent_id") and agent is None:
+        abort(404, "No such agent.")
+    deleted = request.args.get("deleted")
+    return _agent_page("chat/page.html", agent=agent, conv=chats.blank_conversation(agent or chats.agents().default()),
+                       deleted=deleted and chats.trashed_chat(current_user.id, deleted),
+                       chats=chats.list_chats(current_user.id))
 
 
 @bp.get("/agent-tools/<agent_id>")
@@ -58,22 +73,121 @@ def agent_tools(agent_id):
     return render_template("chat/_agent_tools.html", agent=agent)
 
 
+@bp.get("/chats/search")
+def search():
+    """Chats whose title or messages contain `q`: the sidebar's list (htmx), or a page with it."""
+    query = request.args.get("q", "")
+    found = chats.list_chats(current_user.id, query=query)
+    if _wants_fragment():
+        return render_template("chat/_chat_list.html", chats=found, query=query)
+    return _agent_page("chat/page.html", conv=chats.blank_conversation(chats.agents().default()), chats=found,
+                       query=query)
+
+
+@bp.post("/chats/<chat_id>/title")
+@limits.commands
+def rename(chat_id):
+    chat = _owned_chat_or_404(chat_id)
+    title = " ".join(request.form.get("title", "").split())
+    if not title:
+        message = "A chat needs a title."
+        if not _wants_fragment():
+            abort(422, message)
+        return render_template("chat/_chat_menu.html", chat=chat, error=message, oob=True), 422
+    chats.rename_chat(chat, title)
+    if not _wants_fragment():
+        return answer_after_commit(lambda: redirect(url_for("chat.show", chat_id=chat_id), 303), "Renamed.")
+    return answer_after_commit(
+        lambda: render_template("chat/_renamed.html", chat=chat, chats=chats.list_chats(current_user.id)),
+        "Renamed. The page could not be updated just now: reload it to see the new title.")
+
+
+@bp.post("/chats/<chat_id>/delete")
+@limits.commands
+def delete(chat_id):
+    outcome = chats.trash_chat(current_user.id, chat_id)
+    if outcome == "missing":
+        abort(404, "No such chat.")
+    if outcome == "busy":
+        message = "The agent is still answering in this chat. Stop it first, then delete the chat."
+        if not _wants_fragment():
+            abort(409, message)
+        return render_template("errors/_error.html", message=message, status=409), 409
+    target = url_for("chat.new", deleted=chat_id if outcome == "trashed" else None)
+    if _wants_fragment():
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target, 303)
+
+
+@bp.post("/chats/<chat_id>/restore")
+@limits.commands
+def restore(chat_id):
+    chat = chats.restore_chat(current_user.id, chat_id) or abort(404, "No such chat.")
+    return redirect(url_for("chat.show", chat_id=chat.id), 303)
+
+
+@bp.get("/chats/<chat_id>/export.<any(md, json):kind>")
+def export(chat_id, kind):
+    chat = _owned_chat_or_404(chat_id)
+    filename = secure_filename(chat.title)[:60] or "chat"
+    if kind == "json":
+        body, mimetype = json.dumps(chats.export_data(chat), indent=2, ensure_ascii=False), "application/json"
+    else:
+        body, mimetype = chats.export_markdown(chat, _agent_of(chat).name), "text/markdown"
+    return Response(body, mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="{filename}.{kind}"'})
+
+
+@bp.get("/chats/<chat_id>/older")
+def older(chat_id):
+    """Messages before `before` (a message id), newest last, with the next "older" loader (long chats)."""
+    chat = _owned_chat_or_404(chat_id)
+    try:
+        before = int(request.args.get("before", ""))
+    except ValueError:
+        abort(422, "`before` must be a message id.")
+    messages, more = chats.messages_before(chat, before)
+    return render_template("chat/_older.html", chat=chat, agent=_agent_of(chat), messages=messages, more=more)
+
+
 @bp.post("/chats")
+@limits.first_messages
 def create():
+    """Create a chat with its first message and start the reply (the composer of /chats/new), with the
+    agent `agent_id` (the first agent if none). Without `message` (scripts, tests) an empty chat to
+    send into; it shows in the sidebar from its first message."""
+    text = request.form.get("message")
     try:
         chat = chats.create_chat(current_user.id, request.form.get("agent_id") or None)
     except LookupError:
         abort(404, "No such agent.")
-    return redirect(url_for("chat.show", chat_id=chat.id), 303)
+    if text is None:
+        return redirect(url_for("chat.show", chat_id=chat.id), 303)
+    try:
+        runner.start_run(chat, text)
+    except RunError as exc:
+        chats.delete_chat(current_user.id, chat.id)  # nothing was said: leave no empty chat behind
+        limits.raise_if_refused(exc)
+        if not _wants_fragment():
+            abort(exc.status, str(exc))
+        return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
+    target = url_for("chat.show", chat_id=chat.id)
+    if _wants_fragment():
+        # A full page load: the new chat's page, its sidebar entry and its stream, focus in the box.
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target, 303)
 
 
 @bp.get("/chats/<chat_id>")
 def show(chat_id):
     conv = chats.conversation(_owned_chat_or_404(chat_id))
-    agent = chats.agents().get(conv.chat.agent_id)
-    if agent is None:  # the agent was removed from AGENTS since: the chat stays readable
-        agent = _RemovedAgent(conv.chat.agent_id)
-    return _agent_page("chat/page.html", agent=agent, conv=conv, chats=chats.list_chats(current_user.id))
+    return _agent_page("chat/page.html", agent=_agent_of(conv.chat), conv=conv,
+                       chats=chats.list_chats(current_user.id))
+
+
+def _agent_of(chat):
+    """The chat's agent; a stand-in if it was removed from AGENTS since (the chat stays readable)."""
+    return chats.agents().get(chat.agent_id) or _RemovedAgent(chat.agent_id)
 
 
 class _RemovedAgent:
@@ -104,6 +218,24 @@ def send(chat_id):
         lambda: render_template("chat/_run_started.html", chat=chat, run=run, cursor=cursor,
                                 first_message=first_message, chats=chats.list_chats(current_user.id)),
         "Your message was sent. The page could not be updated just now: reload it to follow the reply.")
+
+
+@bp.post("/chats/<chat_id>/resend")
+@limits.messages
+def resend(chat_id):
+    """Regenerate the last reply (no `message`) or resend the last message edited (`message`)."""
+    chat = _owned_chat_or_404(chat_id)
+    try:
+        chats.resend(chat, request.form.get("message"))
+    except RunError as exc:
+        limits.raise_if_refused(exc)
+        if not _wants_fragment():
+            abort(exc.status, str(exc))
+        return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
+    target = url_for("chat.show", chat_id=chat.id)
+    if _wants_fragment():
+        return "", 204, {"HX-Redirect": target}  # the page anew: earlier versions dimmed, the new reply streaming
+    return redirect(target, 303)
 
 
 @bp.post("/runs/<run_id>/calls/<call_id>/<any(approve, reject):decision>")
@@ -175,9 +307,10 @@ def run_events(run_id):
     except ValueError:
         abort(400, "The cursor must be a number.")
     release_slot = limits.take_stream_slot()  # 429 beyond MAX_STREAMS_PER_ACCOUNT
+    last_text: dict[int, float] = {}  # this stream's reply renders (throttled, see render_batch)
     stream = follow_run(
         run_id, cursor,
-        render=lambda batch: "".join(sse(render_event(event), id=event.seq) for event in batch),
+        render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, last_text)),
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
         hold_paused=request.args.get("hold") == "1")

@@ -114,14 +114,47 @@ def sse(data: str, event: str | None = None, id: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+TEXT_INTERVAL = 0.2  # seconds: a stream re-renders a streaming reply at most this often
+
+
+def render_batch(batch: list[Event], last_text: dict[int, float] | None = None) -> list[tuple[Event, str]]:
+    """Each event with its fragment. A reply's text events are coalesced: only the batch's last one per
+    message is rendered (the reply so far, as Markdown; it includes the earlier ones' words).
+
+    With `last_text` (one dict per stream: message id -> when its text was last sent), a reply is
+    re-rendered at most every TEXT_INTERVAL, as rendering it whole costs more the longer it grows (see
+    bench/markdown_stream.py). A skipped event is never needed: the next text event, or the
+    `message_completed` every reply ends with (also after Stop or a failure), shows all of it."""
+    now = time.monotonic()
+    newest = {event.data["message_id"]: event.seq for event in batch if event.type == "text"}
+    shown = []
+    for event in batch:
+        if event.type == "text":
+            message_id = event.data["message_id"]
+            if newest[message_id] != event.seq:
+                continue
+            if last_text is not None:
+                if now - last_text.get(message_id, float("-inf")) < TEXT_INTERVAL:
+                    continue
+                last_text[message_id] = now
+        shown.append((event, render_event(event)))
+    return shown
+
+
 def render_event(event: Event) -> str:
     data = event.data or {}
     match event.type:
         case "text":
-            # The most frequent event, and it needs no request context: render it without Flask's
-            # context processors (the outbox query, the user) and signals.
-            return current_app.jinja_env.get_template("chat/events/_text.html").render(
-                message_id=data["message_id"], text=data["text"])
+            # The reply so far, rendered whole (the same renderer and sanitiser as a finished one), read
+            # now: it holds at least this event's words, so a replayed or late event never shows less.
+            # Rendered without Flask's context processors (the outbox query, the user): the hottest path.
+            message = db.session.get(Message, data["message_id"], options=[sa.orm.lazyload(Message.tool_calls)])
+            if message is None:
+                return ""
+            env = current_app.jinja_env
+            return (env.get_template("chat/events/_message_replace.html").render(message=message)
+                    + (env.get_template("chat/events/_activity.html").render(activity="Writing…")
+                       if message.state == "streaming" else ""))
         case "user_message" | "message_started" | "message_completed":
             # These fragments never show the message's cards: skip loading its tool calls.
             message = db.session.get(Message, data["message_id"], options=[sa.orm.lazyload(Message.tool_calls)])
@@ -137,10 +170,16 @@ def render_event(event: Event) -> str:
                                    calls=[c for c in calls if c is not None])
         case "tool_call_updated":
             call = db.session.get(ToolCall, data["call_id"])
-            return render_template("chat/events/_call_replace.html", call=call) if call else ""
+            if call is None:
+                return ""
+            fragment = render_template("chat/events/_call_replace.html", call=call)
+            if data.get("status", call.status) == "executing":
+                fragment += render_template("chat/events/_activity.html", activity=f"Calling {call.name}…")
+            return fragment
         case _:
             # A replayed state change shows the state it recorded, not today's: replaying an old
-            # "started" as "paused" would close the stream before the later events arrive.
+            # "started" as "paused" would replace the stream element and close the stream before the
+            # rest arrived.
             run = db.session.get(Run, event.run_id)
             status = STATUS_AFTER.get(event.type, run.status)
             return render_template("chat/events/_run_state.html", cursor=event.seq, run=SimpleNamespace(

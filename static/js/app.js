@@ -2,12 +2,33 @@
 (function () {
   "use strict";
 
-  // Enter sends, Shift+Enter makes a new line.
+  function $(id) { return document.getElementById(id); }
+  function composer() { return $("composer-input"); }
+  function busy() { var form = $("composer"); return !!form && form.classList.contains("busy"); }
+
+  // Someone is typing if the focus is in a text field that holds text: a new card must not take it.
+  function typing() {
+    var el = document.activeElement;
+    return !!el && (el.tagName === "TEXTAREA" || (el.tagName === "INPUT" && /^(text|search)$/.test(el.type))) &&
+      el.value.trim() !== "";
+  }
+
+  function focusComposer() {
+    var input = composer();
+    if (input) input.focus();
+  }
+
+  function firstPendingCard() { return document.querySelector(".call-pending[tabindex]"); }
+
+  // Enter sends, Shift+Enter makes a new line; while the agent works, Enter waits (Esc stops it).
   document.addEventListener("keydown", function (event) {
     var input = event.target;
     if (input.id !== "composer-input" || event.key !== "Enter" || event.shiftKey || event.isComposing) return;
     event.preventDefault();
-    if (input.value.trim() && !input.disabled) input.form.requestSubmit();
+    if (!input.value.trim()) return;
+    if (!busy()) { input.form.requestSubmit(); return; }
+    var hint = $("composer-hint");  // say why nothing was sent
+    if (hint) { hint.classList.remove("nudge"); void hint.offsetWidth; hint.classList.add("nudge"); }
   });
 
   // An event stream replays from its cursor when htmx re-creates it after an error, and a paused run's
@@ -24,35 +45,223 @@
     applied[run] = id;
   });
 
-  // Follow the conversation while the reader is at the bottom; leave them be when they scrolled up.
+  // Follow the conversation while the reader is at the bottom; when they scrolled up, leave them be
+  // and offer "Jump to latest" as new content arrives.
   var pinned = true;
-  function scroller() { return document.getElementById("conversation"); }
+  function scroller() { return $("conversation"); }
+  function atBottom(box) { return box.scrollHeight - box.scrollTop - box.clientHeight < 80; }
   document.addEventListener("scroll", function (event) {
     var box = scroller();
-    if (event.target === box) pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    if (event.target !== box) return;
+    pinned = atBottom(box);
+    showJump(!pinned);
   }, true);
-  function follow() { var box = scroller(); if (box && pinned) box.scrollTop = box.scrollHeight; }
+  function showJump(show) { var jump = $("jump-latest"); if (jump) jump.hidden = !show; }
+  function follow() {
+    var box = scroller();
+    if (!box) return;
+    if (pinned) box.scrollTop = box.scrollHeight;
+    else if (!atBottom(box)) showJump(true);
+  }
   document.addEventListener("htmx:sseMessage", follow);
   document.addEventListener("htmx:afterSettle", follow);
-  document.addEventListener("DOMContentLoaded", function () {
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest("#jump-latest")) return;
+    pinned = true;
+    showJump(false);
     follow();
-    var input = document.getElementById("composer-input");
-    if (input && !input.disabled) input.focus();
   });
 
-  // After a message is accepted, clear the box and put the cursor back in it.
-  document.addEventListener("htmx:afterRequest", function (event) {
-    if (event.target.id === "composer" && event.detail.successful) {
-      pinned = true;
-      var input = document.getElementById("composer-input");
-      if (input) input.value = "";
+  // Times are stored in UTC; show them in the reader's time zone.
+  function localTimes(root) {
+    (root.querySelectorAll ? root : document).querySelectorAll("time[datetime]").forEach(function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (isNaN(when)) return;
+      if (el.classList.contains("js-local-time")) {
+        el.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      }
+      el.title = when.toLocaleString([], { dateStyle: "full", timeStyle: "short" });
+    });
+  }
+
+  // Each code block gets a copy button (added here: model text is hx-disable'd and never carries controls).
+  function copyButtons(root) {
+    (root.querySelectorAll ? root : document).querySelectorAll(".markdown pre").forEach(function (pre) {
+      if (pre.parentElement.classList.contains("code-block")) return;
+      var wrap = document.createElement("div");
+      wrap.className = "code-block";
+      pre.parentNode.insertBefore(wrap, pre);
+      wrap.appendChild(pre);
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "copy-button btn btn-small btn-ghost";
+      button.textContent = "Copy";
+      button.setAttribute("aria-label", "Copy code");
+      wrap.appendChild(button);
+    });
+  }
+
+  function copied(button, text) {
+    var done = function () {
+      var label = button.textContent;
+      button.textContent = "Copied";
+      button.classList.add("is-copied");
+      setTimeout(function () { button.textContent = label; button.classList.remove("is-copied"); }, 1500);
+    };
+    if (navigator.clipboard) navigator.clipboard.writeText(text).then(done, function () {});
+  }
+
+  document.addEventListener("click", function (event) {
+    var code = event.target.closest(".copy-button");
+    if (code) { copied(code, code.parentElement.querySelector("pre").innerText); return; }
+    var reply = event.target.closest("[data-copy]");
+    if (reply) {
+      var source = $(reply.getAttribute("data-copy"));
+      if (source) copied(reply, source.dataset.markdown !== undefined ? source.dataset.markdown : source.innerText);
     }
   });
+
+  // A new card arriving takes the focus, unless the person is typing (screen readers announce it
+  // through the conversation's live region either way).
+  function takeFocusForCard(card) {
+    if (typing()) return;
+    var open = document.querySelector("dialog[open]");
+    if (open) return;
+    card.focus({ preventScroll: true });
+    follow();
+  }
+
+  function enhance(root) {
+    localTimes(root);
+    copyButtons(root);
+  }
+
+  document.addEventListener("htmx:load", function (event) {
+    var el = event.detail.elt;
+    if (!el || !el.querySelectorAll) return;
+    enhance(el);
+    if (!document.body.dataset.ready) return;  // the page's own content: handled at load
+    var card = el.matches(".call-pending[tabindex]") ? el : el.querySelector(".call-pending[tabindex]");
+    if (card && !el.closest("[data-deciding]")) takeFocusForCard(card);
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    enhance(document);
+    follow();
+    var card = firstPendingCard();
+    if (card && !composer().value) card.focus({ preventScroll: true });
+    else if (composer()) focusComposer();
+    setTimeout(function () { document.body.dataset.ready = "1"; }, 0);
+    themeToggle();
+  });
+
+  // The composer's message box is preserved across swaps (hx-preserve); keep its focus too.
+  var composerHadFocus = false;
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    if (event.detail.target && event.detail.target.id === "composer") composerHadFocus = document.activeElement === composer();
+  });
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    if (composerHadFocus && event.detail.target && event.detail.target.id === "composer" && document.activeElement !== composer()) focusComposer();
+    composerHadFocus = false;
+  });
+
+  // After a message is accepted, clear the box and keep the cursor in it. After a decision, go to
+  // the next card waiting for one, else back to the message box.
+  // (The requesting form may have been swapped out by its own response; htmx then reports the request
+  // on an ancestor, and requestConfig still names the form.)
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var elt = (event.detail.requestConfig && event.detail.requestConfig.elt) || event.detail.elt;
+    if (!event.detail.successful || !elt) return;
+    if (elt.id === "composer") {
+      pinned = true;
+      var input = composer();
+      if (input) input.value = "";
+      focusComposer();
+    } else if (elt.hasAttribute("data-decision")) {
+      var next = firstPendingCard();
+      if (next) next.focus();
+      else focusComposer();
+    }
+  });
+
+  // The reason box opens in view, with the cursor in it.
+  document.addEventListener("toggle", function (event) {
+    var details = event.target;
+    if (!details.matches || !details.matches("details.reject") || !details.open) return;
+    var reason = details.querySelector("textarea");
+    if (reason) reason.focus({ preventScroll: true });
+    details.scrollIntoView({ block: "nearest" });
+  }, true);
 
   // A suggestion fills the composer.
   document.addEventListener("click", function (event) {
     var item = event.target.closest(".suggestion");
-    var input = document.getElementById("composer-input");
-    if (item && input && !input.disabled) { input.value = item.textContent.trim(); input.focus(); }
+    var input = composer();
+    if (item && input) { input.value = item.textContent.trim(); input.focus(); }
   });
+
+  // Keyboard shortcuts (the "?" panel lists them). Letters act only outside text fields.
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.isComposing || event.defaultPrevented) return;
+    var el = document.activeElement;
+    var inField = el && (el.tagName === "TEXTAREA" || el.tagName === "INPUT" || el.tagName === "SELECT" || el.isContentEditable);
+    if (event.key === "Escape") {
+      var stop = document.querySelector(".btn-stop");
+      if (stop && !document.querySelector("dialog[open]") && !(el && el.closest("details.reject"))) { event.preventDefault(); stop.click(); }
+      return;
+    }
+    if (inField) return;
+    var card = el && el.closest ? el.closest(".call-pending") : null;
+    switch (event.key) {
+      case "?":
+        var panel = $("shortcuts");
+        if (panel && !panel.open) { event.preventDefault(); panel.showModal(); }
+        break;
+      case "/":
+        event.preventDefault();
+        focusComposer();
+        break;
+      case "a":
+        if (card) { event.preventDefault(); card.querySelector(".approve-form button").click(); }
+        break;
+      case "r":
+        if (card) {
+          event.preventDefault();
+          var reject = card.querySelector("details.reject");
+          reject.open = true;
+        }
+        break;
+      case "c":
+        var link = document.querySelector("[data-shortcut='c']");
+        if (link) { event.preventDefault(); link.click(); }
+        break;
+    }
+  });
+
+  // Theme: follow the system ("auto"), or the person's choice, remembered in this browser.
+  var THEMES = ["auto", "light", "dark"];
+  var NAMES = { auto: "Auto", light: "Light", dark: "Dark" };
+  function currentTheme() { return document.documentElement.dataset.theme || "auto"; }
+  function showTheme(button) {
+    var theme = currentTheme();
+    button.querySelector(".theme-name").textContent = NAMES[theme];
+    button.dataset.theme = theme;
+    button.setAttribute("aria-label", "Theme: " + NAMES[theme]);
+    button.title = theme === "auto" ? "Theme: follows the system (click to change)" : "Theme: " + NAMES[theme] + " (click to change)";
+  }
+  function themeToggle() {
+    var button = $("theme-toggle");
+    if (!button) return;
+    button.hidden = false;
+    showTheme(button);
+    button.addEventListener("click", function () {
+      var next = THEMES[(THEMES.indexOf(currentTheme()) + 1) % THEMES.length];
+      if (next === "auto") delete document.documentElement.dataset.theme;
+      else document.documentElement.dataset.theme = next;
+      try {
+        if (next === "auto") localStorage.removeItem("theme"); else localStorage.setItem("theme", next);
+      } catch (e) { /* storage blocked: the choice lasts for this page */ }
+      showTheme(button);
+    });
+  }
 })();

@@ -32,7 +32,7 @@ def test_an_open_page_follows_a_decision_made_over_the_api(page, app, live_serve
 
     page.goto(f"/chats/{harness.run(run['run_id']).session_id}")
     expect(page.locator(".call-pending")).to_be_visible()
-    expect(page.locator("#run-status")).to_contain_text("Waiting for your decision.")
+    expect(page.locator("#run-status")).to_contain_text("Waiting for your approval.")
 
     decided = requests.post(f"{live_server.url}/agents/data_manager/runs/{run['run_id']}/continue", headers=auth,
                             timeout=30, files={"tools": (None, json.dumps(documented(run["tools"][0])))})

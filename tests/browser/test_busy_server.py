@@ -33,9 +33,7 @@ def test_a_busy_server_says_so_and_keeps_the_typed_message(chromium, app, busy_s
     page.set_default_timeout(15_000)
     try:
         sign_in(page, make_account(app)[1])
-        page.goto("/")
-        with page.expect_navigation():
-            page.get_by_role("button", name="Start a chat").click()
+        page.goto("/chats/new")
         composer = page.locator("#composer-input")
         expect(composer).to_be_enabled()
 
@@ -43,7 +41,7 @@ def test_a_busy_server_says_so_and_keeps_the_typed_message(chromium, app, busy_s
         writer.execute("BEGIN IMMEDIATE")  # another writer holds the lock past SQLITE_BUSY_TIMEOUT
         try:
             composer.fill("Please count the users")
-            with page.expect_response(lambda r: r.url.endswith("/messages")) as sent:
+            with page.expect_response(lambda r: r.url.endswith("/chats")) as sent:  # a new chat's first message
                 composer.press("Enter")
             assert sent.value.status == 503
             expect(page.locator("#flash")).to_contain_text("The database is not available right now")
@@ -53,7 +51,8 @@ def test_a_busy_server_says_so_and_keeps_the_typed_message(chromium, app, busy_s
             writer.rollback()
             writer.close()
 
-        composer.press("Enter")
+        with page.expect_navigation():
+            composer.press("Enter")
         expect(page.locator(".msg-user")).to_have_count(1)
         expect(page.locator(".msg-assistant").last).to_contain_text("Got it the second time.")
         expect(composer).to_have_value("")

@@ -14,19 +14,21 @@ REPLY = "I will delete the 50 oldest records from the users table once you appro
 pytestmark = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
 
 
-def open_new_chat(page, button: str = "Start a chat"):
-    """Click through to a new chat and wait for its page to load (scripts are deferred: Enter only
+def open_new_chat(page):
+    """Click through to a blank chat and wait for its page to load (scripts are deferred: Enter only
     sends once app.js is there)."""
     with page.expect_navigation():
-        page.get_by_role("button", name=button).click()
+        page.get_by_role("link", name="+ New chat").click()
     expect(page.locator("#composer-input")).to_be_enabled()
 
 
 def start_chat(page, message: str):
-    page.goto("/")
-    open_new_chat(page)
+    """Type the first message into a blank chat: the chat is created with it (a full page load)."""
+    page.goto("/chats/new")
+    expect(page.locator("#composer-input")).to_be_focused()
     page.locator("#composer-input").fill(message)
-    page.locator("#composer-input").press("Enter")
+    with page.expect_navigation():
+        page.locator("#composer-input").press("Enter")
 
 
 def test_stream_card_approve_result(page, fake_model, harness):
@@ -39,7 +41,7 @@ def test_stream_card_approve_result(page, fake_model, harness):
     text = page.locator(".msg-assistant .msg-text").first
     expect(text).to_contain_text("I will delete")
     assert text.inner_text() != REPLY, "the reply arrives in pieces, not at once"
-    expect(page.locator("#composer-input")).to_be_disabled()
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
 
     card = page.locator(".call-pending")
     expect(card).to_be_visible()
@@ -49,11 +51,11 @@ def test_stream_card_approve_result(page, fake_model, harness):
     expect(text).to_have_text(REPLY)
     assert harness.rows("users") == before
 
-    card.get_by_role("button", name="Approve").click()
+    card.get_by_role("button", name="Delete 50 rows").click()
     done = page.locator(".call-done")
     expect(done).to_contain_text(f"Deleted 50 records from users. {before - 50:,} remain.")
     expect(page.locator(".msg-assistant").last).to_contain_text("Done: 50 old users are gone.")
-    expect(page.locator("#composer-input")).to_be_enabled()
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
     assert harness.rows("users") == before - 50
 
 
@@ -86,8 +88,8 @@ def test_reload_while_the_card_waits_then_approve(page, fake_model, harness):
     card = page.locator(".call-pending")
     expect(card).to_be_visible()
     expect(page.locator(".msg-assistant .msg-text").first).to_have_text("This needs your approval.")
-    expect(page.locator("#run-status")).to_contain_text("Waiting for your decision.")
-    card.get_by_role("button", name="Approve").click()
+    expect(page.locator("#run-status")).to_contain_text("Waiting for your approval.")
+    card.get_by_role("button", name="Delete 50 rows").click()
     expect(page.locator(".call-done")).to_be_visible()
     expect(page.locator(".msg-assistant").last).to_contain_text("All done after the reload.")
     page.reload()
@@ -103,16 +105,17 @@ def test_reload_mid_stream_shows_every_word_once(page, fake_model):
     expect(page.locator(".msg-assistant .msg-text")).to_contain_text("word10")
     page.reload()
     expect(page.locator(".msg-assistant .msg-text")).to_have_text(words, timeout=20_000)
-    expect(page.locator("#composer-input")).to_be_enabled()
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
 
 
 def test_sidebar_lists_and_switches_chats(page, fake_model):
     fake_model.script(Turn(text="First answer."), Turn(text="Second answer."))
     start_chat(page, "first question")
     expect(page.locator(".msg-assistant")).to_contain_text("First answer.")
-    open_new_chat(page, "New chat")
+    open_new_chat(page)
     page.locator("#composer-input").fill("second question")
-    page.locator("#composer-input").press("Enter")
+    with page.expect_navigation():
+        page.locator("#composer-input").press("Enter")
     expect(page.locator(".msg-assistant")).to_contain_text("Second answer.")
     links = page.locator(".chat-link")
     expect(links).to_have_count(2)
@@ -123,14 +126,14 @@ def test_sidebar_lists_and_switches_chats(page, fake_model):
 
 def test_shift_enter_makes_a_newline_and_enter_sends(page, fake_model):
     fake_model.script(Turn(text="Got both lines."))
-    page.goto("/")
-    open_new_chat(page)
+    page.goto("/chats/new")
     box = page.locator("#composer-input")
     box.type("line one")
     box.press("Shift+Enter")
     box.type("line two")
     expect(box).to_have_value("line one\nline two")
-    box.press("Enter")
+    with page.expect_navigation():
+        box.press("Enter")
     expect(page.locator(".msg-user .bubble")).to_have_text("line one\nline two")
     expect(page.locator(".msg-assistant")).to_contain_text("Got both lines.")
     expect(box).to_have_value("")

@@ -17,18 +17,18 @@ def test_the_demo_model_deletes_after_approval(page, harness):
     before = harness.rows("users")
     page.goto("/")
     expect(page.locator(".model-badge")).to_have_text("Demo model (offline)")
-    with page.expect_navigation():
-        page.get_by_role("button", name="Start a chat").click()
     page.get_by_role("button", name="Delete 50 old records from the users table").click()
-    page.locator("#composer-input").press("Enter")
+    with page.expect_navigation():
+        page.locator("#composer-input").press("Enter")
 
     card = page.locator(".call-pending")
     expect(card).to_contain_text("delete_records")
-    card.get_by_role("button", name="Approve").click()
+    card.get_by_role("button", name="Delete 50 rows").click()
     expect(page.locator(".call-done")).to_contain_text(f"{before - 50:,} remain")
     expect(page.locator(".msg-assistant").last).to_contain_text("Done.")
     assert harness.rows("users") == before - 50
 
+    expect(page.get_by_role("button", name="Send")).to_be_visible()  # Enter waits while the agent works
     page.locator("#composer-input").fill("Notify alice@example.com that the export is ready")
     page.locator("#composer-input").press("Enter")
     page.locator(".call-pending").get_by_role("button", name="Approve").click()

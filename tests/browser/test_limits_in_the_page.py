@@ -21,7 +21,7 @@ def strict_server(app, server_env, tmp_path):
     server.stop()
 
 
-def test_too_many_messages_says_so_and_keeps_the_typed_message(chromium, app, strict_server, fake_model):
+def test_too_many_messages_says_so_and_keeps_the_typed_message(app, chromium, strict_server, fake_model):
     fake_model.script(Turn(text="First answer."))
     context = chromium.new_context(base_url=strict_server.url)
     page = context.new_page()
@@ -29,13 +29,12 @@ def test_too_many_messages_says_so_and_keeps_the_typed_message(chromium, app, st
     page.on("pageerror", lambda error: script_errors.append(str(error)))
     page.set_default_timeout(15_000)
     try:
-        sign_in(page, make_account(app)[1])
+        sign_in(page, make_account(app)[1])  # every page needs a signed-in account
         page.goto("/")
-        with page.expect_navigation():
-            page.get_by_role("button", name="Start a chat").click()
         composer = page.locator("#composer-input")
         composer.fill("hello")
-        composer.press("Enter")
+        with page.expect_navigation():  # the first message creates the chat (and counts as a message)
+            composer.press("Enter")
         expect(page.locator(".msg-assistant").last).to_contain_text("First answer.")
         expect(composer).to_be_enabled()
 

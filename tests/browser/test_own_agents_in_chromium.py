@@ -44,18 +44,26 @@ def send(page, text: str) -> None:
     page.locator("#composer-input").press("Enter")
 
 
-def open_chat(page, button: str) -> None:
-    with page.expect_navigation():
-        page.get_by_role("button", name=button).click()
+def send_first(page, text: str) -> None:
+    """The new chat's first message creates the chat (a page load to it)."""
     expect(page.locator("#composer-input")).to_be_enabled()
+    page.locator("#composer-input").fill(text)
+    with page.expect_navigation():
+        page.locator("#composer-input").press("Enter")
+
+
+def pick_agent(page, name: str) -> None:
+    with page.expect_navigation():
+        page.get_by_role("link", name=f"Chat with {name}").click()
+    expect(page.locator("#agent-name")).to_have_text(name)
 
 
 def test_the_reference_agent_file_asks_first_then_runs_once_or_never(page, fake_model, harness):
     fake_model.script(Turn(text="I need your confirmation.", tool_calls=[DELETE_50]), Turn(text="50 deleted."))
     page.goto("/")
     expect(page.locator("h1")).to_have_text("Data Manager")
-    open_chat(page, "Start a chat")
-    send(page, "Delete 50 old records from the users table")
+    expect(page.locator(".agent-picker")).to_have_count(0)  # one agent: nothing to pick
+    send_first(page, "Delete 50 old records from the users table")
 
     card = page.locator(".call-pending")
     expect(card).to_contain_text("delete_records")
@@ -63,7 +71,7 @@ def test_the_reference_agent_file_asks_first_then_runs_once_or_never(page, fake_
     [call] = all_calls(harness)
     assert (call.status, call.result) == ("pending", None), "paused: nothing ran"
 
-    card.get_by_role("button", name="Approve").click()
+    card.get_by_role("button", name="Delete 50 rows").click()  # the card names what approving does
     expect(page.locator(".call-done")).to_contain_text("Deleted 50 records from users")
     expect(page.locator(".msg-assistant").last).to_contain_text("50 deleted.")
     [call] = all_calls(harness)
@@ -86,15 +94,16 @@ def test_an_mcp_agent_picked_from_new_chat_gates_its_destructive_tool(page, fake
     expect(choice).to_contain_text("Records over MCP")
     # Listed in the background (a helper process and the server start), then shown without a reload.
     expect(choice).to_contain_text("delete_records asks first", timeout=30_000)
-    open_chat(page, "Chat with Records over MCP")
+    pick_agent(page, "Records over MCP")
+    expect(page.locator("#composer-input")).to_have_attribute("placeholder", "Message Records over MCP…")
+    send_first(page, "delete 50 users")
     expect(page.locator("h1")).to_have_text("Records over MCP")
     expect(page.locator(".chat-link.current .chat-agent")).to_have_text("Records over MCP")
-    send(page, "delete 50 users")
 
     card = page.locator(".call-pending")
     expect(card).to_contain_text("The server marks this tool as destructive.")
     assert ledger_lines(ledger) == [], "paused: the server was not called"
-    card.get_by_role("button", name="Approve").click()
+    card.get_by_role("button", name="Delete 50 rows").click()  # the card names what approving does
     expect(page.locator(".call-done")).to_contain_text("Deleted 50 records from users (over MCP)")
     assert ledger_lines(ledger) == ["start users 50", "done users 50"]
 

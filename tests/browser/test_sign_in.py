@@ -21,7 +21,7 @@ def test_the_first_admin_sets_up_the_server_and_invites_a_member(chromium, live_
         admin.get_by_label("Email").fill("owner@example.test")
         admin.get_by_label("Password").fill(TEST_PASSWORD)
         admin.get_by_role("button", name="Create admin account").click()
-        expect(admin.get_by_role("button", name="Start a chat")).to_be_visible()
+        expect(admin.get_by_role("textbox", name="Message")).to_be_visible()
 
         admin.get_by_role("link", name="Admin").click()
         admin.get_by_role("textbox", name="For").fill("Dana")
@@ -35,7 +35,7 @@ def test_the_first_admin_sets_up_the_server_and_invites_a_member(chromium, live_
         member.get_by_label("Email").fill("dana@example.test")
         member.get_by_label("Password").fill(TEST_PASSWORD)
         member.get_by_role("button", name="Create account").click()
-        expect(member.get_by_role("button", name="Start a chat")).to_be_visible()
+        expect(member.get_by_role("textbox", name="Message")).to_be_visible()
         expect(member.get_by_role("link", name="Admin")).to_have_count(0)
 
         member.get_by_role("button", name="Sign out").click()
@@ -48,7 +48,7 @@ def test_the_first_admin_sets_up_the_server_and_invites_a_member(chromium, live_
         expect(member.get_by_role("alert")).to_have_text("That email and password don't match an account.")
         member.get_by_label("Password").fill(TEST_PASSWORD)
         member.get_by_role("button", name="Sign in").click()
-        expect(member.get_by_role("button", name="Start a chat")).to_be_visible()
+        expect(member.get_by_role("textbox", name="Message")).to_be_visible()
     finally:
         admin_context.close()
         member_context.close()

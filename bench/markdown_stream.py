@@ -1,0 +1,41 @@
+"""CPU cost of rendering a reply as Markdown while it streams (issue 13): every text event re-renders
+the whole reply so far (app.markdown.render_streaming_markdown), so the cost grows with the square of
+the reply's length. Prints, per reply size, the number of renders and their total CPU time.
+
+    .venv/bin/python -m bench.markdown_stream                       # a render per 40 ms flush (8 chars)
+    .venv/bin/python -m bench.markdown_stream --chars-per-flush 40  # the stream's throttle: one per 200 ms
+
+The browser's stream renders a reply at most every 200 ms (app.web.stream.TEXT_INTERVAL): at 50
+tokens/s of ~4 characters, that is one render per 40 characters.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from app.markdown import render_streaming_markdown
+
+PARAGRAPH = ("The **users** table has `1,200` rows; the oldest were created in 2019. "
+             "Deleting 50 of them leaves [1,150](https://example.com/docs) rows.\n\n"
+             "- one item\n- another *item*\n\n```python\nrows = count('users')\n```\n\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chars-per-flush", type=int, default=8, help="characters streamed per 40 ms flush")
+    args = parser.parse_args()
+    print("| reply | renders | total CPU | per render (last) |\n|---:|---:|---:|---:|")
+    for size in (1_000, 2_700, 8_000, 20_000):
+        text = (PARAGRAPH * (size // len(PARAGRAPH) + 1))[:size]
+        renders, started, last = 0, time.process_time(), 0.0
+        for end in range(args.chars_per_flush, size + args.chars_per_flush, args.chars_per_flush):
+            before = time.process_time()
+            render_streaming_markdown(text[:end])
+            last = time.process_time() - before
+            renders += 1
+        total = time.process_time() - started
+        print(f"| {size:,} chars | {renders:,} | {total:.2f} s | {last * 1000:.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
