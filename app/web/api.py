@@ -354,8 +354,12 @@ def list_sessions():
 @bp.get("/sessions/<session_id>")
 def get_session(session_id):
     chat, account = _owned_chat(session_id)
+    return jsonify(_session_detail(chat, account))
+
+
+def _session_detail(chat, account) -> dict:
     messages = db.session.scalars(db.select(Message).where(Message.session_id == chat.id).order_by(Message.id))
-    return jsonify(serialize.session_detail_json(chat, account.api_user_id, list(messages)))
+    return serialize.session_detail_json(chat, account.api_user_id, list(messages))
 
 
 @bp.get("/sessions/<session_id>/runs")
@@ -381,7 +385,7 @@ def rename_session(session_id):
     if not isinstance(name, str) or not name.strip():
         raise ShapeError("session_name is required.")
     chat, account = _owned_chat(session_id)
-    return jsonify(serialize.session_json(chats.rename_chat(chat, name), account.api_user_id))
+    return jsonify(_session_detail(chats.rename_chat(chat, name), account))  # the detail, as the reference
 
 
 @bp.delete("/sessions/<session_id>")

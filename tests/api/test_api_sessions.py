@@ -73,6 +73,7 @@ def test_rename_and_delete(api, harness, fake_model):
     run = paused(api, session_id="doomed")
     renamed = api.post("/sessions/doomed/rename", json={"session_name": "Cleanup  of users"})
     assert renamed.status_code == 200 and renamed.get_json()["session_name"] == "Cleanup of users"
+    assert renamed.get_json() == api.get("/sessions/doomed").get_json(), "the detail, as GET answers it"
     as_form = api.post("/sessions/doomed/rename", data={"session_name": "Cleanup"})
     assert as_form.get_json()["session_name"] == "Cleanup"
     assert api.post("/sessions/doomed/rename", json={}).status_code == 422
