@@ -75,7 +75,8 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
                                                  sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
                                                  lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
-    from app.web import account, admin, api, assets, auth, chat, errors
+    from app.api import routes as api
+    from app.web import account, admin, assets, auth, chat, errors
     app.register_blueprint(signin.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(account.bp)

@@ -1,157 +1,102 @@
-"""The OpenAPI 3.1 document of the REST API, built by hand (no framework): `spec()`.
+"""The OpenAPI 3.1 document of the REST API: `spec()`. Its schemas, request bodies and query
+parameters are generated from the pydantic models in `app.api.request_models` and
+`app.api.response_models`; what is written here is only what a model cannot say (which operation
+answers which status, and why).
 
 It is served at /openapi.json, rendered as the /docs page, validated in the tests, and used by
-schemathesis to fuzz the API. Keep it in step with `app.web.api`.
+schemathesis to fuzz the API (every answer must match it).
 """
 from __future__ import annotations
 
 import copy
 from functools import cache
 
-from app.agent.runner import MAX_MESSAGE_CHARS
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
-NULLABLE_STRING = {"type": ["string", "null"]}
-RUN_STATUSES = ["RUNNING", "PAUSED", "COMPLETED", "CANCELLED", "ERROR"]
-EVENT_NAMES = ["RunStarted", "ModelRequestStarted", "RunContent", "ModelRequestCompleted", "ToolCallStarted",
-               "ToolCallCompleted", "RunContentCompleted", "RunPaused", "RunContinued", "RunCompleted", "RunError",
-               "RunCancelled"]
+from app.api import request_models as rq
+from app.api import response_models as rs
+
+REF = "#/components/schemas/{model}"
+COMPONENTS = [(model, "serialization") for model in (
+    rs.Error, rs.Accepted, rs.Tool, rs.Message, rs.Requirement, rs.Run, rs.RunWithDetail, rs.EventData, rs.RunEvent,
+    rs.Session, rs.SessionDetail, rs.SessionPage, rs.Agent, rs.Health, rs.Ready)] + [(rq.ToolDecision, "validation")]
 
 
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
+def _ref(model: type[BaseModel]) -> dict:
+    return {"$ref": REF.format(model=model.__name__)}
 
 
-def _json(schema: dict, description: str) -> dict:
+def _json(schema: dict | type[BaseModel], description: str) -> dict:
+    schema = _ref(schema) if isinstance(schema, type) else schema
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _list(model: type[BaseModel]) -> dict:
+    return {"type": "array", "items": _ref(model)}
+
+
 def _error(description: str) -> dict:
-    return _json(_ref("Error"), description)
+    return _json(rs.Error, description)
 
 
-def _form(properties: dict, required: list[str] | None = None) -> dict:
-    schema = {"type": "object", "properties": properties, **({"required": required} if required else {})}
-    return {"required": bool(required), "content": {
-        "multipart/form-data": {"schema": schema},
-        "application/x-www-form-urlencoded": {"schema": schema}}}
+def _fields(model: type[rq.Request]) -> dict:
+    """A request model's JSON schema as a form or query sees it: an optional field is one that may be
+    absent (a form has no null)."""
+    schema = model.model_json_schema(ref_template=REF, mode="validation")
+    for field in schema["properties"].values():
+        field.pop("title", None)
+        options = field.pop("anyOf", None)
+        if options:
+            field.update(next(option for option in options if option.get("type") != "null"))
+        if field.get("default", 0) in (None, []):  # "absent" is the default here
+            del field["default"]
+    return schema
 
 
-def _param(name: str, where: str, description: str, schema: dict | None = None, required: bool = False) -> dict:
-    return {"name": name, "in": where, "required": required or where == "path", "description": description,
-            "schema": schema or {"type": "string"}}
+def _form(model: type[rq.Request], contentSchema: dict | None = None) -> dict:
+    """`contentSchema`: the schema of the JSON text in a field, by field name."""
+    schema = _fields(model)
+    for name, content in (contentSchema or {}).items():
+        schema["properties"][name]["contentSchema"] = content
+    body = {"type": "object", "properties": schema["properties"],
+            **({"required": schema["required"]} if schema.get("required") else {})}
+    return {"required": bool(schema.get("required")), "content": {
+        "multipart/form-data": {"schema": body}, "application/x-www-form-urlencoded": {"schema": body}}}
 
 
-USER_ID = {"type": "string", "maxLength": 255,
-           "description": "The user the request acts for; runs and sessions belong to it. Absent: `default`."}
-SESSION_ID = {"type": "string", "maxLength": 200}
-STREAM = {"type": "boolean", "default": True,
-          "description": "true (the default): answer `text/event-stream` with the run's events; "
-                         "false: answer the run as JSON once it pauses, completes or fails."}
+def _query(model: type[rq.Request], *only: str) -> list[dict]:
+    schema = _fields(model)
+    return [{"name": name, "in": "query", "required": name in schema.get("required", []),
+             "description": field.pop("description", ""), "schema": field}
+            for name, field in schema["properties"].items() if not only or name in only]
 
-AGENT_ID = _param("agent_id", "path", "The agent, e.g. `data_manager`.")
-RUN_ID = _param("run_id", "path", "The run.")
-SESSION_PATH = _param("session_id", "path", "The session: the `session_id` the client chose, or ours.")
-USER_QUERY = _param("user_id", "query", "The user the request acts for (absent: `default`).", USER_ID)
-SESSION_QUERY = _param("session_id", "query", "Only if the run is in this session (else 404).", SESSION_ID)
-STATUS_QUERY = _param("status", "query", "Only runs in this state.", {"type": "string", "enum": RUN_STATUSES})
+
+def _path(name: str, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+
+
+AGENT_ID = _path("agent_id", "The agent, e.g. `data_manager`.")
+RUN_ID = _path("run_id", "The run.")
+SESSION_PATH = _path("session_id", "The session: the `session_id` the client chose, or ours.")
 
 RUN_ANSWERS = {
     "200": {"description": "The run's events (`stream=true`), or the run once it paused, completed or was "
                            "cancelled (`stream=false`).",
-            "content": {"application/json": {"schema": _ref("Run")},
-                        "text/event-stream": {"schema": _ref("RunEvent")}}},
+            "content": {"application/json": {"schema": _ref(rs.Run)},
+                        "text/event-stream": {"schema": _ref(rs.RunEvent)}}},
     "202": {"description": "`stream=false`: still running when the wait ran out; poll the run. Or the run was "
                            "started/decided but could not be read back (the database went away just then): "
                            "`run_id` and a `detail`; poll the run.",
-            "content": {"application/json": {"schema": {"anyOf": [_ref("Run"), _ref("Accepted")]}}}},
+            "content": {"application/json": {"schema": {"anyOf": [_ref(rs.Run), _ref(rs.Accepted)]}}}},
     "401": _error("No valid key."),
     "404": _error("No such agent or run (for this user_id)."),
     "413": _error("The message or the request is too large."),
     "422": _error("A form field is missing or malformed."),
     "429": _error("A per-account limit was reached (messages or actions per minute, runs at once, open "
                   "streams); `Retry-After` says when to try again."),
-    "502": _json(_ref("RunWithDetail"), "`stream=false`: the model failed; the run is `ERROR`. Sending the "
-                                        "same continue again retries it."),
-}
-
-SCHEMAS = {
-    "Error": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
-    "Accepted": {"type": "object", "required": ["run_id", "detail"],
-                 "description": "The command was committed, but the run could not be read back just then.",
-                 "properties": {"run_id": {"type": "string"}, "status": {"type": "string"},
-                                "detail": {"type": "string"}}},
-    "Tool": {
-        "type": "object",
-        "description": "A tool call, as the reference's ToolExecution. `requires_confirmation` is true while it "
-                       "waits for a decision; `confirmed` is null until a person decides.",
-        "required": ["tool_call_id", "tool_name", "tool_args", "requires_confirmation", "confirmed",
-                     "confirmation_note", "requires_user_input", "user_input_schema",
-                     "external_execution_required", "result", "tool_call_error", "created_at"],
-        "properties": {
-            "tool_call_id": {"type": "string"}, "tool_name": {"type": "string"},
-            "tool_args": {"type": "object"}, "tool_call_error": {"type": ["boolean", "null"]},
-            "result": NULLABLE_STRING, "created_at": {"type": "integer"},
-            "requires_confirmation": {"type": ["boolean", "null"]}, "confirmed": {"type": ["boolean", "null"]},
-            "confirmation_note": NULLABLE_STRING, "requires_user_input": {"type": ["boolean", "null"]},
-            "user_input_schema": {"type": ["array", "null"]},
-            "external_execution_required": {"type": ["boolean", "null"]},
-            "preview": {**NULLABLE_STRING, "description": "What the call would do (ours; pending calls)."},
-        },
-    },
-    "Message": {"type": "object", "required": ["id", "role", "created_at"], "properties": {
-        "id": {"type": "string"}, "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
-        "content": {"type": "string"}, "created_at": {"type": "integer"},
-        "tool_calls": {"type": "array", "items": {"type": "object"}}, "tool_call_id": {"type": "string"}}},
-    "Run": {
-        "type": "object",
-        "required": ["run_id", "agent_id", "agent_name", "session_id", "user_id", "content", "status",
-                     "messages", "tools", "created_at", "metrics"],
-        "properties": {
-            "run_id": {"type": "string"}, "agent_id": {"type": "string"}, "agent_name": {"type": "string"},
-            "session_id": {"type": "string"}, "user_id": NULLABLE_STRING, "content": {"type": "string"},
-            "status": {"type": "string", "enum": RUN_STATUSES}, "created_at": {"type": "integer"},
-            "model": NULLABLE_STRING, "metrics": {"type": "object"},
-            "messages": {"type": "array", "items": _ref("Message")},
-            "tools": {"type": "array", "items": _ref("Tool")},
-            "requirements": {"type": "array", "items": {"type": "object", "properties": {
-                "id": {"type": "string"}, "created_at": {"type": "string"}, "tool_execution": _ref("Tool")}}},
-            "events": {"type": "array", "items": {"type": "object"}},
-        },
-    },
-    "RunEvent": {
-        "type": "object",
-        "description": "One server-sent event (`event: <name>`, `data: <json>`). The stream ends with RunPaused "
-                       "(its `tools` are the calls waiting for a decision), RunCompleted, RunError or RunCancelled.",
-        "required": ["event", "data"],
-        "properties": {
-            "event": {"type": "string", "enum": EVENT_NAMES},
-            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {
-                "type": "object", "required": ["event", "created_at", "agent_id", "run_id", "session_id"],
-                "properties": {"event": {"type": "string"}, "content": {"type": "string"},
-                               "tool": _ref("Tool"), "tools": {"type": "array", "items": _ref("Tool")}}}},
-        },
-    },
-    "RunWithDetail": {"allOf": [_ref("Run"), {"type": "object", "required": ["detail"],
-                                              "properties": {"detail": {"type": "string"}}}]},
-    "Session": {"type": "object", "required": ["session_id", "session_name", "created_at", "updated_at"],
-                "properties": {"session_id": {"type": "string"}, "session_name": {"type": "string"},
-                               "session_type": {"type": "string"}, "user_id": NULLABLE_STRING,
-                               "agent_id": {"type": "string"}, "created_at": {"type": "string"},
-                               "updated_at": {"type": "string"}}},
-    "SessionDetail": {"allOf": [_ref("Session"), {"type": "object", "properties": {
-        "chat_history": {"type": "array", "items": {"type": "object"}}}}]},
-    "SessionPage": {"type": "object", "required": ["data", "meta"], "properties": {
-        "data": {"type": "array", "items": _ref("Session")},
-        "meta": {"type": "object", "properties": {
-            "page": {"type": "integer"}, "limit": {"type": "integer"}, "total_pages": {"type": "integer"},
-            "total_count": {"type": "integer"}}}}},
-    "Agent": {"type": "object", "required": ["id", "name"], "properties": {
-        "id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
-        "model": {"type": "object"},
-        "tools": {"type": "object", "description": "`tools`: each tool's `name`, `description`, `parameters` (JSON "
-                  "schema), `requires_confirmation`, `source` (`python` or `mcp`) and, for MCP tools, `destructive`."},
-        "mcp_servers": {"type": "array", "description": "The agent's MCP servers: `name`, the `tools` listed, and "
-                        "`error` (why the server cannot be reached, or null).", "items": {"type": "object"}}}},
+    "502": _json(rs.RunWithDetail, "`stream=false`: the model failed; the run is `ERROR`. Sending the "
+                                   "same continue again retries it."),
 }
 
 
@@ -165,10 +110,7 @@ def _paths() -> dict:
                                "sent while the session's run is paused rejects its pending calls with the "
                                "message as the reason and resumes that run.",
                 "parameters": [AGENT_ID],
-                "requestBody": _form({
-                    "message": {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_CHARS},
-                    "stream": STREAM, "session_id": SESSION_ID, "user_id": USER_ID,
-                }, ["message"]),
+                "requestBody": _form(rq.RunForm),
                 "responses": {**RUN_ANSWERS,
                               "409": _error("The session's run is still answering, or the session belongs "
                                             "to another agent."),
@@ -176,8 +118,8 @@ def _paths() -> dict:
             },
             "get": {
                 "operationId": "list_runs", "tags": ["Runs"], "summary": "List the user's runs of an agent",
-                "parameters": [AGENT_ID, SESSION_QUERY, STATUS_QUERY, USER_QUERY],
-                "responses": {"200": _json({"type": "array", "items": _ref("Run")}, "Newest first, at most 100."),
+                "parameters": [AGENT_ID, *_query(rq.RunsQuery)],
+                "responses": {"200": _json(_list(rs.Run), "Newest first, at most 100."),
                               "401": _error("No valid key."), "404": _error("No such agent."),
                               "422": _error("A malformed filter.")},
             },
@@ -185,8 +127,8 @@ def _paths() -> dict:
         "/agents/{agent_id}/runs/{run_id}": {
             "get": {
                 "operationId": "get_run", "tags": ["Runs"], "summary": "Get a run",
-                "parameters": [*run_ops, SESSION_QUERY, USER_QUERY],
-                "responses": {"200": _json(_ref("Run"), "The run."), "401": _error("No valid key."),
+                "parameters": [*run_ops, *_query(rq.UserQuery)],
+                "responses": {"200": _json(rs.Run, "The run."), "401": _error("No valid key."),
                               "404": _error("No such run (for this user_id)."),
                               "422": _error("A malformed parameter.")},
             },
@@ -195,75 +137,62 @@ def _paths() -> dict:
             "post": {
                 "operationId": "continue_run", "tags": ["Runs"], "summary": "Decide a paused run's tool calls",
                 "description": (
-                    "`tools` is a JSON list of tool objects: `tool_call_id` (required), `tool_name`, `tool_args`, "
-                    "`confirmed` (true runs the call as stored, false rejects it with `confirmation_note`, null "
-                    "leaves it pending), `confirmation_note`. The server's copy is the truth: a different "
-                    "`tool_name` is a 422, and different `tool_args` are an edit, which only tools that allow "
-                    "editing accept. Calls left out stay pending: the run answers PAUSED again. A continue of a "
-                    "run that is not paused is a 409 (two continues at once: one wins, the other gets 409); of a "
-                    "failed run, it retries."),
+                    "`tools` is a JSON list of tool objects (ToolDecision): `tool_call_id` (required), `tool_name`, "
+                    "`tool_args`, `confirmed` (true runs the call as stored, false rejects it with "
+                    "`confirmation_note`, null leaves it pending), `confirmation_note`. The server's copy is the "
+                    "truth: a different `tool_name` is a 422, and different `tool_args` are an edit, which only "
+                    "tools that allow editing accept. Calls left out stay pending: the run answers PAUSED again. "
+                    "A continue of a run that is not paused is a 409 (two continues at once: one wins, the other "
+                    "gets 409); of a failed run, it retries."),
                 "parameters": run_ops,
-                "requestBody": _form({
-                    "tools": {"type": "string", "description": "A JSON list of tool objects."},
-                    "session_id": SESSION_ID, "user_id": USER_ID, "stream": STREAM,
-                }),
+                "requestBody": _form(rq.ContinueForm, contentSchema={"tools": _list(rq.ToolDecision)}),
                 "responses": {**RUN_ANSWERS,
                               "400": _error("`tools` is not valid JSON."),
-                              "409": _json(_ref("RunWithDetail"), "The run is not paused, or another "
-                                                                  "decision got there first; the current run.")},
+                              "409": _json(rs.RunWithDetail, "The run is not paused, or another decision got "
+                                                             "there first; the current run.")},
             },
         },
         "/agents/{agent_id}/runs/{run_id}/cancel": {
             "post": {
                 "operationId": "cancel_run", "tags": ["Runs"], "summary": "Cancel a run",
                 "parameters": run_ops,
-                "requestBody": _form({"session_id": SESSION_ID, "user_id": USER_ID}),
-                "responses": {"200": _json(_ref("Run"), "The run, now CANCELLED."),
-                              "202": _json(_ref("Accepted"), "Cancelled, but the run could not be read back."),
+                "requestBody": _form(rq.CancelForm),
+                "responses": {"200": _json(rs.Run, "The run, now CANCELLED."),
+                              "202": _json(rs.Accepted, "Cancelled, but the run could not be read back."),
                               "401": _error("No valid key."),
                               "404": _error("No such run (for this user_id)."),
-                              "409": _json(_ref("RunWithDetail"), "The run had already finished."),
+                              "409": _json(rs.RunWithDetail, "The run had already finished."),
                               "422": _error("A malformed field."),
                               "429": _error("Too many actions per minute for this user; see `Retry-After`.")},
             },
         },
         "/agents": {
             "get": {"operationId": "list_agents", "tags": ["Agents"], "summary": "List the agents",
-                    "responses": {"200": _json({"type": "array", "items": _ref("Agent")}, "The agents."),
-                                  "401": _error("No valid key.")}},
+                    "responses": {"200": _json(_list(rs.Agent), "The agents."), "401": _error("No valid key.")}},
         },
         "/agents/{agent_id}": {
             "get": {"operationId": "get_agent", "tags": ["Agents"], "summary": "Get an agent",
                     "parameters": [AGENT_ID],
-                    "responses": {"200": _json(_ref("Agent"), "The agent."), "401": _error("No valid key."),
+                    "responses": {"200": _json(rs.Agent, "The agent."), "401": _error("No valid key."),
                                   "404": _error("No such agent.")}},
         },
         "/sessions": {
             "get": {
                 "operationId": "list_sessions", "tags": ["Sessions"], "summary": "List the user's sessions",
-                "parameters": [
-                    _param("page", "query", "1 for the first page.", {"type": "integer", "minimum": 1, "default": 1}),
-                    _param("limit", "query", "Sessions per page.",
-                           {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
-                    _param("sort_by", "query", "", {"type": "string", "enum": ["created_at", "updated_at"]}),
-                    _param("sort_order", "query", "", {"type": "string", "enum": ["asc", "desc"]}),
-                    _param("type", "query", "Only `agent` sessions exist.",
-                           {"type": "string", "enum": ["agent", "team", "workflow"]}),
-                    USER_QUERY,
-                ],
-                "responses": {"200": _json(_ref("SessionPage"), "One page of sessions."),
+                "parameters": _query(rq.SessionsQuery),
+                "responses": {"200": _json(rs.SessionPage, "One page of sessions."),
                               "401": _error("No valid key."), "422": _error("A malformed parameter.")},
             },
         },
         "/sessions/{session_id}": {
             "get": {"operationId": "get_session", "tags": ["Sessions"], "summary": "Get a session",
-                    "parameters": [SESSION_PATH, USER_QUERY],
-                    "responses": {"200": _json(_ref("SessionDetail"), "The session and its messages."),
+                    "parameters": [SESSION_PATH, *_query(rq.UserQuery, "user_id")],
+                    "responses": {"200": _json(rs.SessionDetail, "The session and its messages."),
                                   "401": _error("No valid key."), "404": _error("No such session (for this user_id)."),
                                   "422": _error("A malformed parameter.")}},
             "delete": {"operationId": "delete_session", "tags": ["Sessions"],
                        "summary": "Delete a session with its runs",
-                       "parameters": [SESSION_PATH, USER_QUERY],
+                       "parameters": [SESSION_PATH, *_query(rq.UserQuery, "user_id")],
                        "responses": {"204": {"description": "Deleted."}, "401": _error("No valid key."),
                                      "404": _error("No such session (for this user_id)."),
                                      "409": _error("A run is still answering in it."),
@@ -272,39 +201,46 @@ def _paths() -> dict:
         "/sessions/{session_id}/runs": {
             "get": {"operationId": "list_session_runs", "tags": ["Sessions"],
                     "summary": "A session's runs (`status=PAUSED`: the pending approvals)",
-                    "parameters": [SESSION_PATH, STATUS_QUERY, USER_QUERY],
-                    "responses": {"200": _json({"type": "array", "items": _ref("Run")}, "Oldest first."),
+                    "parameters": [SESSION_PATH, *_query(rq.RunsQuery, "status", "user_id")],
+                    "responses": {"200": _json(_list(rs.Run), "Oldest first."),
                                   "401": _error("No valid key."), "404": _error("No such session (for this user_id)."),
                                   "422": _error("A malformed filter.")}},
         },
         "/sessions/{session_id}/rename": {
             "post": {"operationId": "rename_session", "tags": ["Sessions"], "summary": "Rename a session",
-                     "parameters": [SESSION_PATH, USER_QUERY],
-                     "requestBody": {"required": True, "content": {
-                         "application/json": {"schema": {"type": "object", "required": ["session_name"],
-                                                         "properties": {"session_name": {"type": "string"}}}},
-                         "application/x-www-form-urlencoded": {"schema": {
-                             "type": "object", "required": ["session_name"],
-                             "properties": {"session_name": {"type": "string"}, "user_id": USER_ID}}}}},
-                     "responses": {"200": _json(_ref("Session"), "The renamed session."),
+                     "parameters": [SESSION_PATH, *_query(rq.UserQuery, "user_id")],
+                     "requestBody": _rename_body(),
+                     "responses": {"200": _json(rs.SessionDetail, "The renamed session, as GET answers it."),
                                    "400": _error("The JSON body is not JSON, or is nested too deeply."),
                                    "401": _error("No valid key."), "404": _error("No such session (for this user_id)."),
                                    "422": _error("No session_name.")}},
         },
         "/health": {
             "get": {"operationId": "health", "tags": ["Server"], "summary": "Is the server up", "security": [],
-                    "responses": {"200": _json({"type": "object", "required": ["status"], "properties": {
-                        "status": {"type": "string"}, "instantiated_at": {"type": "string"}}}, "Up.")}},
+                    "responses": {"200": _json(rs.Health, "Up.")}},
         },
         "/ready": {
             "get": {"operationId": "ready", "tags": ["Server"], "summary": "Can the server serve requests",
                     "description": "503 while the database is unreachable or its migrations are pending.",
                     "security": [],
-                    "responses": {"200": _json({"type": "object", "required": ["status"], "properties": {
-                        "status": {"type": "string"}}}, "Ready."),
+                    "responses": {"200": _json(rs.Ready, "Ready."),
                                   "503": _error("The database is unreachable, or migrations are pending.")}},
         },
     }
+
+
+def _rename_body() -> dict:
+    form = _form(rq.RenameBody)
+    as_json = copy.deepcopy(form["content"]["application/x-www-form-urlencoded"])
+    as_json["schema"]["properties"].pop("user_id")
+    return {"required": True, "content": {"application/json": as_json,
+                                          "application/x-www-form-urlencoded": form["content"][
+                                              "application/x-www-form-urlencoded"]}}
+
+
+def _schemas() -> dict:
+    _, generated = models_json_schema(COMPONENTS, ref_template=REF)
+    return generated["$defs"]
 
 
 @cache
@@ -325,7 +261,7 @@ def _spec() -> dict:
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "description": "The server's OS_SECURITY_KEY."}},
-            "schemas": SCHEMAS,
+            "schemas": _schemas(),
         },
     }
 

@@ -1,5 +1,5 @@
-"""Runs, tool calls, sessions and run events in the shapes of Agno AgentOS (the reference), and the
-reference's `tools` form field parsed into the runner's `Decision`s.
+"""Runs, tool calls, sessions, agents and run events in the shapes of Agno AgentOS (the reference),
+as plain dicts (their schemas, for the OpenAPI document, are `app.api.response_models`).
 
 Field names, status names and event names follow the captures in the research notes
 (`agno-anchor-captures/`). Where the reference reports something we do not track (token metrics,
@@ -13,11 +13,8 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from app.agent.definition import Agent
-from app.agent.llm import DemoModel
-from app.agent.runner import Decision, tool_output
+from app.api.core import Agent, DemoModel, tool_output
 from app.extensions import db
-from app.jsontext import BadJson, load_json
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunEvent, RunStatus, ToolCall
 
 # Our run states in the reference's names (it has no "queued": a queued run is about to run).
@@ -34,14 +31,6 @@ STATUS_FILTER = {name: [ours for ours, theirs in STATUS.items() if theirs == nam
 PAUSED_CONTENT = "I have tools to execute, but I need confirmation."  # the reference's fixed text
 SETTLED = (CallStatus.DONE, CallStatus.FAILED, CallStatus.REJECTED, CallStatus.OUTCOME_UNKNOWN)
 FINAL_EVENTS = ("RunPaused", "RunCompleted", "RunError", "RunCancelled")
-
-
-class ShapeError(ValueError):
-    """A request body that is not what the reference accepts; `status` is 400 or 422."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
 
 
 # --- time -------------------------------------------------------------------------------------------
@@ -333,54 +322,3 @@ def agent_tool_json(tool) -> dict:
 def _agents():
     from flask import current_app
     return current_app.extensions["agents"]
-
-
-# --- the continue's `tools` field ------------------------------------------------------------------------
-
-def parse_tools(text: str | None) -> list[Decision]:
-    """The `tools` form field (a JSON list of the reference's tool objects) as decisions.
-
-    Only what a decision needs is read: `tool_call_id`, `tool_name`, `tool_args`, `confirmed`,
-    `confirmation_note`; input values (`user_input_schema[].value`, when `requires_user_input` is true)
-    and an external `result` (when `external_execution_required` is true). A whole tool object echoed
-    back from a paused run is therefore fine: its other fields are ignored."""
-    if text is None or not text.strip():
-        return []
-    try:
-        entries = load_json(text, "tools")  # also refuses NUL, lone surrogates and deep nesting
-    except BadJson as exc:
-        raise ShapeError(str(exc), exc.status) from None
-    if not isinstance(entries, list):
-        raise ShapeError(f"tools must be a JSON list of tool objects, not {_kind(entries)}.")
-    return [_decision(index, entry) for index, entry in enumerate(entries)]
-
-
-def _decision(index: int, entry) -> Decision:
-    where = f"tools[{index}]"
-    if not isinstance(entry, dict):
-        raise ShapeError(f"{where} must be a tool object, not {_kind(entry)}.")
-    call_id = entry.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise ShapeError(f"{where}.tool_call_id is required: the id of the call, as a string.")
-    for name, kinds, label in (("tool_name", str, "a string"), ("tool_args", dict, "an object"),
-                               ("confirmed", bool, "true, false or null"),
-                               ("confirmation_note", str, "a string"), ("user_input_schema", list, "a list")):
-        if entry.get(name) is not None and not isinstance(entry[name], kinds):
-            raise ShapeError(f"{where}.{name} must be {label}, not {_kind(entry[name])}.")
-    user_input = None
-    if entry.get("requires_user_input") is True:
-        fields = entry.get("user_input_schema") or []
-        if not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in fields):
-            raise ShapeError(f"{where}.user_input_schema must list fields with a name and a value.")
-        user_input = {f["name"]: f.get("value") for f in fields}
-    external = None
-    if entry.get("external_execution_required") is True and entry.get("result") is not None:
-        external = entry["result"] if isinstance(entry["result"], str) else json.dumps(entry["result"])
-    return Decision(call_id=call_id, tool_name=entry.get("tool_name"), arguments=entry.get("tool_args"),
-                    confirmed=entry.get("confirmed"), note=entry.get("confirmation_note"),
-                    user_input=user_input, external_result=external)
-
-
-def _kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)

@@ -63,7 +63,7 @@ def answer_after_commit(render: Callable[[], ResponseReturnValue], done: str, ca
                                    getattr(exc, "orig", None) or exc)
         g.database_unavailable = True
         _discard_session()
-        from app.web.api import is_api_request
+        from app.api.errors import is_api_request
         if is_api_request():
             return app_json({**(api_body or {}), "detail": done}), 202
         if request.headers.get("HX-Request"):
@@ -95,7 +95,7 @@ def _discard_session() -> None:
 
 
 def _render(message: str, status: int):
-    from app.web.api import is_api_request
+    from app.api.errors import is_api_request
     if request.accept_mimetypes.best == "application/json" or is_api_request():
         return app_json({"detail": message}), status
     template = "errors/_error.html" if request.headers.get("HX-Request") else "errors/page.html"

@@ -1,46 +1,35 @@
-"""The AgentOS-compatible REST API: the reference's endpoints, form fields, JSON shapes and event
-names, without its flaws (see README, "API").
+"""The AgentOS-compatible REST API's routes: the reference's endpoints, form fields, JSON shapes and
+event names, without its flaws (see README, "API").
 
-Thin views: parse the request, call the core (`app.agent.runner`, `app.chats`), serialise with
-`app.api.serialize`. Authenticated in `app.web.auth` (bearer key), so CSRF-exempt; every error is
-JSON `{"detail": "..."}`, and errors about a run also carry the run.
+Thin views: parse the request into its model (`app.api.request_models`), call the core (through
+`app.api.core`), answer with `app.api.serialize`'s dicts. Authenticated in `app.web.auth` (bearer key),
+so CSRF-exempt; every error is JSON `{"detail": "..."}` (`app.api.errors`).
 """
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, render_template, request
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import NotFound
 
-from app import chats, limits, readiness
-from app.limits import LimitReached
-from app.agent import runner
-from app.agent.runner import RunError
-from app.api import serialize
+from app import limits, readiness
+from app.api import core, errors, serialize
+from app.api import request_models as rq
+from app.api.errors import ApiError, detail, jsonify
 from app.api.openapi import spec
-from app.api.serialize import ShapeError
 from app.extensions import csrf, db
 from app.jsontext import BadJson, load_json
 from app.models import Message, Run, RunStatus, utcnow
-from app.web import auth, errors
-from app.web.errors import DATABASE_UNAVAILABLE
-from app.web.auth import ApiAuthError
-from app.web.stream import follow_run
+from app.web import auth
+from app.web.errors import DATABASE_UNAVAILABLE, answer_after_commit
 
 bp = Blueprint("api", __name__)
 csrf.exempt(bp)
 
 PUBLIC = ("api.health", "api.ready", "api.openapi", "api.docs")
-API_PREFIXES = ("/agents", "/sessions", "/health", "/ready", "/openapi.json", "/docs")
 STARTED_AT = utcnow()
-
-
-def is_api_request() -> bool:
-    """Errors on these paths are JSON (also for URLs that match no route)."""
-    return request.blueprint == "api" or request.path.startswith(API_PREFIXES)
 
 
 @bp.before_request
@@ -50,86 +39,39 @@ def authenticate():
         auth.authenticate()
 
 
-def jsonify(body, status: int = 200) -> Response:
-    """JSON in the order the fields were written (the reference's order), not sorted."""
-    return Response(json.dumps(body), status, mimetype="application/json")
+def _run(run: Run) -> dict:
+    return serialize.run_json(serialize.load_run(run))
 
 
-# --- errors -------------------------------------------------------------------------------------------
-
-def _detail(message: str, status: int, **extra):
-    return jsonify({"detail": message, **extra}, status)
-
-
-@bp.errorhandler(ApiAuthError)
-def auth_error(exc: ApiAuthError):
-    response = _detail(str(exc), exc.status)
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
-    return response
-
-
-@bp.errorhandler(ShapeError)
-def shape_error(exc: ShapeError):
-    return _detail(str(exc), exc.status)
-
-
-@bp.errorhandler(RunError)
-def run_error(exc: RunError):
-    """404s name nothing; a conflict carries the run's current state, so the loser sees what won."""
-    if exc.status == 429:  # too many active runs: the one 429 path
-        db.session.rollback()
-        return errors.too_many_requests(LimitReached(str(exc)))
-    run_id = sa.inspect(exc.run).identity[0] if exc.run is not None and exc.status != 404 else None
-    db.session.rollback()
-    run = db.session.get(Run, run_id) if run_id else None
-    if run is None:
-        return _detail(str(exc), exc.status)
-    return jsonify({**serialize.run_json(serialize.load_run(run)), "detail": str(exc)}, exc.status)
-
-
-@bp.errorhandler(HTTPException)
-def http_error(exc: HTTPException):
-    return _detail(exc.description, exc.code)
+errors.register(bp, _run)
 
 
 # --- request helpers ------------------------------------------------------------------------------------
 
-def _flag(name: str, default: bool) -> bool:
-    value = (request.values.get(name) or "").strip().lower()
-    if not value:
-        return default
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise ShapeError(f"{name} must be true or false, not {request.values.get(name)!r}.")
+def _form(model):
+    return rq.parse(model, request.form.to_dict())
 
 
-def _session_id() -> str | None:
-    session_id = (request.values.get("session_id") or "").strip()
-    if len(session_id) > chats.MAX_SESSION_ID:
-        raise ShapeError(f"session_id is too long (at most {chats.MAX_SESSION_ID} characters).")
-    return session_id or None
+def _query(model):
+    return rq.parse(model, request.args.to_dict())
 
 
 def _agent(agent_id: str):
-    return chats.agents().get(agent_id) or _not_found(f"Agent {agent_id} not found")
+    return core.agents().get(agent_id) or _not_found(f"Agent {agent_id} not found")
 
 
 def _not_found(message: str):
     raise NotFound(message)
 
 
-def _owned_run(agent_id: str, run_id: str) -> tuple[Run, int]:
+def _owned_run(agent_id: str, run_id: str, session_id: str | None) -> tuple[Run, int]:
     """The acting account's run of this agent (and of `session_id`, if sent), else a 404 that says
     nothing about other people's runs."""
     _agent(agent_id)
     account = auth.acting_account()
-    run = chats.get_run(account.id, run_id) if account else None
-    session_id = _session_id()
+    run = core.get_run(account.id, run_id) if account else None
     if run is not None and session_id is not None:
-        chat = chats.find_api_chat(account.id, session_id)
+        chat = core.find_api_chat(account.id, session_id)
         if chat is None or chat.id != run.session_id:
             run = None
     if run is None or run.agent_id != agent_id:
@@ -139,32 +81,8 @@ def _owned_run(agent_id: str, run_id: str) -> tuple[Run, int]:
 
 def _owned_chat(session_id: str):
     account = auth.acting_account()
-    chat = chats.find_api_chat(account.id, session_id) if account else None
+    chat = core.find_api_chat(account.id, session_id) if account else None
     return chat or _not_found(f"Session {session_id} not found"), account
-
-
-def _run(run: Run) -> dict:
-    return serialize.run_json(serialize.load_run(run))
-
-
-def _status_filter() -> list[str] | None:
-    status = (request.args.get("status") or "").strip().upper()
-    if not status:
-        return None
-    if status not in serialize.STATUS_FILTER:
-        raise ShapeError(f"status must be one of {', '.join(sorted(serialize.STATUS_FILTER))}, not {status!r}.")
-    return serialize.STATUS_FILTER[status]
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    value = request.args.get(name)
-    try:
-        number = default if value in (None, "") else int(value)
-    except ValueError:
-        raise ShapeError(f"{name} must be a whole number, not {value!r}.") from None
-    if not low <= number <= high:
-        raise ShapeError(f"{name} must be between {low} and {high}.")
-    return number
 
 
 # --- answering a run: as a stream of events, or as JSON once it settles ----------------------------------
@@ -222,7 +140,7 @@ def _event_stream(run_id: str, cursor: int) -> Response:
         view = serialize.load_run(db.session.get(Run, run_id))
         return "".join(serialize.sse(frame) for frame in serialize.final_frames(view, serialize.FINAL_KIND[status]))
 
-    return Response(follow_run(run_id, cursor, render, finish), mimetype="text/event-stream",
+    return Response(core.follow_run(run_id, cursor, render, finish), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -245,22 +163,16 @@ def _stream_slot(stream: bool):
 @limits.messages
 def create_run(agent_id):
     agent = _agent(agent_id)
-    message = (request.form.get("message") or "").strip()
-    if not message:
-        raise ShapeError("message is required.")
-    if len(message) > runner.MAX_MESSAGE_CHARS:
-        raise ShapeError(f"message is too long ({len(message):,} characters; the limit is "
-                         f"{runner.MAX_MESSAGE_CHARS:,}).", 413)
-    stream, session_id = _flag("stream", True), _session_id()
+    form = _form(rq.RunForm)
     account = auth.acting_account(create=True)
-    runner.check_active_runs(account.id)  # the limits first: no new session for a run that cannot start
-    with _stream_slot(stream) as release_slot:
-        chat = chats.api_chat(account.id, agent.id, session_id)
+    core.check_active_runs(account.id)  # the limits first: no new session for a run that cannot start
+    with _stream_slot(form.stream) as release_slot:
+        chat = core.api_chat(account.id, agent.id, form.session_id)
         if chat.agent_id != agent.id:
-            raise ShapeError(f"Session {session_id} belongs to agent {chat.agent_id}.", 409)
-        run, cursor = runner.start_run(chat, message)
+            raise ApiError(f"Session {form.session_id} belongs to agent {chat.agent_id}.", 409)
+        run, cursor = core.start_run(chat, form.message)
         run_id = sa.inspect(run).identity[0]  # without a query: the database may be lost by now
-    return errors.answer_after_commit(
+    return answer_after_commit(
         lambda: _answer(run_id, cursor, release_slot),
         "The run was started, but it could not be read just now: "
         f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id, "status": "RUNNING"})
@@ -269,11 +181,12 @@ def create_run(agent_id):
 @bp.post("/agents/<agent_id>/runs/<run_id>/continue")
 @limits.commands
 def continue_run(agent_id, run_id):
-    run, owner_id = _owned_run(agent_id, run_id)
-    decisions = serialize.parse_tools(request.form.get("tools"))
-    with _stream_slot(_flag("stream", True)) as release_slot:
-        run, cursor = runner.continue_run(owner_id, run_id, decisions, decider_id=owner_id)
-    return errors.answer_after_commit(
+    form = _form(rq.ContinueForm)
+    run, owner_id = _owned_run(agent_id, run_id, form.session_id)
+    decisions = form.decisions()
+    with _stream_slot(form.stream) as release_slot:
+        run, cursor = core.continue_run(owner_id, run_id, decisions, decider_id=owner_id)
+    return answer_after_commit(
         lambda: _answer(run_id, cursor, release_slot),
         "The decisions were recorded, but the run could not be read just now: "
         f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id})
@@ -282,32 +195,32 @@ def continue_run(agent_id, run_id):
 @bp.post("/agents/<agent_id>/runs/<run_id>/cancel")
 @limits.commands
 def cancel_run(agent_id, run_id):
-    run, owner_id = _owned_run(agent_id, run_id)
-    cancelled = runner.cancel(owner_id, run_id)
-    return errors.answer_after_commit(lambda: jsonify(_run(cancelled)), "The run was cancelled.",
-                                      api_body={"run_id": run_id, "status": "CANCELLED"})
+    run, owner_id = _owned_run(agent_id, run_id, _form(rq.CancelForm).session_id)
+    cancelled = core.cancel_run(owner_id, run_id)
+    return answer_after_commit(lambda: jsonify(_run(cancelled)), "The run was cancelled.",
+                               api_body={"run_id": run_id, "status": "CANCELLED"})
 
 
 @bp.get("/agents/<agent_id>/runs/<run_id>")
 def get_run(agent_id, run_id):
-    return jsonify(_run(_owned_run(agent_id, run_id)[0]))
+    return jsonify(_run(_owned_run(agent_id, run_id, _query(rq.UserQuery).session_id)[0]))
 
 
 @bp.get("/agents/<agent_id>/runs")
 def list_runs(agent_id):
     _agent(agent_id)
-    statuses, session_id = _status_filter(), _session_id()
+    query = _query(rq.RunsQuery)
     account = auth.acting_account()
-    chat = chats.find_api_chat(account.id, session_id) if account and session_id else None
-    if account is None or (session_id and chat is None):
+    chat = core.find_api_chat(account.id, query.session_id) if account and query.session_id else None
+    if account is None or (query.session_id and chat is None):
         return jsonify([])
-    query = db.select(Run).where(Run.owner_id == account.id, Run.agent_id == agent_id)
+    runs = db.select(Run).where(Run.owner_id == account.id, Run.agent_id == agent_id)
     if chat is not None:
-        query = query.where(Run.session_id == chat.id)
-    if statuses:
-        query = query.where(Run.status.in_(statuses))
-    runs = db.session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(100))
-    return jsonify([_run(run) for run in runs])
+        runs = runs.where(Run.session_id == chat.id)
+    if query.status:
+        runs = runs.where(Run.status.in_(serialize.STATUS_FILTER[query.status]))
+    found = db.session.scalars(runs.order_by(Run.created_at.desc(), Run.id.desc()).limit(100))
+    return jsonify([_run(run) for run in found])
 
 
 # --- agents ----------------------------------------------------------------------------------------------
@@ -317,7 +230,7 @@ def list_agents():
     models = current_app.extensions["models"]
     db.session.remove()  # listing MCP tools may start their servers: hold no transaction meanwhile
     return jsonify([serialize.agent_json(agent, models.for_agent(agent).label, agent.load_tools())
-                    for agent in chats.agents().all()])
+                    for agent in core.agents().all()])
 
 
 @bp.get("/agents/<agent_id>")
@@ -332,22 +245,14 @@ def get_agent_details(agent_id):
 
 @bp.get("/sessions")
 def list_sessions():
-    page, limit = _int_arg("page", 1, 1, 100_000), _int_arg("limit", 20, 1, 100)
-    sort_by = request.args.get("sort_by") or "created_at"
-    if sort_by not in ("created_at", "updated_at"):
-        raise ShapeError("sort_by must be created_at or updated_at.")
-    sort_order = (request.args.get("sort_order") or "desc").lower()
-    if sort_order not in ("asc", "desc"):
-        raise ShapeError("sort_order must be asc or desc.")
-    session_type = request.args.get("type") or "agent"
-    if session_type not in ("agent", "team", "workflow"):
-        raise ShapeError("type must be agent, team or workflow.")
+    query = _query(rq.SessionsQuery)
     account = auth.acting_account()
-    rows, total = chats.chats_page(account.id, page, limit, sort_by, sort_order == "desc") \
-        if account and session_type == "agent" else ([], 0)
+    rows, total = core.chats_page(account.id, query.page, query.limit, query.sort_by, query.sort_order == "desc") \
+        if account and query.type == "agent" else ([], 0)
     return jsonify({
         "data": [serialize.session_json(chat, account.api_user_id) for chat in rows],
-        "meta": {"page": page, "limit": limit, "total_pages": -(-total // limit), "total_count": total},
+        "meta": {"page": query.page, "limit": query.limit, "total_pages": -(-total // query.limit),
+                 "total_count": total},
     })
 
 
@@ -364,12 +269,12 @@ def _session_detail(chat, account) -> dict:
 
 @bp.get("/sessions/<session_id>/runs")
 def list_session_runs(session_id):
-    statuses = _status_filter()
+    status = _query(rq.RunsQuery).status
     chat, _ = _owned_chat(session_id)
-    query = db.select(Run).where(Run.session_id == chat.id)
-    if statuses:
-        query = query.where(Run.status.in_(statuses))
-    return jsonify([_run(run) for run in db.session.scalars(query.order_by(Run.created_at, Run.id))])
+    runs = db.select(Run).where(Run.session_id == chat.id)
+    if status:
+        runs = runs.where(Run.status.in_(serialize.STATUS_FILTER[status]))
+    return jsonify([_run(run) for run in db.session.scalars(runs.order_by(Run.created_at, Run.id))])
 
 
 @bp.post("/sessions/<session_id>/rename")
@@ -378,21 +283,19 @@ def rename_session(session_id):
         try:
             body = load_json(request.get_data(), "body")
         except BadJson as exc:
-            raise ShapeError(str(exc), exc.status) from None
-        name = body.get("session_name") if isinstance(body, dict) else None
+            raise ApiError(str(exc), exc.status) from None
     else:
-        name = request.form.get("session_name")
-    if not isinstance(name, str) or not name.strip():
-        raise ShapeError("session_name is required.")
+        body = request.form.to_dict()
+    name = rq.parse(rq.RenameBody, body).session_name
     chat, account = _owned_chat(session_id)
-    return jsonify(_session_detail(chats.rename_chat(chat, name), account))  # the detail, as the reference
+    return jsonify(_session_detail(core.rename_chat(chat, name), account))  # the detail, as the reference
 
 
 @bp.delete("/sessions/<session_id>")
 def delete_session(session_id):
     chat, account = _owned_chat(session_id)
-    if not chats.delete_chat(account.id, chat.id):
-        raise ShapeError("The agent is still answering in this session: cancel its run first.", 409)
+    if not core.delete_chat(account.id, chat.id):
+        raise ApiError("The agent is still answering in this session: cancel its run first.", 409)
     return "", 204
 
 
@@ -414,7 +317,7 @@ def ready():
         current_app.logger.warning("not ready: database unavailable: %s", getattr(exc, "orig", None) or exc)
         problem = "The database is not available."
     if problem:
-        response = _detail(problem, 503)
+        response = detail(problem, 503)
         response.headers["Retry-After"] = "5"
         return response
     return jsonify({"status": "ready"})
