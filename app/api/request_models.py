@@ -25,7 +25,7 @@ USER_ID_DOC = "The user the request acts for; runs and sessions belong to it. Ab
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="ignore")
 
 
 def _json_text(field: str):
@@ -52,7 +52,7 @@ def _flag(value):
         return True
     if text in ("false", "0", "no", "off"):
         return False
-    raise PydanticCustomError("flag", "must be true or false, not {sent!r}", {"sent": value})
+    raise PydanticCustomError("flag", f"must be true or false, not {value!r}")
 
 
 def _blank_is_none(value):
@@ -81,8 +81,8 @@ class RunForm(Request):
     def _message(cls, value):
         text = value.strip() if isinstance(value, str) else value
         if isinstance(text, str) and len(text) > MAX_MESSAGE_CHARS:
-            raise PydanticCustomError("too_large", "is too long ({length:,} characters; the limit is {limit:,})",
-                                      {"length": len(text), "limit": MAX_MESSAGE_CHARS})
+            raise PydanticCustomError("too_large", f"is too long ({len(text):,} characters; the limit is "
+                                                   f"{MAX_MESSAGE_CHARS:,})")
         return text
 
 
@@ -226,8 +226,10 @@ def describe(error: dict) -> str:
         return f"{where} must be one of {error['ctx']['expected']}, not {value!r}."
     if kind_of in ("int_parsing", "int_type", "int_from_float"):
         return f"{where} must be a whole number, not {value!r}."
-    if kind_of in ("greater_than_equal", "less_than_equal"):
-        return f"{where} {error['msg'][0].lower()}{error['msg'][1:]}."
+    if kind_of == "greater_than_equal":
+        return f"{where} must be at least {error['ctx']['ge']}."
+    if kind_of == "less_than_equal":
+        return f"{where} must be at most {error['ctx']['le']}."
     if kind_of == "string_too_short":
         return f"{where} is required." if not value else f"{where} is too short."
     if kind_of == "string_too_long":
