@@ -9,6 +9,7 @@ instead, which may land on the other worker (see bench/README.md, "cross-worker 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -278,3 +279,52 @@ class Browser:
         if state := run_state(fragment):
             result.final_state = state
             result.state_ns = now
+
+
+class AgentOSClient:
+    """The reference's REST API (Agno AgentOS; this app serves the same one), driven as its docs and
+    ../shared/research/agno-anchor.md describe: POST /agents/<id>/runs with stream=false answers
+    PAUSED with the pending tool objects; POST …/runs/<id>/continue echoing them with
+    `"confirmed": true` (the whole object: the documented minimal payload does not run the tool)
+    answers COMPLETED. One keep-alive connection per client, a new session every 10 cycles."""
+
+    def __init__(self, base_url: str, agent_id: str = "data_manager", token: str | None = None,
+                 user_id: str | None = None):
+        self.base = f"{base_url}/agents/{agent_id}/runs"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.user_id = user_id or f"bench-{id(self):x}"
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, keepalive_timeout=2.0, enable_cleanup_closed=True),
+            timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=60))
+        self.session_id = ""
+        self.cycles = 0
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def _post(self, url: str, fields: dict) -> dict:
+        form = aiohttp.FormData({**fields, "stream": "false", "user_id": self.user_id})
+        async with self.http.post(url, data=form, headers=self.headers) as response:
+            text = await response.text()
+            if response.status != 200:
+                raise HTTPError(f"POST {url.rsplit('/agents', 1)[-1]}", response.status, text)
+        return json.loads(text)
+
+    async def cycle(self, message: str = "bench pause") -> Cycle:
+        if self.cycles % 10 == 0:
+            self.session_id = f"bench-{id(self):x}-{self.cycles}"
+        self.cycles += 1
+        cycle = Cycle()
+        t0 = time.monotonic_ns()
+        paused = await self._post(self.base, {"message": message, "session_id": self.session_id})
+        cycle.pause_ns = time.monotonic_ns() - t0
+        if paused.get("status") != "PAUSED" or not paused.get("tools"):
+            raise CycleError(f"expected PAUSED with tools, got {paused.get('status')!r}")
+        tools = [{**tool, "confirmed": True} for tool in paused["tools"] if tool.get("requires_confirmation")]
+        t1 = time.monotonic_ns()
+        done = await self._post(f"{self.base}/{paused['run_id']}/continue",
+                                {"tools": json.dumps(tools), "session_id": self.session_id})
+        cycle.continue_ns = time.monotonic_ns() - t1
+        if done.get("status") != "COMPLETED":
+            raise CycleError(f"expected COMPLETED after the confirmation, got {done.get('status')!r}")
+        return cycle
