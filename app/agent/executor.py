@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from app.agent.events import Listener
 from app.extensions import db, patient_checkouts
 from app.models import Run, RunStatus
 
@@ -161,28 +162,25 @@ class QueuedRuns:
 
     def __init__(self, app, executor: RunExecutor):
         self.app, self.executor = app, executor
-        self.listening = threading.Event()
+        self.listener: Listener | None = None
         self._stopped = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._poller = threading.Thread(target=self._poll, name="queued-runs", daemon=True)
 
     def start(self) -> "QueuedRuns":
         with self.app.app_context():
-            postgres = db.engine.dialect.name == "postgresql"
-            url = db.engine.url
-        targets = [self._poll] + ([lambda: self._listen(url)] if postgres else [])
-        for target in targets:
-            thread = threading.Thread(target=target, name="queued-runs", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            if db.engine.dialect.name == "postgresql":
+                self.listener = Listener(db.engine.url, QUEUED_CHANNEL, self.executor.submit).start()
+        self._poller.start()
         return self
 
     def stop(self) -> None:
         self._stopped.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        if self.listener is not None:
+            self.listener.stop()
+        self._poller.join(timeout=5)
 
     def _poll(self) -> None:
-        while not self._stopped.wait(POLL_SECONDS_LISTENING if self.listening.is_set() else POLL_SECONDS):
+        while not self._stopped.wait(self._poll_seconds()):
             try:
                 with self.app.app_context():
                     queued = db.session.scalars(sa.select(Run.id).where(Run.status == RunStatus.QUEUED)).all()
@@ -192,26 +190,9 @@ class QueuedRuns:
                 continue
             self.executor.submit_new(queued)
 
-    def _listen(self, url: sa.URL) -> None:
-        import psycopg
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        backoff = 0.5
-        while not self._stopped.is_set():
-            try:
-                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {QUEUED_CHANNEL}")
-                    self.listening.set()
-                    backoff = 0.5
-                    while not self._stopped.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            self.executor.submit(note.payload)
-            except Exception as exc:  # the database went away: poll meanwhile, reconnect soon
-                if self.listening.is_set():
-                    log.warning("queued-run listener lost its connection (%s); reconnecting", exc)
-                self.listening.clear()
-                self._stopped.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-        self.listening.clear()
+    def _poll_seconds(self) -> float:
+        listening = self.listener is not None and self.listener.listening.is_set()
+        return POLL_SECONDS_LISTENING if listening else POLL_SECONDS
 
 
 def serve_forever(app, executor: RunExecutor, grace: float = STOP_GRACE_SECONDS) -> bool:
