@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ import aiohttp
 
 from bench.fakemodel import ARRIVAL_RE, TOKEN_RE
 
+BENCH_PASSWORD = "bench horse battery staple"
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 STREAM_RE = re.compile(r'sse-connect="/runs/(run_\w+)/events\?after=(\d+)[^"]*"')  # [&amp;hold=1]
 RUN_ID_RE = re.compile(r"/runs/(run_\w+)/")
@@ -116,12 +118,24 @@ class Browser:
             return response.status, text, response.headers.get("Location")
 
     async def open(self) -> "Browser":
-        """A guest account (first request) and a new chat."""
-        status, _ = await self.get("/")
-        if status != 200:
-            raise HTTPError("GET /", status)
+        """An account of its own (the server runs with SIGNUP=open; the first browser also sets the
+        server up with an admin, as a self-hoster would) and a new chat."""
+        status, _ = await self.get("/signup")
+        if status == 404:  # no admin yet
+            await self.get("/setup")
+            await self._form("/setup", f"admin-{secrets.token_hex(4)}@example.test")
+            self.http.cookie_jar.clear()  # the admin stays signed in elsewhere; this browser is a member
+            await self.get("/signup")
+        status, _, location = await self._form("/signup", f"bench-{secrets.token_hex(6)}@example.test")
+        if status != 303:
+            raise HTTPError("POST /signup", status)
+        await self.get("/")  # signing in starts a new session, with a new CSRF token
         self.chat = await self.new_chat()
         return self
+
+    async def _form(self, path: str, email: str) -> tuple[int, str, str | None]:
+        return await self.post(path, {"email": email, "password": BENCH_PASSWORD, "csrf_token": self.csrf},
+                               htmx=False)
 
     async def new_chat(self) -> str:
         status, text, location = await self.post("/chats", {"csrf_token": self.csrf}, htmx=False)
