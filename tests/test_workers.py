@@ -17,6 +17,7 @@ import requests
 from tests.conftest import wait_for
 from tests.fake_openai import ToolCall, Turn
 from tests.live import Client, LiveServer
+from tests.test_faults import workspace_locked
 
 ROOT = Path(__file__).resolve().parent.parent
 DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
@@ -150,6 +151,32 @@ def test_a_worker_killed_mid_reply_is_taken_over_by_the_other_and_nothing_runs_t
     assert harness.rows("users") == before - 50, "the retried run did not delete again"
     assert [c.status for c in harness.calls(run_id)] == ["done"]
     assert "All done." in client.get(f"/chats/{chat}").text
+
+
+def test_a_worker_killed_mid_tool_leaves_the_outcome_unknown_and_the_tool_is_not_run_again(
+        cluster, databases, harness, fake_model):
+    (web_a, web_b), workers = cluster
+    fake_model.script(Turn(tool_calls=[DELETE_50]), Turn(text="This must not be reached."))
+    client = Client(web_a.url)
+    chat = client.new_chat()
+    before = harness.rows("users")
+    run_id = client.send(chat, "Delete 50 old records from the users table")
+    harness.wait(run_id, "paused")
+    _, call_id = client.pending_call(chat)
+
+    with workspace_locked(databases):  # the tool blocks on the locked table, as a slow one would
+        assert client.post(f"/runs/{run_id}/calls/{call_id}/approve").status_code == 200
+        wait_for(lambda: harness.calls(run_id)[0].status == "executing", message="the tool to start")
+        owner = harness.run(run_id).lease_owner
+        next(w for w in workers if w.owner_id == owner).stop(kill=True)
+
+    assert harness.wait(run_id, "failed", timeout=15).error.startswith("Interrupted")
+    time.sleep(2)  # several sweeps by the surviving worker later…
+    [call] = harness.calls(run_id)
+    assert call.status == "outcome_unknown", "never retried silently"
+    assert harness.rows("users") == before
+    client.base = web_b.url
+    assert "This must not be reached." not in client.get(f"/chats/{chat}").text
 
 
 def test_a_worker_stops_cleanly_on_sigterm(cluster, harness, fake_model):
