@@ -83,6 +83,16 @@ def lease_owner_while_running(harness, run_id: str) -> str:
                     timeout=10, message="the run to be taken")
 
 
+def paused_on_a_card(web: LiveServer, harness) -> tuple[Client, str, str, str]:
+    """A person on `web` asks to delete 50 users; returns once the run waits on the card."""
+    client = Client(web.url)
+    chat = client.new_chat()
+    run_id = client.send(chat, "Delete 50 old records from the users table")
+    harness.wait(run_id, "paused")
+    _, call_id = client.pending_call(chat)
+    return client, chat, run_id, call_id
+
+
 def read_stream_until(url: str, cookies, marker: str, timeout: float = 20.0) -> str:
     """The run's event stream as a browser tab reads it, up to the first fragment containing `marker`."""
     seen = []
@@ -123,12 +133,8 @@ def test_a_worker_killed_mid_reply_is_taken_over_by_the_other_and_nothing_runs_t
     (web_a, web_b), workers = cluster
     slow_reply = " ".join(f"w{i}" for i in range(200))  # 20 s at 0.1 s a word: the kill comes mid-reply
     fake_model.script(Turn(tool_calls=[DELETE_50]), Turn(text=slow_reply, token_delay=0.1))
-    client = Client(web_a.url)
-    chat = client.new_chat()
-    before = harness.rows("users")
-    run_id = client.send(chat, "Delete 50 old records from the users table")
-    harness.wait(run_id, "paused")
-    _, call_id = client.pending_call(chat)
+    client, chat, run_id, call_id = paused_on_a_card(web_a, harness)
+    before = harness.rows("users")  # the card waits: nothing is deleted yet
 
     assert client.post(f"/runs/{run_id}/calls/{call_id}/approve").status_code == 200
     owner = lease_owner_while_running(harness, run_id)
@@ -157,12 +163,8 @@ def test_a_worker_killed_mid_tool_leaves_the_outcome_unknown_and_the_tool_is_not
         cluster, databases, harness, fake_model):
     (web_a, web_b), workers = cluster
     fake_model.script(Turn(tool_calls=[DELETE_50]), Turn(text="This must not be reached."))
-    client = Client(web_a.url)
-    chat = client.new_chat()
-    before = harness.rows("users")
-    run_id = client.send(chat, "Delete 50 old records from the users table")
-    harness.wait(run_id, "paused")
-    _, call_id = client.pending_call(chat)
+    client, chat, run_id, call_id = paused_on_a_card(web_a, harness)
+    before = harness.rows("users")  # the card waits: nothing is deleted yet
 
     with workspace_locked(databases):  # the tool blocks on the locked table, as a slow one would
         assert client.post(f"/runs/{run_id}/calls/{call_id}/approve").status_code == 200
