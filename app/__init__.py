@@ -49,8 +49,10 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
 
         from app import agent_commands
         from app.cli import users
+        from app.worker import worker
         Migrate(app, db, directory=str(ROOT / "migrations"))
         app.cli.add_command(users)
+        app.cli.add_command(worker)
         agent_commands.register(app)
     from app.web import inputs, security, signin
     # First: oversized bodies, NUL characters and other sites on an open API are refused before
@@ -66,14 +68,14 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     from app import limits
     limits.init_app(app)
 
-    from app.agent.executor import RunExecutor
+    from app.agent.executor import WorkerHandOff
     from app.agent.llm import Models, model_for
     app.extensions["agents"] = _load_agents(app.config)
     app.extensions["model"] = model_for(app.config)
     app.extensions["models"] = Models(app.config, app.extensions["model"])
-    app.extensions["run_executor"] = RunExecutor(app, max_workers=app.config["RUN_CONCURRENCY"],
-                                                 sweep_seconds=app.config["RUN_SWEEP_SECONDS"],
-                                                 lease_seconds=app.config["RUN_LEASE_SECONDS"])
+    # Web processes execute runs, or (RUN_EXECUTION=workers) hand them to `flask worker` processes.
+    app.extensions["run_executor"] = (WorkerHandOff(app) if app.config["RUN_EXECUTION"] == "workers"
+                                      else build_run_executor(app))
 
     from app.api import routes as api
     from app.web import account, admin, assets, auth, chat, errors
@@ -99,6 +101,15 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
         # must not sweep runs in the background.
         app.extensions["run_executor"].start()  # recover runs a dead worker left behind
     return app
+
+
+def build_run_executor(app: Flask):
+    """The executor, wired to the runner functions it calls (the one place they are named)."""
+    from app.agent import runner
+    from app.agent.executor import RunExecutor, RunSteps
+    steps = RunSteps(execute=runner.execute, recover=runner.recover, renew_leases=runner.renew_leases)
+    return RunExecutor(app, steps, max_workers=app.config["RUN_CONCURRENCY"],
+                       sweep_seconds=app.config["RUN_SWEEP_SECONDS"], lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
 
 def _load_agents(config):

@@ -16,6 +16,7 @@ DEFAULT_MODEL = "gpt-5.2"
 OPENAI_APIS = ("responses", "chat")
 API_AUTH_MODES = ("on", "off")
 SIGNUP_MODES = ("invite", "open")
+RUN_EXECUTION_MODES = ("web", "workers")
 MIN_KEY_CHARS = 32  # OS_SECURITY_KEY: a guessable key is an open API
 
 
@@ -65,6 +66,11 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
     # Runs each process executes at once. A streaming run occupies one for its whole reply; under
     # gevent they are greenlets, so hundreds cost little.
     concurrency = int(_positive(get("RUN_CONCURRENCY", "200"), "RUN_CONCURRENCY"))
+    # Who executes runs: the web processes (one command runs everything), or only `flask worker`
+    # processes, so web and run capacity scale apart (hosts sharing one PostgreSQL).
+    execution = get("RUN_EXECUTION", "web").lower()
+    if execution not in RUN_EXECUTION_MODES:
+        raise ConfigError(f"RUN_EXECUTION must be web or workers, got {execution!r}")
 
     # PostgreSQL connections each engine (app, workspace) of each worker process may open. Under gevent
     # every query yields, so many requests and runs hold or wait for a connection at once; the pool
@@ -133,6 +139,7 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "RUN_SWEEP_SECONDS": sweep,
         "SQLITE_BUSY_TIMEOUT": busy,
         "RUN_CONCURRENCY": concurrency,
+        "RUN_EXECUTION": execution,
         "DATABASE_POOL_SIZE": pool_size,
         "DATABASE_MAX_OVERFLOW": max_overflow,
         "DATABASE_POOL_TIMEOUT": pool_timeout,

@@ -9,7 +9,9 @@ instead, which may land on the other worker (see bench/README.md, "cross-worker 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +19,7 @@ import aiohttp
 
 from bench.fakemodel import ARRIVAL_RE, TOKEN_RE
 
+BENCH_PASSWORD = "bench horse battery staple"
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 STREAM_RE = re.compile(r'sse-connect="/runs/(run_\w+)/events\?after=(\d+)[^"]*"')  # [&amp;hold=1]
 RUN_ID_RE = re.compile(r"/runs/(run_\w+)/")
@@ -115,12 +118,24 @@ class Browser:
             return response.status, text, response.headers.get("Location")
 
     async def open(self) -> "Browser":
-        """A guest account (first request) and a new chat."""
-        status, _ = await self.get("/")
-        if status != 200:
-            raise HTTPError("GET /", status)
+        """An account of its own (the server runs with SIGNUP=open; the first browser also sets the
+        server up with an admin, as a self-hoster would) and a new chat."""
+        status, _ = await self.get("/signup")
+        if status == 404:  # no admin yet
+            await self.get("/setup")
+            await self._form("/setup", f"admin-{secrets.token_hex(4)}@example.test")
+            self.http.cookie_jar.clear()  # the admin stays signed in elsewhere; this browser is a member
+            await self.get("/signup")
+        status, _, location = await self._form("/signup", f"bench-{secrets.token_hex(6)}@example.test")
+        if status != 303:
+            raise HTTPError("POST /signup", status)
+        await self.get("/")  # signing in starts a new session, with a new CSRF token
         self.chat = await self.new_chat()
         return self
+
+    async def _form(self, path: str, email: str) -> tuple[int, str, str | None]:
+        return await self.post(path, {"email": email, "password": BENCH_PASSWORD, "csrf_token": self.csrf},
+                               htmx=False)
 
     async def new_chat(self) -> str:
         status, text, location = await self.post("/chats", {"csrf_token": self.csrf}, htmx=False)
@@ -278,3 +293,52 @@ class Browser:
         if state := run_state(fragment):
             result.final_state = state
             result.state_ns = now
+
+
+class AgentOSClient:
+    """The reference's REST API (Agno AgentOS; this app serves the same one), driven as its docs and
+    ../shared/research/agno-anchor.md describe: POST /agents/<id>/runs with stream=false answers
+    PAUSED with the pending tool objects; POST …/runs/<id>/continue echoing them with
+    `"confirmed": true` (the whole object: the documented minimal payload does not run the tool)
+    answers COMPLETED. One keep-alive connection per client, a new session every 10 cycles."""
+
+    def __init__(self, base_url: str, agent_id: str = "data_manager", token: str | None = None,
+                 user_id: str | None = None):
+        self.base = f"{base_url}/agents/{agent_id}/runs"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.user_id = user_id or f"bench-{id(self):x}"
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, keepalive_timeout=2.0, enable_cleanup_closed=True),
+            timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=60))
+        self.session_id = ""
+        self.cycles = 0
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def _post(self, url: str, fields: dict) -> dict:
+        form = aiohttp.FormData({**fields, "stream": "false", "user_id": self.user_id})
+        async with self.http.post(url, data=form, headers=self.headers) as response:
+            text = await response.text()
+            if response.status != 200:
+                raise HTTPError(f"POST {url.rsplit('/agents', 1)[-1]}", response.status, text)
+        return json.loads(text)
+
+    async def cycle(self, message: str = "bench pause") -> Cycle:
+        if self.cycles % 10 == 0:
+            self.session_id = f"bench-{id(self):x}-{self.cycles}"
+        self.cycles += 1
+        cycle = Cycle()
+        t0 = time.monotonic_ns()
+        paused = await self._post(self.base, {"message": message, "session_id": self.session_id})
+        cycle.pause_ns = time.monotonic_ns() - t0
+        if paused.get("status") != "PAUSED" or not paused.get("tools"):
+            raise CycleError(f"expected PAUSED with tools, got {paused.get('status')!r}")
+        tools = [{**tool, "confirmed": True} for tool in paused["tools"] if tool.get("requires_confirmation")]
+        t1 = time.monotonic_ns()
+        done = await self._post(f"{self.base}/{paused['run_id']}/continue",
+                                {"tools": json.dumps(tools), "session_id": self.session_id})
+        cycle.continue_ns = time.monotonic_ns() - t1
+        if done.get("status") != "COMPLETED":
+            raise CycleError(f"expected COMPLETED after the confirmation, got {done.get('status')!r}")
+        return cycle

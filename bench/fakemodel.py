@@ -28,44 +28,16 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import sys
 import threading
 import time
 from collections import deque
 
-import tests.fake_openai as fake_openai
 from tests.fake_openai import FakeOpenAI, Request, ToolCall, Turn
 
 PLACEHOLDER = "@" * 19          # replaced by time.monotonic_ns() (19 digits) when the delta is written
 TOKEN_RE = re.compile(r"T(\d{19})")
 ARRIVAL_RE = re.compile(r"R(\d{19})")
-
-_original_sse = fake_openai._Handler.sse
-
-
-def _stamped_sse(self, text: str) -> None:
-    if PLACEHOLDER in text:
-        text = text.replace(PLACEHOLDER, f"{time.monotonic_ns():019d}")
-    _original_sse(self, text)
-
-
-_original_setup = fake_openai._Handler.setup
-
-
-def _nodelay_setup(self) -> None:
-    # Real model endpoints send small SSE events without Nagle's algorithm. Without TCP_NODELAY every
-    # event written while the previous one is unacknowledged waits for the client's delayed ACK
-    # (~40 ms on Linux), which would be charged to the model and, through it, to the app.
-    self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _original_setup(self)
-
-
-# Stamp each streamed token with the moment it is written, send each event at once, and accept a deep
-# backlog (1,000+ simultaneous model requests in the direct baseline). All only in this process.
-fake_openai._Handler.sse = _stamped_sse
-fake_openai._Handler.setup = _nodelay_setup
-fake_openai._Server.request_queue_size = 4096
 
 
 def parse_directive(text: str | None) -> tuple[str, dict[str, str]]:
@@ -82,13 +54,18 @@ def stream_text(n: int, arrival_ns: int) -> str:
 
 
 class BenchFake(FakeOpenAI):
+    """Stamps each streamed token with the moment it is written, sends each event at once (TCP_NODELAY,
+    as real endpoints do) and accepts a deep backlog (1,000+ simultaneous model requests in the direct
+    baseline); keeps no request log (a soak would grow it without bound)."""
+
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(tcp_nodelay=True, backlog=4096, keep_requests=False)
         self.records: deque = deque(maxlen=500_000)
         self.released = threading.Condition()
         self.release_count = 0
         self.draining = False  # after `drain`, holds return at once
         self.counts = {"requests": 0, "errors": 0}
+        self._counting = threading.Lock()
         self.respond_with(self.answer)
 
     def release(self) -> None:
@@ -96,25 +73,23 @@ class BenchFake(FakeOpenAI):
             self.release_count += 1
             self.released.notify_all()
 
-    def _dispatch(self, h) -> None:
-        start = time.monotonic_ns()
-        h.bench_kind = "unknown"
-        try:
-            super()._dispatch(h)
-        finally:
-            self.records.append((start, time.monotonic_ns(), getattr(h, "bench_kind", "unknown")))
-            with self._lock:
-                self.counts["requests"] += 1
-                self.requests.clear()  # the request log would grow without bound over a soak
+    def prepare_event(self, text: str) -> str:
+        if PLACEHOLDER in text:
+            text = text.replace(PLACEHOLDER, f"{time.monotonic_ns():019d}")
+        return text
+
+    def exchange_done(self, req: Request | None, started_ns: int, ended_ns: int) -> None:
+        self.records.append((started_ns, ended_ns, (req.label if req else "") or "unknown"))
+        with self._counting:
+            self.counts["requests"] += 1
 
     def answer(self, req: Request) -> Turn:
-        handler = _current_handler.get(threading.get_ident())
         items = req.items()
         if items and items[-1].get("type") == "function_call_output" or items and items[-1].get("role") == "tool":
-            self._kind(handler, "continue")
+            req.label = "continue"
             return Turn(text="Done.")
         kind, opt = parse_directive(req.last_user_text())
-        self._kind(handler, kind)
+        req.label = kind
         if kind == "pause":
             if opt.get("tool") == "delete":
                 call = ToolCall("delete_records", {"table_name": opt.get("table", "events"), "count": 1})
@@ -135,27 +110,6 @@ class BenchFake(FakeOpenAI):
                 self.released.wait_for(lambda: self.release_count != seen, min(float(opt.get("s", "45")), 280.0))
             return Turn(text="Held. ")
         return Turn(text="OK.")
-
-    @staticmethod
-    def _kind(handler, kind: str) -> None:
-        if handler is not None:
-            handler.bench_kind = kind
-
-
-# The respond_with callback gets the Request, not the handler; remember which handler each thread serves.
-_current_handler: dict[int, object] = {}
-_original_handle = FakeOpenAI._handle
-
-
-def _tracking_handle(self, h) -> None:
-    _current_handler[threading.get_ident()] = h
-    try:
-        _original_handle(self, h)
-    finally:
-        _current_handler.pop(threading.get_ident(), None)
-
-
-BenchFake._handle = _tracking_handle
 
 
 def main() -> None:

@@ -104,6 +104,7 @@ def server_env(dbs: Databases, model_url: str) -> dict[str, str]:
         "OPENAI_MODEL": "fake-model",
         "OPENAI_TIMEOUT": "300",  # so a deliberately silent model ("bench hold") can hold a stream open
         "SECRET_KEY": "bench-" + secrets.token_hex(16),
+        "SIGNUP": "open",  # each load-generating browser signs up as a person of its own
         # The benchmark measures capacity: its clients send and follow far faster than a person, so the
         # per-account limits (README, "Limits") are lifted; tests/test_limits.py covers them.
         "RATELIMIT_MESSAGES": "1000000 per minute",

@@ -7,48 +7,20 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# The reference's agent file; the only change is the import line.
-REFERENCE_AGENT = '''\
-from app.sdk import Agent, tool, OpenAIResponses
+# The reference's documented example, which the benchmark runs as is (bench/reference/).
+REFERENCE_EXAMPLE = HERE.parent / "bench" / "reference" / "hitl_confirmation.py"
 
 
-@tool(requires_confirmation=True)
-def delete_records(table_name: str, count: int) -> str:
-    """Delete records from a database table.
-
-    Args:
-        table_name: Name of the table
-        count: Number of records to delete
-
-    Returns:
-        str: Confirmation message
-    """
-    return f"Deleted {count} records from {table_name}"
+def _reference_agent() -> str:
+    """The reference's agent file as a self-hoster brings it here: its tools and agent unchanged, only
+    the import line changed, and without the lines that set up its own database and server."""
+    example = REFERENCE_EXAMPLE.read_text()
+    tools_and_agent = example[example.index("@tool("):example.index("agent_os = AgentOS(")]
+    return ("from app.sdk import Agent, tool, OpenAIResponses\n\n\n"
+            + tools_and_agent.replace("    db=db,\n", "").rstrip() + "\n")
 
 
-@tool(requires_confirmation=True)
-def send_notification(recipient: str, message: str) -> str:
-    """Send a notification to a user.
-
-    Args:
-        recipient: Email or username of the recipient
-        message: Notification message
-
-    Returns:
-        str: Confirmation message
-    """
-    return f"Sent notification to {recipient}: {message}"
-
-
-agent = Agent(
-    name="Data Manager",
-    id="data_manager",
-    model=OpenAIResponses(id="gpt-5.2"),
-    tools=[delete_records, send_notification],
-    instructions=["You help users manage data operations"],
-    markdown=True,
-)
-'''
+REFERENCE_AGENT = _reference_agent()
 
 MCP_AGENT = '''\
 import sys

@@ -41,7 +41,7 @@ def test_the_reference_file_replaces_the_built_in_agent(tmp_path):
     result = flask(tmp_path, "agents", "list", AGENTS=str(path), BUILTIN_AGENTS="off")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"data_manager  Data Manager  ({path}:32)"
+    assert lines[0] == f"data_manager  Data Manager  ({path}:33)"
     assert lines[1].split() == ["delete_records", "asks", "first"]
     assert lines[2].split() == ["send_notification", "asks", "first"]
 
@@ -59,17 +59,17 @@ def test_built_in_and_own_agents_side_by_side(tmp_path):
 def test_an_id_used_twice_stops_start_up(tmp_path):
     path = write_reference_agent(tmp_path)
     line = one_line_error(start(tmp_path, AGENTS=str(path)))
-    assert line.startswith(f"Configuration error: AGENTS: {path}:32: agent id 'data_manager' is already used by "
+    assert line.startswith(f"Configuration error: AGENTS: {path}:33: agent id 'data_manager' is already used by "
                            f"the agent defined at {ROOT / 'app/agents/data_manager.py'}:")
 
 
 @pytest.mark.parametrize(("change", "expected"), [
     (("    markdown=True,\n", '    markdown=True,\n    db="postgresql+psycopg://ai:ai@localhost:5532/ai",\n'),
-     ":32: Agent(db=...) is not supported here"),
+     ":33: Agent(db=...) is not supported here"),
     (("@tool(requires_confirmation=True)\ndef delete_records", "@tool(requires_confirmation=True, "
       "requires_user_input=True)\ndef delete_records"), ":4: @tool(requires_user_input=...) is not supported"),
     (('model=OpenAIResponses(id="gpt-5.2")', 'model=OpenAIResponses(id="gpt-5.2", temperature=0.2)'),
-     ":35: OpenAIResponses(temperature=...) is not supported here"),
+     ":36: OpenAIResponses(temperature=...) is not supported here"),
 ])
 def test_an_argument_of_the_reference_we_do_not_support_stops_start_up_naming_it(tmp_path, change, expected):
     path = tmp_path / "agent.py"

@@ -17,6 +17,11 @@ def test_defaults_are_sqlite_files_under_instance(tmp_path):
     assert (settings["OPENAI_MODEL"], settings["OPENAI_API"], settings["OPENAI_API_KEY"]) == ("gpt-5.2", "responses", None)
 
 
+def test_web_processes_execute_runs_unless_workers_are_asked_for(tmp_path):
+    assert config.load(str(tmp_path), {})["RUN_EXECUTION"] == "web"
+    assert config.load(str(tmp_path), {"RUN_EXECUTION": "Workers"})["RUN_EXECUTION"] == "workers"
+
+
 def test_postgres_pools_default_to_what_a_gevent_worker_admits(tmp_path):
     settings = config.load(str(tmp_path), {})
     assert (settings["DATABASE_POOL_SIZE"], settings["DATABASE_MAX_OVERFLOW"], settings["DATABASE_POOL_TIMEOUT"]) == \
@@ -56,6 +61,7 @@ def test_postgres_urls_always_use_psycopg_3(tmp_path, url):
     ({"PROXY_FIX": "-1"}, "PROXY_FIX"),
     ({"OS_SECURITY_KEY": "short"}, "OS_SECURITY_KEY"),
     ({"RATELIMIT_STORAGE_URI": "carrier-pigeon://coop"}, "RATELIMIT_STORAGE_URI"),
+    ({"RUN_EXECUTION": "elsewhere"}, "RUN_EXECUTION"),
 ])
 def test_a_wrong_value_names_the_variable(tmp_path, env, variable):
     with pytest.raises(config.ConfigError, match=variable):

@@ -278,19 +278,20 @@ def init_app(app) -> Hub:
     hub = app.extensions["run_events"] = Hub(app)
     with app.app_context():
         if db.engine.dialect.name == "postgresql" and app.config.get("RUN_EVENTS_LISTEN", True):
-            hub.listener = Listener(db.engine.url, hub).start()
+            hub.listener = Listener(db.engine.url, CHANNEL, hub.notify).start()
     return hub
 
 
 class Listener:
-    """LISTENs on PostgreSQL in a background thread and wakes this process's watchers."""
+    """LISTENs on a PostgreSQL channel in a background thread and hands each payload to `on_note`
+    (here: wake this process's watchers; in a worker also: take a queued run)."""
 
-    def __init__(self, url: sa.URL, hub: Hub):
+    def __init__(self, url: sa.URL, channel: str, on_note):
         self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.hub = hub
+        self.channel, self.on_note = channel, on_note
         self.listening = threading.Event()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="run-events-listener", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"listen-{channel}", daemon=True)
 
     def start(self) -> "Listener":
         self._thread.start()
@@ -306,15 +307,15 @@ class Listener:
         while not self._stopped.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {self.channel}")
                     self.listening.set()
                     backoff = 0.5
                     while not self._stopped.is_set():
                         for note in conn.notifies(timeout=1.0):
-                            self.hub.notify(note.payload)
+                            self.on_note(note.payload)
             except Exception as exc:  # the database went away: poll meanwhile, reconnect soon
                 if self.listening.is_set():
-                    log.warning("event listener lost its connection (%s); reconnecting", exc)
+                    log.warning("listener on %s lost its connection (%s); reconnecting", self.channel, exc)
                 self.listening.clear()
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 10.0)

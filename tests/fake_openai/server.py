@@ -78,6 +78,8 @@ class Request:
     turn: Turn | None = None
     # The final JSON object sent back (response / chat.completion, also for streams); None if none was.
     reply: dict | None = None
+    # Free for a `respond_with` callback to name the request (seen again in `exchange_done`).
+    label: str = ""
 
     @property
     def previous_response_id(self) -> str | None:
@@ -167,6 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        if self.server.fake.tcp_nodelay:
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.fake._track(self, add=True)
 
     def finish(self) -> None:
@@ -205,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def sse(self, text: str) -> None:
-        data = text.encode()
+        data = self.server.fake.prepare_event(text).encode()
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def end_sse(self) -> None:
@@ -228,8 +232,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # FakeOpenAI.stop() closes connections and joins handlers itself
-    request_queue_size = 128
     fake: FakeOpenAI
+
+    def __init__(self, address: tuple[str, int], backlog: int) -> None:
+        self.request_queue_size = backlog  # read when the constructor starts listening
+        super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients hanging up (timeouts, closed streams, stop()) are routine here.
@@ -239,9 +246,17 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeOpenAI:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tcp_nodelay: bool = False,
+                 backlog: int = 128, keep_requests: bool = True) -> None:
+        """tcp_nodelay: send each SSE event at once, as real endpoints do (without it a small event
+        written while the previous one is unacknowledged waits for the client's delayed ACK, ~40 ms).
+        backlog: the listen queue (a benchmark opens 1,000+ model requests at once). keep_requests:
+        False keeps no `requests` log (a long soak would grow it without bound)."""
         self.host = host
         self.port = port
+        self.tcp_nodelay = tcp_nodelay
+        self.backlog = backlog
+        self.keep_requests = keep_requests
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._queue: deque[Turn] = deque()
@@ -262,7 +277,7 @@ class FakeOpenAI:
 
     def start(self) -> FakeOpenAI:
         self._stopping.clear()
-        self._server = _Server((self.host, self.port), _Handler)
+        self._server = _Server((self.host, self.port), self.backlog)
         self._server.fake = self
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -312,6 +327,15 @@ class FakeOpenAI:
         with self._lock:
             return len(self._queue)
 
+    # -- hooks for subclasses ------------------------------------------------
+
+    def prepare_event(self, text: str) -> str:
+        """Each SSE event's text just before it is written (a benchmark stamps the time in)."""
+        return text
+
+    def exchange_done(self, req: Request | None, started_ns: int, ended_ns: int) -> None:
+        """Called after every request (`req` is None when it was not a model request), on its thread."""
+
     # -- request handling --------------------------------------------------
 
     def _track(self, handler: _Handler, add: bool) -> None:
@@ -322,12 +346,16 @@ class FakeOpenAI:
                 self._handlers.pop(handler, None)
 
     def _dispatch(self, h: _Handler) -> None:
+        started = time.monotonic_ns()
+        h.fake_request = None
         try:
             self._handle(h)
         except _Cut:
             h.cut()
         except OSError:  # the client went away mid-reply
             h.close_connection = True
+        finally:
+            self.exchange_done(h.fake_request, started, time.monotonic_ns())
 
     def _handle(self, h: _Handler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
@@ -349,9 +377,11 @@ class FakeOpenAI:
                 400, _error_body("We could not parse the JSON body of your request.", "invalid_request_error")
             )
 
-        req = Request(path=path, api=api, body=body, headers={k.lower(): v for k, v in h.headers.items()})
-        with self._lock:
-            self.requests.append(req)
+        req = h.fake_request = Request(path=path, api=api, body=body,
+                                       headers={k.lower(): v for k, v in h.headers.items()})
+        if self.keep_requests:
+            with self._lock:
+                self.requests.append(req)
         try:
             if api == "responses":
                 req.history = self._validate_responses(req)
