@@ -80,15 +80,6 @@ def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:
     return chat
 
 
-def get_run(owner_id: int, run_id: str) -> Run | None:
-    return db.session.scalar(sa.select(Run).where(Run.id == run_id, Run.owner_id == owner_id))
-
-
-def get_call(owner_id: int, run_id: str, call_id: str) -> ToolCall | None:
-    return db.session.scalar(sa.select(ToolCall).join(Run).where(
-        ToolCall.id == call_id, ToolCall.run_id == run_id, Run.owner_id == owner_id))
-
-
 def pending_calls(limit: int = 200) -> list[tuple[ToolCall, ChatSession, Account]]:
     """Every call waiting for a decision, oldest first, with its chat and the chat's owner (admins)."""
     rows = db.session.execute(
@@ -107,8 +98,7 @@ def conversation(chat: ChatSession) -> Conversation:
     db.session.commit()
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    run = db.session.scalars(sa.select(Run).where(Run.session_id == chat.id)
-                             .order_by(Run.created_at.desc(), Run.id.desc()).limit(1)).first()
+    run = Run.latest_in(chat.id)
     latest = list(db.session.scalars(sa.select(Message).where(Message.session_id == chat.id)
                                      .order_by(Message.id.desc()).limit(PAGE_MESSAGES + 1)))
     # The transaction stays open while the page renders, so lazy loads read the same snapshot.
@@ -132,10 +122,6 @@ def failure_headline(run) -> str | None:
         Message.run_id == run.id, Message.role == "assistant", Message.content != ""))
     called = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(ToolCall.run_id == run.id))
     return None if said or called else "The model could not be reached."
-
-
-def active(run: Run | None) -> bool:
-    return run is not None and run.status in RunStatus.ACTIVE
 
 
 # --- The REST API names chats by the session_id a client chose (per owner), or by our id -------------
@@ -301,8 +287,7 @@ def resend(chat: ChatSession, text: str | None):
         .order_by(Message.id.desc()).limit(1))
     if last_user is None:
         raise RunError("There is no message to answer again yet.", 409)
-    latest = db.session.scalar(sa.select(Run).where(Run.session_id == chat.id)
-                               .order_by(Run.created_at.desc(), Run.id.desc()).limit(1))
+    latest = Run.latest_in(chat.id)
     if latest is not None and (latest.is_active or latest.status == RunStatus.PAUSED):
         raise RunError("The agent is still on it: decide its cards or press Stop first.", 409, run=latest)
     exchange = sa.select(Message.id).where(Message.session_id == chat.id, Message.id >= last_user.id,

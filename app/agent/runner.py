@@ -60,9 +60,7 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
         raise RunError(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).", 413)
 
     check_active_runs(chat.owner_id)
-    latest = db.session.scalars(
-        sa.select(Run).where(Run.session_id == chat.id).order_by(Run.created_at.desc(), Run.id.desc()).limit(1)
-    ).first()
+    latest = Run.latest_in(chat.id)
     if latest is not None and latest.is_active:
         raise RunError("The agent is still answering. Wait for it to finish, or press Stop.", 409, run=latest)
 
@@ -111,14 +109,14 @@ def check_active_runs(owner_id: int) -> None:
 
 def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
     """A message typed while cards are pending rejects them, with the message as the reason."""
-    cursor = _lock_run(run.id)
+    cursor = Run.lock(run.id)
     pending = db.session.scalars(sa.select(ToolCall.id).where(
         ToolCall.run_id == run.id, ToolCall.status == CallStatus.PENDING)).all()
     for call_id in pending:
-        if _set_call_status(call_id, CallStatus.PENDING, CallStatus.REJECTED,
+        if ToolCall.transition(call_id, CallStatus.PENDING, CallStatus.REJECTED,
                             decided_by="user", decided_at=utcnow(), reason=text):
             events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.REJECTED})
-    if not _set_run_status(run.id, RunStatus.PAUSED, RunStatus.QUEUED, input=text):
+    if not Run.transition(run.id, RunStatus.PAUSED, RunStatus.QUEUED, input=text):
         db.session.rollback()
         raise RunError("This run changed meanwhile; reload to see its state.", 409, run=db.session.get(Run, run.id))
     events.append(run.id, "run_resumed")
@@ -131,11 +129,11 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reaso
 
     `owner_id` scopes the lookup to that account's runs (None: an admin, for anyone's); `decider_id` is
     recorded as who decided. The second of two racing decisions gets a 409 with the call's current state."""
-    call = _owned_call(owner_id, run_id, call_id)
+    call = ToolCall.owned_by(owner_id, run_id, call_id) or _refuse_missing("No such tool call.")
     reason = (reason or "").strip()[:2000] or None
-    cursor = _lock_run(run_id)
+    cursor = Run.lock(run_id)
     status = CallStatus.APPROVED if approve else CallStatus.REJECTED
-    if not _set_call_status(call.id, CallStatus.PENDING, status, decided_by="user", decided_at=utcnow(),
+    if not ToolCall.transition(call.id, CallStatus.PENDING, status, decided_by="user", decided_at=utcnow(),
                             reason=None if approve else reason, decider_id=decider_id):
         db.session.rollback()
         call = db.session.get(ToolCall, call.id)
@@ -143,7 +141,7 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reaso
     events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
     still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
         ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
-    resumed = still_pending == 0 and _set_run_status(run_id, RunStatus.PAUSED, RunStatus.QUEUED)
+    resumed = still_pending == 0 and Run.transition(run_id, RunStatus.PAUSED, RunStatus.QUEUED)
     if resumed:
         events.append(run_id, "run_resumed")
     db.session.commit()
@@ -159,7 +157,7 @@ def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
     check_active_runs(owner_id)
     run = _owned_run(owner_id, run_id)
     cursor = run.last_seq
-    if not _set_run_status(run.id, RunStatus.FAILED, RunStatus.QUEUED, error=None):
+    if not Run.transition(run.id, RunStatus.FAILED, RunStatus.QUEUED, error=None):
         db.session.rollback()
         raise RunError("Only a failed run can be retried.", 409, run=db.session.get(Run, run.id))
     events.append(run_id, "run_resumed")
@@ -172,14 +170,14 @@ def cancel(owner_id: int, run_id: str) -> Run:
     """Stop a run now. A streaming worker notices at its next flush; a paused run's cards expire."""
     run = _owned_run(owner_id, run_id)
     for status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
-        if _set_run_status(run.id, status, RunStatus.CANCELLED, lease_owner=None, lease_until=None):
+        if Run.transition(run.id, status, RunStatus.CANCELLED, lease_owner=None, lease_until=None):
             break
     else:
         db.session.rollback()
         raise RunError(f"This run has already {run.status}.", 409, run=run)
     for call_id in db.session.scalars(sa.select(ToolCall.id).where(
             ToolCall.run_id == run.id, ToolCall.status.in_([CallStatus.PENDING, CallStatus.APPROVED]))):
-        if _set_call_status(call_id, None, CallStatus.REJECTED, reason="The run was stopped.",
+        if ToolCall.transition(call_id, None, CallStatus.REJECTED, reason="The run was stopped.",
                             decided_by="user", decided_at=utcnow()):
             events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.REJECTED})
     for message_id in db.session.scalars(sa.select(Message.id).where(
@@ -221,7 +219,7 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
     paused until none is. A failed run is retried (so a continue whose model call failed can simply
     be sent again); any other state is a 409, and no model is called."""
     run = _owned_run(owner_id, run_id)
-    cursor = _lock_run(run.id)
+    cursor = Run.lock(run.id)
     calls = {c.call_id: c for c in db.session.scalars(
         sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}
     changes = _check_decisions(_RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions)
@@ -235,14 +233,14 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
         for call, status, values in changes:
             if status != CallStatus.PENDING:
                 values = {**values, "decider_id": decider_id}
-            if not _set_call_status(call.id, CallStatus.PENDING, status, **values):
+            if not ToolCall.transition(call.id, CallStatus.PENDING, status, **values):
                 raise _Lost()
             events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
         still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
             ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
         resumed = still_pending == 0
         if resumed:
-            if not _set_run_status(run_id, RunStatus.PAUSED, RunStatus.QUEUED):
+            if not Run.transition(run_id, RunStatus.PAUSED, RunStatus.QUEUED):
                 raise _Lost()
             events.append(run_id, "run_resumed")
         db.session.commit()
@@ -419,7 +417,7 @@ def _model_turn(run: _RunRef, agent, model) -> str:
                 response_id = event.response_id
     except ModelError as exc:
         db.session.rollback()
-        _lock_run(run.id)
+        Run.lock(run.id)
         if pending_text:
             _append_text(run.id, message_id, pending_text)
         _interrupt_message(run.id, message_id)
@@ -427,7 +425,7 @@ def _model_turn(run: _RunRef, agent, model) -> str:
         return "stopped"
 
     # The turn's end is one transaction: the last words, the message, its calls, the new state.
-    _lock_run(run.id)
+    Run.lock(run.id)
     if pending_text:
         _append_text(run.id, message_id, pending_text)
     db.session.execute(sa.update(Message).where(Message.id == message_id)
@@ -486,8 +484,8 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
         ToolCall.run_id == run.id, ToolCall.status == CallStatus.APPROVED)
         .order_by(ToolCall.created_at, ToolCall.position)).all()
     for call_id, name, arguments in calls:
-        _lock_run(run.id)
-        if not _set_call_status(call_id, CallStatus.APPROVED, CallStatus.EXECUTING):
+        Run.lock(run.id)
+        if not ToolCall.transition(call_id, CallStatus.APPROVED, CallStatus.EXECUTING):
             continue  # decided otherwise meanwhile (the run was stopped): it never starts
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.EXECUTING})
         if not _commit_owned(run.id):
@@ -506,8 +504,8 @@ def _execute_approved_calls(run: _RunRef, agent) -> bool:
             log.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
             values = {"status": CallStatus.FAILED, "error": _raised(exc)}
         status = values.pop("status")
-        _lock_run(run.id)
-        _set_call_status(call_id, CallStatus.EXECUTING, status, **values)
+        Run.lock(run.id)
+        ToolCall.transition(call_id, CallStatus.EXECUTING, status, **values)
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": status})
         db.session.commit()  # the ledger records the outcome before anything else can go wrong
     return True
@@ -589,13 +587,13 @@ def recover() -> None:
     stale = db.session.scalars(sa.select(Run.id).where(
         Run.status == RunStatus.RUNNING, Run.lease_until < now)).all()
     for run_id in stale:
-        if not _set_run_status(run_id, RunStatus.RUNNING, RunStatus.FAILED, error=INTERRUPTED,
+        if not Run.transition(run_id, RunStatus.RUNNING, RunStatus.FAILED, error=INTERRUPTED,
                                lease_owner=None, lease_until=None, extra=[Run.lease_until < now]):
             db.session.rollback()
             continue
         for call_id in db.session.scalars(sa.select(ToolCall.id).where(
                 ToolCall.run_id == run_id, ToolCall.status == CallStatus.EXECUTING)):
-            _set_call_status(call_id, CallStatus.EXECUTING, CallStatus.OUTCOME_UNKNOWN)
+            ToolCall.transition(call_id, CallStatus.EXECUTING, CallStatus.OUTCOME_UNKNOWN)
             events.append(run_id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.OUTCOME_UNKNOWN})
         db.session.execute(sa.update(Message).where(Message.run_id == run_id, Message.state == "streaming")
                            .values(state="interrupted"))
@@ -610,30 +608,6 @@ def recover() -> None:
 # ---------------------------------------------------------------------------------------------------
 # Small compare-and-set helpers
 # ---------------------------------------------------------------------------------------------------
-
-def _lock_run(run_id: str) -> int:
-    """Lock the run's row before touching its calls or messages; returns the run's event cursor.
-    Every transaction that changes a run's calls or messages takes the run first (writing events
-    locks it too), so two of them never hold each other's rows: on PostgreSQL, message-then-run in a
-    flush and run-then-message in a Stop would deadlock (the benchmark found it). (SQLite's BEGIN
-    IMMEDIATE already serialises writers; FOR UPDATE renders as nothing there.)"""
-    return db.session.execute(sa.select(Run.last_seq).where(Run.id == run_id).with_for_update()).scalar_one()
-
-
-def _set_run_status(run_id: str, expected: str, new: str, extra=(), **values) -> bool:
-    result = db.session.execute(sa.update(Run).where(Run.id == run_id, Run.status == expected, *extra)
-                                .values(status=new, updated_at=utcnow(), **values))
-    return result.rowcount == 1
-
-
-def _set_call_status(call_id: str, expected: str | None, new: str, **values) -> bool:
-    condition = [ToolCall.id == call_id]
-    if expected is not None:
-        condition.append(ToolCall.status == expected)
-    result = db.session.execute(sa.update(ToolCall).where(*condition)
-                                .values(status=new, updated_at=utcnow(), **values))
-    return result.rowcount == 1
-
 
 def _lease_until():
     """A worker that stops renewing its lease for RUN_LEASE_SECONDS is presumed dead."""
@@ -660,7 +634,7 @@ def _commit_owned(run_id: str) -> bool:
 
 
 def _append_text(run_id: str, message_id: int, text: str) -> None:
-    """In a transaction that already holds the run's row (see _lock_run)."""
+    """In a transaction that already holds the run's row (see Run.lock)."""
     events.append(run_id, "text", {"message_id": message_id, "text": text})
     db.session.execute(_message_text_update(message_id, text))
 
@@ -668,7 +642,7 @@ def _append_text(run_id: str, message_id: int, text: str) -> None:
 def _flush_text(run_id: str, message_id: int, text: str) -> bool:
     """Append streamed text to the message and the event log in one short transaction. Numbering the
     event comes first: it takes the run's row (and renews the lease) before the message's, the order
-    a Stop takes them in (see _lock_run), at no extra statement on the hottest write path."""
+    a Stop takes them in (see Run.lock), at no extra statement on the hottest write path."""
     events.append(run_id, "text", {"message_id": message_id, "text": text})
     if not events.write(run_id, WORKER_ID, _lease_until()):
         db.session.rollback()
@@ -691,7 +665,7 @@ def _interrupt_message(run_id: str, message_id: int) -> None:
 
 def _finish(run_id: str, status: str, event: str, error: str | None = None) -> None:
     """Leave the running state (only if we still hold it: a cancel wins over a late finish)."""
-    if _set_run_status(run_id, RunStatus.RUNNING, status, extra=[Run.lease_owner == WORKER_ID],
+    if Run.transition(run_id, RunStatus.RUNNING, status, extra=[Run.lease_owner == WORKER_ID],
                        error=error, lease_owner=None, lease_until=None):
         events.append(run_id, event)
         db.session.commit()
@@ -700,19 +674,11 @@ def _finish(run_id: str, status: str, event: str, error: str | None = None) -> N
 
 
 def _owned_run(owner_id: int, run_id: str) -> Run:
-    run = db.session.scalar(sa.select(Run).where(Run.id == run_id, Run.owner_id == owner_id))
-    if run is None:
-        raise RunError("No such run.", 404)
-    return run
+    return Run.owned_by(owner_id, run_id) or _refuse_missing("No such run.")
 
 
-def _owned_call(owner_id: int | None, run_id: str, call_id: str) -> ToolCall:
-    """The call, if it belongs to this owner's run (any owner's, for None)."""
-    query = sa.select(ToolCall).join(Run).where(ToolCall.id == call_id, ToolCall.run_id == run_id)
-    call = db.session.scalar(query if owner_id is None else query.where(Run.owner_id == owner_id))
-    if call is None:
-        raise RunError("No such tool call.", 404)
-    return call
+def _refuse_missing(message: str):
+    raise RunError(message, 404)
 
 
 def _title_from(text: str) -> str:

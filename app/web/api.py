@@ -126,7 +126,7 @@ def _owned_run(agent_id: str, run_id: str) -> tuple[Run, int]:
     nothing about other people's runs."""
     _agent(agent_id)
     account = auth.acting_account()
-    run = chats.get_run(account.id, run_id) if account else None
+    run = Run.owned_by(account.id, run_id) if account else None
     session_id = _session_id()
     if run is not None and session_id is not None:
         chat = chats.find_api_chat(account.id, session_id)

@@ -27,7 +27,7 @@ def _owned_chat_or_404(chat_id: str):
 
 
 def _owned_run_or_404(run_id: str) -> Run:
-    return chats.get_run(current_user.id, run_id) or abort(404, "No such run.")
+    return Run.owned_by(current_user.id, run_id) or abort(404, "No such run.")
 
 
 def _wants_fragment() -> bool:
