@@ -277,19 +277,20 @@ def resend(chat: ChatSession, text: str | None):
     (`text`): that message and everything after it stay in the chat, marked superseded (shown as an
     earlier version, left out of the model's context), and a new run starts with the message.
 
-    Refused (RunError 409) while the agent works or waits for a decision, and when a confirmed tool
+    Refused (Conflict) while the agent works or waits for a decision, and when a confirmed tool
     already ran in the exchange: the model would no longer know that data changed."""
     from app.agent import runner
-    from app.agent.runner import SUPERSEDED, RunError
+    from app.agent.refusals import Conflict, Refusal
+    from app.agent.runner import SUPERSEDED
 
     last_user = db.session.scalar(sa.select(Message).where(
         Message.session_id == chat.id, Message.role == "user", Message.state != SUPERSEDED)
         .order_by(Message.id.desc()).limit(1))
     if last_user is None:
-        raise RunError("There is no message to answer again yet.", 409)
+        raise Conflict("There is no message to answer again yet.")
     latest = Run.latest_in(chat.id)
     if latest is not None and (latest.is_active or latest.status == RunStatus.PAUSED):
-        raise RunError("The agent is still on it: decide its cards or press Stop first.", 409, run=latest)
+        raise Conflict("The agent is still on it: decide its cards or press Stop first.", run=latest)
     exchange = sa.select(Message.id).where(Message.session_id == chat.id, Message.id >= last_user.id,
                                            Message.state != SUPERSEDED)
     ran = db.session.scalar(sa.select(ToolCall.name).where(
@@ -297,13 +298,13 @@ def resend(chat: ChatSession, text: str | None):
         ToolCall.status.in_([CallStatus.APPROVED, CallStatus.EXECUTING, CallStatus.DONE,
                              CallStatus.OUTCOME_UNKNOWN])).limit(1))
     if ran:
-        raise RunError(f"This exchange ran {ran}, which may have changed data, so it cannot be answered "
-                       "again: send a new message instead.", 409)
+        raise Conflict(f"This exchange ran {ran}, which may have changed data, so it cannot be answered "
+                       "again: send a new message instead.")
     text = last_user.content if text is None else text
     db.session.execute(sa.update(Message).where(Message.id.in_(exchange)).values(state=SUPERSEDED)
                        .execution_options(synchronize_session=False))
     try:
         return runner.start_run(chat, text)  # commits the superseding with the new message, or not at all
-    except RunError:
+    except Refusal:
         db.session.rollback()
         raise

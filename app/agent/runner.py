@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.agent import events
+from app.agent.refusals import Conflict, Invalid, NotFound, TooLarge, TooMany
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
 from app.extensions import db
@@ -38,14 +39,6 @@ OUTCOME_UNKNOWN_TEXT = ("Error: the outcome is unknown. The server stopped while
                         "it was not run again.")
 
 
-class RunError(Exception):
-    """A request the state machine refuses; `status` is the HTTP-like code (404, 409, 422)."""
-
-    def __init__(self, message: str, status: int = 409, run: Run | None = None, call: ToolCall | None = None):
-        super().__init__(message)
-        self.status, self.run, self.call = status, run, call
-
-
 # ---------------------------------------------------------------------------------------------------
 # Commands: start, decide, retry, cancel
 # ---------------------------------------------------------------------------------------------------
@@ -55,14 +48,14 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     from which a stream shows everything this message caused."""
     text = (text or "").strip()
     if not text:
-        raise RunError("Type a message first.", 422)
+        raise Invalid("Type a message first.")
     if len(text) > MAX_MESSAGE_CHARS:
-        raise RunError(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).", 413)
+        raise TooLarge(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).")
 
     check_active_runs(chat.owner_id)
     latest = Run.latest_in(chat.id)
     if latest is not None and latest.is_active:
-        raise RunError("The agent is still answering. Wait for it to finish, or press Stop.", 409, run=latest)
+        raise Conflict("The agent is still answering. Wait for it to finish, or press Stop.", run=latest)
 
     answers_cards = latest is not None and latest.status == RunStatus.PAUSED
     if answers_cards:
@@ -70,7 +63,7 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     else:
         agent = agent_of(chat.agent_id)
         if agent is None:
-            raise RunError(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.", 409)
+            raise Conflict(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.")
         run = Run(session_id=chat.id, owner_id=chat.owner_id, agent_id=chat.agent_id, input=text,
                   status=RunStatus.QUEUED, model=current_app.extensions["models"].for_agent(agent).label)
         db.session.add(run)
@@ -103,8 +96,8 @@ def check_active_runs(owner_id: int) -> None:
         Run.owner_id == owner_id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])))
     if active >= cap:
         db.session.rollback()
-        raise RunError(f"You have {active} replies in progress (the limit is {cap}). Wait for one to finish, "
-                       "or stop one, then try again.", 429)
+        raise TooMany(f"You have {active} replies in progress (the limit is {cap}). Wait for one to finish, "
+                      "or stop one, then try again.")
 
 
 def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
@@ -118,7 +111,7 @@ def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
             events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.REJECTED})
     if not Run.transition(run.id, RunStatus.PAUSED, RunStatus.QUEUED, input=text):
         db.session.rollback()
-        raise RunError("This run changed meanwhile; reload to see its state.", 409, run=db.session.get(Run, run.id))
+        raise Conflict("This run changed meanwhile; reload to see its state.", run=db.session.get(Run, run.id))
     events.append(run.id, "run_resumed")
     return run, cursor
 
@@ -137,7 +130,7 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reaso
                             reason=None if approve else reason, decider_id=decider_id):
         db.session.rollback()
         call = db.session.get(ToolCall, call.id)
-        raise RunError(f"This call was already {call.status.replace('_', ' ')}.", 409, call=call)
+        raise Conflict(f"This call was already {call.status.replace('_', ' ')}.", call=call)
     events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
     still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
         ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
@@ -159,7 +152,7 @@ def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
     cursor = run.last_seq
     if not Run.transition(run.id, RunStatus.FAILED, RunStatus.QUEUED, error=None):
         db.session.rollback()
-        raise RunError("Only a failed run can be retried.", 409, run=db.session.get(Run, run.id))
+        raise Conflict("Only a failed run can be retried.", run=db.session.get(Run, run.id))
     events.append(run_id, "run_resumed")
     db.session.commit()
     submit(run_id)
@@ -174,7 +167,7 @@ def cancel(owner_id: int, run_id: str) -> Run:
             break
     else:
         db.session.rollback()
-        raise RunError(f"This run has already {run.status}.", 409, run=run)
+        raise Conflict(f"This run has already {run.status}.", run=run)
     for call_id in db.session.scalars(sa.select(ToolCall.id).where(
             ToolCall.run_id == run.id, ToolCall.status.in_([CallStatus.PENDING, CallStatus.APPROVED]))):
         if ToolCall.transition(call_id, None, CallStatus.REJECTED, reason="The run was stopped.",
@@ -228,7 +221,7 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
         return retry(owner_id, run_id)
     if run.status != RunStatus.PAUSED:
         db.session.rollback()
-        raise RunError(f"This run is not waiting for a decision: it is {run.status}.", 409, run=run)
+        raise Conflict(f"This run is not waiting for a decision: it is {run.status}.", run=run)
     try:
         for call, status, values in changes:
             if status != CallStatus.PENDING:
@@ -248,7 +241,7 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
         if isinstance(exc, sa.exc.OperationalError) and getattr(exc.orig, "sqlstate", None) != "40P01":
             raise  # only a deadlock (PostgreSQL picked us to lose a race) is a conflict
         db.session.rollback()
-        raise RunError("This run changed meanwhile: another decision got there first.", 409,
+        raise Conflict("This run changed meanwhile: another decision got there first.",
                        run=db.session.get(Run, run_id)) from None
     if resumed:
         submit(run_id)
@@ -267,34 +260,34 @@ def _check_decisions(run: _RunRef, calls: dict[str, ToolCall], decisions: list[D
     for decision in decisions:
         call = calls.get(decision.call_id)
         if call is None:
-            raise RunError(f"This run has no tool call {decision.call_id!r}.", 422)
+            raise Invalid(f"This run has no tool call {decision.call_id!r}.")
         if decision.call_id in seen:
-            raise RunError(f"Tool call {decision.call_id!r} is listed twice.", 422)
+            raise Invalid(f"Tool call {decision.call_id!r} is listed twice.")
         seen.add(decision.call_id)
         if decision.tool_name is not None and decision.tool_name != call.name:
-            raise RunError(f"Tool call {call.call_id!r} is a call of {call.name}, not {decision.tool_name}.", 422)
+            raise Invalid(f"Tool call {call.call_id!r} is a call of {call.name}, not {decision.tool_name}.")
         if decision.user_input is not None:
-            raise RunError(f"Tool call {call.call_id!r} ({call.name}) does not ask for input.", 422)
+            raise Invalid(f"Tool call {call.call_id!r} ({call.name}) does not ask for input.")
         if decision.external_result is not None:
-            raise RunError(f"Tool call {call.call_id!r} ({call.name}) runs on the server; it takes no "
-                           "result from the client.", 422)
+            raise Invalid(f"Tool call {call.call_id!r} ({call.name}) runs on the server; it takes no "
+                          "result from the client.")
         edited = decision.arguments is not None and decision.arguments != call.arguments
         if call.status != CallStatus.PENDING:
             was_approved = None if call.decided_by is None else call.status != CallStatus.REJECTED
             if edited or (decision.confirmed is not None and decision.confirmed != was_approved):
-                raise RunError(f"Tool call {call.call_id!r} was already {call.status.replace('_', ' ')}.", 409,
+                raise Conflict(f"Tool call {call.call_id!r} was already {call.status.replace('_', ' ')}.",
                                run=db.session.get(Run, run.id), call=call)
             continue  # an echo of what was already decided
         values: dict = {}
         if edited:
             tool = agent.tool(call.name) if agent else None
             if tool is None or not tool.editable:
-                raise RunError(f"{call.name} does not allow editing its arguments: send them as stored, "
-                               "or leave tool_args out.", 422)
+                raise Invalid(f"{call.name} does not allow editing its arguments: send them as stored, "
+                              "or leave tool_args out.")
             try:
                 values["arguments"] = tool.validate(decision.arguments)
             except ToolArgumentError as exc:
-                raise RunError(str(exc), 422) from None
+                raise Invalid(str(exc)) from None
             values["preview"] = _safe_preview(tool, tool_context(run), values["arguments"])
         if decision.confirmed is None:
             if edited:  # the edit waits for its own confirmation, with a fresh preview
@@ -678,7 +671,7 @@ def _owned_run(owner_id: int, run_id: str) -> Run:
 
 
 def _refuse_missing(message: str):
-    raise RunError(message, 404)
+    raise NotFound(message)
 
 
 def _title_from(text: str) -> str:

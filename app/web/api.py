@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from app import chats, limits, readiness
 from app.limits import LimitReached
 from app.agent import runner
-from app.agent.runner import RunError
+from app.agent.refusals import NotFound as Missing, Refusal, TooMany
 from app.api import serialize
 from app.api.openapi import spec
 from app.api.serialize import ShapeError
@@ -74,18 +74,19 @@ def shape_error(exc: ShapeError):
     return _detail(str(exc), exc.status)
 
 
-@bp.errorhandler(RunError)
-def run_error(exc: RunError):
+@bp.errorhandler(Refusal)
+def refused(exc: Refusal):
     """404s name nothing; a conflict carries the run's current state, so the loser sees what won."""
-    if exc.status == 429:  # too many active runs: the one 429 path
+    if isinstance(exc, TooMany):  # too many active runs: the one 429 path
         db.session.rollback()
         return errors.too_many_requests(LimitReached(str(exc)))
-    run_id = sa.inspect(exc.run).identity[0] if exc.run is not None and exc.status != 404 else None
+    status = errors.status_of(exc)
+    run_id = sa.inspect(exc.run).identity[0] if exc.run is not None and not isinstance(exc, Missing) else None
     db.session.rollback()
     run = db.session.get(Run, run_id) if run_id else None
     if run is None:
-        return _detail(str(exc), exc.status)
-    return jsonify({**serialize.run_json(serialize.load_run(run)), "detail": str(exc)}, exc.status)
+        return _detail(str(exc), status)
+    return jsonify({**serialize.run_json(serialize.load_run(run)), "detail": str(exc)}, status)
 
 
 @bp.errorhandler(HTTPException)

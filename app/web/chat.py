@@ -9,11 +9,11 @@ from werkzeug.utils import secure_filename
 
 from app import chats, limits
 from app.agent import runner
-from app.agent.runner import RunError
+from app.agent.refusals import NotFound, Refusal
 from app.extensions import db
 from app.models import Run, utcnow
 from app.web import cards
-from app.web.errors import answer_after_commit
+from app.web.errors import answer_after_commit, status_of
 from app.web.stream import follow_run, render_batch, sse
 
 bp = Blueprint("chat", __name__)
@@ -165,12 +165,12 @@ def create():
         return redirect(url_for("chat.show", chat_id=chat.id), 303)
     try:
         runner.start_run(chat, text)
-    except RunError as exc:
+    except Refusal as exc:
         chats.delete_chat(current_user.id, chat.id)  # nothing was said: leave no empty chat behind
         limits.raise_if_refused(exc)
         if not _wants_fragment():
-            abort(exc.status, str(exc))
-        return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
+            abort(status_of(exc), str(exc))
+        return render_template("chat/_send_error.html", message=str(exc), text=text), status_of(exc)
     target = url_for("chat.show", chat_id=chat.id)
     if _wants_fragment():
         # A full page load: the new chat's page, its sidebar entry and its stream, focus in the box.
@@ -207,11 +207,11 @@ def send(chat_id):
     first_message = chat.title == "New chat"
     try:
         run, cursor = runner.start_run(chat, text)
-    except RunError as exc:
+    except Refusal as exc:
         limits.raise_if_refused(exc)
         if not _wants_fragment():
-            abort(exc.status, str(exc))
-        return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
+            abort(status_of(exc), str(exc))
+        return render_template("chat/_send_error.html", message=str(exc), text=text), status_of(exc)
     if not _wants_fragment():
         return redirect(url_for("chat.show", chat_id=chat_id), 303)
     return answer_after_commit(
@@ -227,11 +227,11 @@ def resend(chat_id):
     chat = _owned_chat_or_404(chat_id)
     try:
         chats.resend(chat, request.form.get("message"))
-    except RunError as exc:
+    except Refusal as exc:
         limits.raise_if_refused(exc)
         if not _wants_fragment():
-            abort(exc.status, str(exc))
-        return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
+            abort(status_of(exc), str(exc))
+        return render_template("errors/_error.html", message=str(exc), status=status_of(exc)), status_of(exc)
     target = url_for("chat.show", chat_id=chat.id)
     if _wants_fragment():
         return "", 204, {"HX-Redirect": target}  # the page anew: earlier versions dimmed, the new reply streaming
@@ -246,12 +246,12 @@ def decide(run_id, call_id, decision):
         call, cursor = runner.decide(None if current_user.is_admin else current_user.id, run_id, call_id,
                                      approve=decision == "approve", reason=request.form.get("reason"),
                                      decider_id=current_user.id)
-    except RunError as exc:
-        if exc.status == 404:
+    except Refusal as exc:
+        if isinstance(exc, NotFound):
             abort(404, str(exc))
         if not _wants_fragment():
-            abort(exc.status, str(exc))
-        return render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()), exc.status
+            abort(status_of(exc), str(exc))
+        return render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()), status_of(exc)
     done = "Approved." if decision == "approve" else "Rejected."
     if not _wants_fragment():
         target = url_for("admin.show") if _from_inbox() else url_for("chat.show", chat_id=call.message.session_id)
@@ -283,11 +283,11 @@ def cancel(run_id):
 def _run_command(command, done: str):
     try:
         run, cursor = command()
-    except RunError as exc:
+    except Refusal as exc:
         limits.raise_if_refused(exc)
-        if exc.status == 404:
+        if isinstance(exc, NotFound):
             abort(404, str(exc))
-        return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
+        return render_template("errors/_error.html", message=str(exc), status=status_of(exc)), status_of(exc)
     if not _wants_fragment():
         return answer_after_commit(lambda: redirect(url_for("chat.show", chat_id=run.session_id), 303), done)
     return answer_after_commit(lambda: render_template("chat/_run_state.html", run=run, cursor=cursor),
