@@ -54,7 +54,7 @@ def list_runs(status, limit):
 def cancel_run(run_id):
     """Stop a run (queued, running or paused): its pending cards are rejected, nothing more runs."""
     from app.agent.refusals import Refusal
-    from app.agent.runner import cancel
+    from app.agent.commands import cancel
 
     run = db.session.get(Run, run_id)
     if run is None:

@@ -279,9 +279,9 @@ def resend(chat: ChatSession, text: str | None):
 
     Refused (Conflict) while the agent works or waits for a decision, and when a confirmed tool
     already ran in the exchange: the model would no longer know that data changed."""
-    from app.agent import runner
+    from app.agent import commands
     from app.agent.refusals import Conflict, Refusal
-    from app.agent.runner import SUPERSEDED
+    from app.agent.context import SUPERSEDED
 
     last_user = db.session.scalar(sa.select(Message).where(
         Message.session_id == chat.id, Message.role == "user", Message.state != SUPERSEDED)
@@ -304,7 +304,7 @@ def resend(chat: ChatSession, text: str | None):
     db.session.execute(sa.update(Message).where(Message.id.in_(exchange)).values(state=SUPERSEDED)
                        .execution_options(synchronize_session=False))
     try:
-        return runner.start_run(chat, text)  # commits the superseding with the new message, or not at all
+        return commands.start_run(chat, text)  # commits the superseding with the new message, or not at all
     except Refusal:
         db.session.rollback()
         raise

@@ -7,7 +7,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from app.agent import runner
+from app.agent import commands
 from app.agent.refusals import Refusal
 from app.web.errors import status_of
 from app.extensions import db
@@ -275,8 +275,8 @@ def test_a_stream_cut_short_keeps_the_partial_reply_and_retry_continues(harness,
     assert partial[0] == "assistant" and partial[1].startswith("The first part")
 
     with app.app_context():
-        from app.agent import runner
-        runner.retry(owner, run_id)
+        from app.agent import commands
+        commands.retry(owner, run_id)
     assert harness.wait(run_id).status == "completed"
     assert harness.messages(chat)[-1] == ("assistant", "Here is the whole answer.")
     # The broken-off text is kept for the person but not fed back to the model as if it were said.
@@ -324,8 +324,8 @@ def test_cancel_stops_a_streaming_run(harness, app, fake_model):
     run_id = harness.send(chat, "write a lot")
     harness.wait(run_id, "running")
     with app.app_context():
-        from app.agent import runner
-        runner.cancel(owner, run_id)
+        from app.agent import commands
+        commands.cancel(owner, run_id)
     assert harness.run(run_id).status == "cancelled"
     text_then = harness.messages(chat)[-1][1]
     import time
@@ -358,7 +358,7 @@ def test_a_stop_arriving_mid_flush_never_deadlocks(harness, app, fake_model, cap
         run_id = harness.send(chat, "write a lot")
         assert in_flush.wait(10)
         with app.app_context():
-            assert runner.cancel(owner, run_id).status == "cancelled"
+            assert commands.cancel(owner, run_id).status == "cancelled"
     finally:
         sa.event.remove(engine, "after_cursor_execute", hold_the_first_flush)
     assert harness.wait(run_id, "cancelled").status == "cancelled"

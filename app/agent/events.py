@@ -2,7 +2,7 @@
 wake-ups that let streams follow a run without polling the database.
 
 Writing: `append()` queues an event in the current session; when the transaction commits (or when
-the runner calls `write()` to fold its lease check in), the run's events get their numbers from one
+the agent loop calls `write()` to fold its lease check in), the run's events get their numbers from one
 `UPDATE runs SET last_seq = last_seq + n ... RETURNING` (which locks the run row, so numbers are
 committed in order and a reader's cursor never skips one) and are inserted in one statement.
 

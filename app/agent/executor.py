@@ -3,7 +3,7 @@
 Each job gets its own app context (so its own database session). A heartbeat renews the leases of
 the runs this process is executing (one statement every third of RUN_LEASE_SECONDS), so a model that
 thinks for minutes or a slow tool is not mistaken for a dead worker; a sweeper thread calls
-`runner.recover()` now and then, so runs whose worker died are failed cleanly and queued runs are
+`recovery.recover()` now and then, so runs whose worker died are failed cleanly and queued runs are
 picked up after a restart.
 """
 from __future__ import annotations
@@ -54,10 +54,11 @@ class RunExecutor:
                 self._in_context("renew_leases", run_ids)
 
     def _in_context(self, name: str, *args) -> None:
-        from app.agent import runner
+        from app.agent import loop, recovery
+        job = {"execute": loop.execute, "renew_leases": recovery.renew_leases, "recover": recovery.recover}[name]
         with self.app.app_context(), patient_checkouts():
             try:
-                getattr(runner, name)(*args)
+                job(*args)
             except Exception:
                 log.exception("background %s%s failed", name, args)
             finally:

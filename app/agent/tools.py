@@ -15,7 +15,7 @@ Write a tool as an ordinary (or `async`) function with type hints and a Google-s
 pydantic builds the arguments' model (so `Annotated[..., Field(...)]`, `Literal`, enums and nested
 models reach the schema and are enforced) and docstring-parser reads the description and the `Args:`.
 A parameter called `run_context`, or annotated `RunContext` (alias `ToolContext`), is filled in by the
-runner and never shown to the model. A tool reports a problem by raising; it returns text or any
+agent loop and never shown to the model. A tool reports a problem by raising; it returns text or any
 JSON-serialisable value.
 
 Tools from elsewhere (an MCP server) bring their own JSON schema: `Tool.from_json_schema` validates
@@ -66,7 +66,7 @@ class ToolError(Exception):
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What the runner hands to a tool (as `run_context`); never part of a tool's schema."""
+    """What the agent loop hands to a tool (as `run_context`); never part of a tool's schema."""
 
     workspace: sqlalchemy.Engine | None = None
     owner_id: int | None = None

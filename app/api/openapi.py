@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from functools import cache
 
-from app.agent.runner import MAX_MESSAGE_CHARS
+from app.agent.commands import MAX_MESSAGE_CHARS
 
 NULLABLE_STRING = {"type": ["string", "null"]}
 RUN_STATUSES = ["RUNNING", "PAUSED", "COMPLETED", "CANCELLED", "ERROR"]

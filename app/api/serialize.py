@@ -1,5 +1,5 @@
 """Runs, tool calls, sessions and run events in the shapes of Agno AgentOS (the reference), and the
-reference's `tools` form field parsed into the runner's `Decision`s.
+reference's `tools` form field parsed into the core's `Decision`s.
 
 Field names, status names and event names follow the captures in the research notes
 (`agno-anchor-captures/`). Where the reference reports something we do not track (token metrics,
@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from app.agent.definition import Agent
 from app.agent.llm import DemoModel
-from app.agent.runner import Decision, tool_output
+from app.agent.commands import Decision
+from app.agent.context import tool_output
 from app.extensions import db
 from app.jsontext import BadJson, load_json
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunEvent, RunStatus, ToolCall

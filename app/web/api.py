@@ -1,7 +1,7 @@
 """The AgentOS-compatible REST API: the reference's endpoints, form fields, JSON shapes and event
 names, without its flaws (see README, "API").
 
-Thin views: parse the request, call the core (`app.agent.runner`, `app.chats`), serialise with
+Thin views: parse the request, call the core (`app.agent.commands`, `app.chats`), serialise with
 `app.api.serialize`. Authenticated in `app.web.auth` (bearer key), so CSRF-exempt; every error is
 JSON `{"detail": "..."}`, and errors about a run also carry the run.
 """
@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from app import chats, limits, readiness
 from app.limits import LimitReached
-from app.agent import runner
+from app.agent import commands
 from app.agent.refusals import NotFound as Missing, Refusal, TooMany
 from app.api import serialize
 from app.api.openapi import spec
@@ -249,17 +249,17 @@ def create_run(agent_id):
     message = (request.form.get("message") or "").strip()
     if not message:
         raise ShapeError("message is required.")
-    if len(message) > runner.MAX_MESSAGE_CHARS:
+    if len(message) > commands.MAX_MESSAGE_CHARS:
         raise ShapeError(f"message is too long ({len(message):,} characters; the limit is "
-                         f"{runner.MAX_MESSAGE_CHARS:,}).", 413)
+                         f"{commands.MAX_MESSAGE_CHARS:,}).", 413)
     stream, session_id = _flag("stream", True), _session_id()
     account = auth.acting_account(create=True)
-    runner.check_active_runs(account.id)  # the limits first: no new session for a run that cannot start
+    commands.check_active_runs(account.id)  # the limits first: no new session for a run that cannot start
     with _stream_slot(stream) as release_slot:
         chat = chats.api_chat(account.id, agent.id, session_id)
         if chat.agent_id != agent.id:
             raise ShapeError(f"Session {session_id} belongs to agent {chat.agent_id}.", 409)
-        run, cursor = runner.start_run(chat, message)
+        run, cursor = commands.start_run(chat, message)
         run_id = sa.inspect(run).identity[0]  # without a query: the database may be lost by now
     return errors.answer_after_commit(
         lambda: _answer(run_id, cursor, release_slot),
@@ -273,7 +273,7 @@ def continue_run(agent_id, run_id):
     run, owner_id = _owned_run(agent_id, run_id)
     decisions = serialize.parse_tools(request.form.get("tools"))
     with _stream_slot(_flag("stream", True)) as release_slot:
-        run, cursor = runner.continue_run(owner_id, run_id, decisions, decider_id=owner_id)
+        run, cursor = commands.continue_run(owner_id, run_id, decisions, decider_id=owner_id)
     return errors.answer_after_commit(
         lambda: _answer(run_id, cursor, release_slot),
         "The decisions were recorded, but the run could not be read just now: "
@@ -284,7 +284,7 @@ def continue_run(agent_id, run_id):
 @limits.commands
 def cancel_run(agent_id, run_id):
     run, owner_id = _owned_run(agent_id, run_id)
-    cancelled = runner.cancel(owner_id, run_id)
+    cancelled = commands.cancel(owner_id, run_id)
     return errors.answer_after_commit(lambda: jsonify(_run(cancelled)), "The run was cancelled.",
                                       api_body={"run_id": run_id, "status": "CANCELLED"})
 

@@ -8,7 +8,7 @@ from flask_login import current_user
 from werkzeug.utils import secure_filename
 
 from app import chats, limits
-from app.agent import runner
+from app.agent import commands
 from app.agent.refusals import NotFound, Refusal
 from app.extensions import db
 from app.models import Run, utcnow
@@ -164,7 +164,7 @@ def create():
     if text is None:
         return redirect(url_for("chat.show", chat_id=chat.id), 303)
     try:
-        runner.start_run(chat, text)
+        commands.start_run(chat, text)
     except Refusal as exc:
         chats.delete_chat(current_user.id, chat.id)  # nothing was said: leave no empty chat behind
         limits.raise_if_refused(exc)
@@ -206,7 +206,7 @@ def send(chat_id):
     text = request.form.get("message", "")
     first_message = chat.title == "New chat"
     try:
-        run, cursor = runner.start_run(chat, text)
+        run, cursor = commands.start_run(chat, text)
     except Refusal as exc:
         limits.raise_if_refused(exc)
         if not _wants_fragment():
@@ -243,7 +243,7 @@ def resend(chat_id):
 def decide(run_id, call_id, decision):
     try:
         # An admin may decide anyone's call (the run's owner is then not the one who decides).
-        call, cursor = runner.decide(None if current_user.is_admin else current_user.id, run_id, call_id,
+        call, cursor = commands.decide(None if current_user.is_admin else current_user.id, run_id, call_id,
                                      approve=decision == "approve", reason=request.form.get("reason"),
                                      decider_id=current_user.id)
     except Refusal as exc:
@@ -271,13 +271,13 @@ def _from_inbox() -> bool:
 @bp.post("/runs/<run_id>/retry")
 @limits.commands
 def retry(run_id):
-    return _run_command(lambda: runner.retry(current_user.id, run_id), "Retrying.")
+    return _run_command(lambda: commands.retry(current_user.id, run_id), "Retrying.")
 
 
 @bp.post("/runs/<run_id>/cancel")
 @limits.commands
 def cancel(run_id):
-    return _run_command(lambda: (runner.cancel(current_user.id, run_id), None), "Stopped.")
+    return _run_command(lambda: (commands.cancel(current_user.id, run_id), None), "Stopped.")
 
 
 def _run_command(command, done: str):
