@@ -8,7 +8,6 @@ JSON `{"detail": "..."}`, and errors about a run also carry the run.
 from __future__ import annotations
 
 import json
-import time
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -18,6 +17,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from app import chats, limits, readiness
 from app.limits import LimitReached
 from app.agent import commands
+from app.agent.follow import follow
 from app.agent.refusals import NotFound as Missing, Refusal, TooMany
 from app.api import serialize
 from app.api.openapi import spec
@@ -177,7 +177,7 @@ def _answer(run_id: str, cursor: int, release_slot):
         response = _event_stream(run_id, cursor)
         response.call_on_close(release_slot)
         return response
-    run = _settled(run_id, current_app.config.get("API_WAIT_SECONDS", 120.0))
+    run = _settled(run_id, cursor, current_app.config.get("API_WAIT_SECONDS", 120.0))
     if run is None:  # its session was deleted meanwhile
         _not_found(f"No runs found for run ID {run_id}")
     body = _run(run)
@@ -186,22 +186,12 @@ def _answer(run_id: str, cursor: int, release_slot):
     return jsonify(body, 202 if run.status in RunStatus.ACTIVE else 200)
 
 
-def _settled(run_id: str, timeout: float) -> Run:
-    """Wait (holding no database connection) until the run pauses, completes, fails or is cancelled;
-    after `timeout` answer it as it is (still RUNNING: 202)."""
-    deadline = time.monotonic() + timeout
-    # No transaction across the watch: the first one in a worker starts the poller thread, a greenlet
-    # switch, and a SQLite write lock held through it stalls the worker's executor for busy_timeout.
-    db.session.remove()
-    with current_app.extensions["run_events"].watch(run_id) as watch:
-        while True:
-            seen = watch.generation
-            status = db.session.scalar(db.select(Run.status).where(Run.id == run_id))
-            left = deadline - time.monotonic()
-            if status not in RunStatus.ACTIVE or left <= 0:
-                return db.session.get(Run, run_id)
-            db.session.remove()
-            watch.wait(seen, left)
+def _settled(run_id: str, cursor: int, timeout: float) -> Run:
+    """Follow the run (holding no database connection between reads) until it pauses, completes,
+    fails or is cancelled; after `timeout` answer it as it is (still RUNNING: 202)."""
+    for _ in follow(run_id, cursor, render=lambda batch: None, finish=lambda status: None, timeout=timeout):
+        pass
+    return db.session.get(Run, run_id)
 
 
 def _event_stream(run_id: str, cursor: int) -> Response:

@@ -6,7 +6,6 @@ replaying an event is harmless; only `text` events append, and the client drops 
 """
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
@@ -14,94 +13,22 @@ from types import SimpleNamespace
 import sqlalchemy as sa
 from flask import current_app, render_template, stream_with_context
 
-from app.extensions import TRANSIENT_DB_ERRORS, db
-from app.agent.events import READ_ONLY, Event
-from app.models import Message, Run, RunStatus, ToolCall
-
-PING_SECONDS = 15.0
-# A stream waits out TRANSIENT_DB_ERRORS (the database away for a moment, or no free pooled
-# connection: thousands of streams woken at once); anything else is a bug and is raised.
-GIVE_UP_AFTER = 30  # failed reads in a row (about a minute); then the browser reconnects by itself
-
-
-STATUS_AFTER = {
-    "run_started": RunStatus.RUNNING,
-    "run_resumed": RunStatus.RUNNING,
-    "run_paused": RunStatus.PAUSED,
-    "run_completed": RunStatus.COMPLETED,
-    "run_failed": RunStatus.FAILED,
-    "run_cancelled": RunStatus.CANCELLED,
-}
-
+from app.agent.events import Event
+from app.agent.follow import STATUS_AFTER, follow
+from app.extensions import db
+from app.models import Message, Run, ToolCall
 
 def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
                finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False) -> Iterator[str]:
-    """Replay the run's events after `cursor`, then tail new ones until the run stops (pauses,
-    completes, fails; with `hold_paused`, only when it finishes), then send `finish(status)`.
-
-    Between reads the stream holds no database connection and waits for its run's wake-ups; events
-    committed by this process arrive from memory, others are read from the database (see
-    `app.agent.events`). `render` and `finish` may read the database."""
+    """The run's events after `cursor` as server-sent events: `first`, then what `app.agent.follow`
+    yields (rendered by `render`, closed by `finish(status)`), with a comment as keep-alive."""
     db.session.remove()
-    hub = current_app.extensions["run_events"]
 
     def stream():
-        nonlocal cursor
         if first:
             yield first
-        with hub.watch(run_id) as watch:
-            status = None
-
-            def step() -> tuple[list[Event], str, bool]:
-                """Read what came after the cursor; the fragment to send; whether the stream ends."""
-                nonlocal status
-                batch, read_status = watch.read_after(cursor)
-                if read_status is not None:  # read from the database: the status of the same snapshot
-                    status = None if read_status == "gone" else read_status
-                else:
-                    status = next((STATUS_AFTER[e.type] for e in reversed(batch) if e.type in STATUS_AFTER),
-                                  status)
-                stopped = status is None or status in RunStatus.FINISHED or \
-                    (status == RunStatus.PAUSED and not hold_paused)
-                if (batch or stopped) and not db.session().in_transaction():
-                    # Rendering only reads: on SQLite, from a snapshot, without taking the write lock.
-                    db.session.connection(execution_options=READ_ONLY)
-                chunk = render(batch) if batch else (finish(status) if stopped else "")
-                return batch, chunk, stopped
-
-            last_sent = time.monotonic()
-            failures = 0
-            while True:
-                seen = watch.generation
-                try:
-                    batch, chunk, stopped = step()
-                except TRANSIENT_DB_ERRORS as exc:
-                    # Keep the stream and read again shortly (nothing of this step was sent); after
-                    # a minute, close it: the browser reconnects from its Last-Event-ID.
-                    db.session.remove()
-                    failures += 1
-                    if failures == 1 or failures == GIVE_UP_AFTER:
-                        current_app.logger.warning("stream of %s waits for the database (%d): %s",
-                                                   run_id, failures, exc)
-                    if failures == GIVE_UP_AFTER:
-                        return
-                    time.sleep(min(5.0, 0.25 * failures) * random.uniform(0.5, 1.5))
-                    continue
-                failures = 0
-                db.session.remove()
-                if batch:
-                    cursor = batch[-1].seq
-                    if chunk:
-                        yield chunk
-                        last_sent = time.monotonic()
-                    continue
-                if stopped:
-                    yield chunk
-                    return
-                if time.monotonic() - last_sent >= PING_SECONDS:
-                    yield ": ping\n\n"
-                    last_sent = time.monotonic()
-                watch.wait(seen, PING_SECONDS - (time.monotonic() - last_sent))
+        for chunk in follow(run_id, cursor, render, finish, hold_paused=hold_paused):
+            yield ": ping\n\n" if chunk is None else chunk
 
     return stream_with_context(stream())
 
