@@ -21,11 +21,10 @@ def build_context(session_id: str, from_chain_head: bool = False) -> list[Contex
     grow with the session; the provider asks for the whole conversation if the chain was forgotten."""
     query = sa.select(Message).where(Message.session_id == session_id)
     if from_chain_head:
-        head = db.session.scalar(sa.select(Message.id).where(
+        head = sa.select(sa.func.max(Message.id)).where(
             Message.session_id == session_id, Message.role == "assistant", Message.state == "done",
-            Message.response_id.is_not(None)).order_by(Message.id.desc()).limit(1))
-        if head is not None:
-            query = query.where(Message.id >= head)
+            Message.response_id.is_not(None)).scalar_subquery()
+        query = query.where(Message.id >= sa.func.coalesce(head, 0))  # one statement, not two
     items: list[ContextItem] = []
     for message in db.session.scalars(query.order_by(Message.id)):
         if message.state == SUPERSEDED:  # an exchange the person edited or regenerated (app.chats.resend)

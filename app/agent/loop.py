@@ -105,6 +105,7 @@ def _model_turn(run: RunRef, agent, model) -> str:
     requests: list[ToolCallRequest] = []
     response_id = None
     pending_text, last_flush = "", 0.0  # the first words go out at once; later ones in batches
+    written = 0  # characters of the reply stored so far: each text event says where its words go
     # A tail starts at the chain head; without one the context is already the whole conversation.
     is_tail = chains and context and context[0].role == "assistant" and context[0].response_id
     stream_kwargs = {"full_context": full_context} if is_tail else {}
@@ -115,8 +116,9 @@ def _model_turn(run: RunRef, agent, model) -> str:
             if isinstance(event, TextDelta):
                 pending_text += event.text
                 if time.monotonic() - last_flush >= FLUSH_SECONDS:
-                    if not _flush_text(run.id, message_id, pending_text):
+                    if not _flush_text(run.id, message_id, written, pending_text):
                         return "stopped"
+                    written += len(pending_text)
                     pending_text, last_flush = "", time.monotonic()
             elif isinstance(event, ToolCallRequest):
                 requests.append(event)
@@ -124,63 +126,68 @@ def _model_turn(run: RunRef, agent, model) -> str:
                 response_id = event.response_id
     except ModelError as exc:
         db.session.rollback()
-        Run.lock(run.id)
+        Run.hold(run.id)
         if pending_text:
-            _append_text(run.id, message_id, pending_text)
+            _append_text(run.id, message_id, written, pending_text)
         interrupt_message(run.id, message_id)
         _finish(run.id, RunStatus.FAILED, "run_failed", error=str(exc))
         return "stopped"
 
-    # The turn's end is one transaction: the last words, the message, its calls, the new state.
-    Run.lock(run.id)
+    # The turn's end is one transaction: the last words, the message, its calls, the new state. Its
+    # first statement numbers the events, checks and renews the lease and sets the run's new state
+    # (so it also takes the run's row first: the lock order); the calls' previews are made before it.
+    calls, gated = _new_calls(run, agent, message_id, requests)
     if pending_text:
-        _append_text(run.id, message_id, pending_text)
-    db.session.execute(sa.update(Message).where(Message.id == message_id)
-                       .values(state="done", response_id=response_id)
-                       .execution_options(synchronize_session=False))
-    events.append(run.id, "message_completed", {"message_id": message_id})
-    if not requests:
-        _finish(run.id, RunStatus.COMPLETED, "run_completed")
-        return "done"
+        events.append(run.id, "text", {"message_id": message_id, "text": pending_text, "at": written})
+    events.append(run.id, "message_completed", {"message_id": message_id, "state": "done"})
+    if calls:
+        events.append(run.id, "tool_calls", {"message_id": message_id, "call_ids": [call["id"] for call in calls]})
+    outcome = "done" if not requests else "stopped" if gated else "tools"
+    ended = {"done": RunStatus.COMPLETED, "stopped": RunStatus.PAUSED}.get(outcome)
+    if ended:
+        events.append(run.id, "run_completed" if ended == RunStatus.COMPLETED else "run_paused")
+    if not events.write(run.id, WORKER_ID, lease_until(), run_values=ended and {
+            "status": ended, "error": None, "lease_owner": None, "lease_until": None}):
+        db.session.rollback()
+        return "stopped"  # cancelled meanwhile, or recovered by another worker
+    messages = Message.__table__
+    db.session.execute(sa.update(messages).where(messages.c.id == message_id).values(
+        state="done", response_id=response_id, content=messages.c.content + pending_text))
+    if calls:
+        db.session.execute(sa.insert(ToolCall.__table__), calls)  # Core: no unit of work on the hot path
+    db.session.commit()
+    return outcome
 
-    gated = _record_calls(run, agent, message_id, requests)
-    if gated:
-        _finish(run.id, RunStatus.PAUSED, "run_paused")
-        return "stopped"
-    return "tools" if commit_owned(run.id) else "stopped"
 
-
-def _record_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallRequest]) -> bool:
-    """Store the turn's calls in the ledger. Invalid ones fail at once (the model reads the error);
-    if any valid call needs confirmation, nothing of this turn runs until every gated call is decided."""
+def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallRequest]) -> tuple[list[dict], bool]:
+    """The turn's calls as ledger rows, and whether any needs confirmation (then nothing of this turn
+    runs until every gated call is decided). Invalid ones fail at once (the model reads the error)."""
     ctx = tool_context(run)
     any_gated = False
+    now = utcnow()
     calls = []
     for position, request in enumerate(requests):
-        call = ToolCall(id=new_id("tc"), run_id=run.id, message_id=message_id, position=position,
-                        call_id=request.call_id, name=request.name, raw_arguments=request.arguments or "")
+        call = dict(id=new_id("tc"), run_id=run.id, message_id=message_id, position=position,
+                    call_id=request.call_id, name=request.name, raw_arguments=request.arguments or "",
+                    arguments=None, requires_confirmation=False, status=CallStatus.FAILED, error=None,
+                    preview=None, decided_by=None, decided_at=None, created_at=now, updated_at=now)
         tool = agent.tool(request.name)
         if tool is None:
-            call.status, call.error = CallStatus.FAILED, f"Unknown tool {request.name!r}. " \
-                f"Available: {', '.join(t.name for t in agent.tools)}."
+            call["error"] = f"Unknown tool {request.name!r}. Available: {', '.join(t.name for t in agent.tools)}."
         else:
-            call.requires_confirmation = tool.requires_confirmation
+            call["requires_confirmation"] = tool.requires_confirmation
             try:
-                call.arguments = tool.validate(request.arguments or "{}")
+                call["arguments"] = tool.validate(request.arguments or "{}")
             except ToolArgumentError as exc:
-                call.status, call.error = CallStatus.FAILED, f"Invalid arguments: {exc}"
+                call["error"] = f"Invalid arguments: {exc}"
             else:
                 if tool.requires_confirmation:
                     any_gated = True
-                    call.status = CallStatus.PENDING
-                    call.preview = safe_preview(tool, ctx, call.arguments)
+                    call.update(status=CallStatus.PENDING, preview=safe_preview(tool, ctx, call["arguments"]))
                 else:
-                    call.status, call.decided_by, call.decided_at = CallStatus.APPROVED, "auto", utcnow()
+                    call.update(status=CallStatus.APPROVED, decided_by="auto", decided_at=now)
         calls.append(call)
-    db.session.add_all(calls)
-    db.session.flush()
-    events.append(run.id, "tool_calls", {"message_id": message_id, "call_ids": [call.id for call in calls]})
-    return any_gated
+    return calls, any_gated
 
 
 def _execute_approved_calls(run: RunRef, agent) -> bool:
@@ -191,7 +198,7 @@ def _execute_approved_calls(run: RunRef, agent) -> bool:
         ToolCall.run_id == run.id, ToolCall.status == CallStatus.APPROVED)
         .order_by(ToolCall.created_at, ToolCall.position)).all()
     for call_id, name, arguments in calls:
-        Run.lock(run.id)
+        Run.hold(run.id)
         if not ToolCall.transition(call_id, CallStatus.APPROVED, CallStatus.EXECUTING):
             continue  # decided otherwise meanwhile (the run was stopped): it never starts
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.EXECUTING})
@@ -211,7 +218,7 @@ def _execute_approved_calls(run: RunRef, agent) -> bool:
             log.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
             values = {"status": CallStatus.FAILED, "error": _raised(exc)}
         status = values.pop("status")
-        Run.lock(run.id)
+        Run.hold(run.id)
         ToolCall.transition(call_id, CallStatus.EXECUTING, status, **values)
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": status})
         db.session.commit()  # the ledger records the outcome before anything else can go wrong
@@ -239,17 +246,19 @@ def safe_preview(tool, ctx, arguments) -> str | None:
         return None
 
 
-def _append_text(run_id: str, message_id: int, text: str) -> None:
-    """In a transaction that already holds the run's row (see Run.lock)."""
-    events.append(run_id, "text", {"message_id": message_id, "text": text})
+def _append_text(run_id: str, message_id: int, at: int, text: str) -> None:
+    """In a transaction that already holds the run's row (see Run.lock). The event and the stored
+    reply change together; `at` (the characters stored before these words) lets a stream that keeps
+    the reply in memory place them, and know when it missed some."""
+    events.append(run_id, "text", {"message_id": message_id, "text": text, "at": at})
     db.session.execute(_message_text_update(message_id, text))
 
 
-def _flush_text(run_id: str, message_id: int, text: str) -> bool:
+def _flush_text(run_id: str, message_id: int, at: int, text: str) -> bool:
     """Append streamed text to the message and the event log in one short transaction. Numbering the
     event comes first: it takes the run's row (and renews the lease) before the message's, the order
     a Stop takes them in (see Run.lock), at no extra statement on the hottest write path."""
-    events.append(run_id, "text", {"message_id": message_id, "text": text})
+    events.append(run_id, "text", {"message_id": message_id, "text": text, "at": at})
     if not events.write(run_id, WORKER_ID, lease_until()):
         db.session.rollback()
         return False
@@ -259,14 +268,14 @@ def _flush_text(run_id: str, message_id: int, text: str) -> bool:
 
 
 def _message_text_update(message_id: int, text: str):
-    return (sa.update(Message).where(Message.id == message_id).values(content=Message.content + text)
-            .execution_options(synchronize_session=False))
+    messages = Message.__table__
+    return sa.update(messages).where(messages.c.id == message_id).values(content=messages.c.content + text)
 
 
 def interrupt_message(run_id: str, message_id: int) -> None:
-    db.session.execute(sa.update(Message).where(Message.id == message_id).values(state="interrupted")
-                       .execution_options(synchronize_session=False))
-    events.append(run_id, "message_completed", {"message_id": message_id})
+    messages = Message.__table__
+    db.session.execute(sa.update(messages).where(messages.c.id == message_id).values(state="interrupted"))
+    events.append(run_id, "message_completed", {"message_id": message_id, "state": "interrupted"})
 
 
 def _finish(run_id: str, status: str, event: str, error: str | None = None) -> None:
