@@ -46,12 +46,13 @@ def status_after(batch: list[Event], status: str | None) -> str | None:
 
 def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
            finish: Callable[[str | None], Chunk], *, hold_paused: bool = False,
-           timeout: float | None = None) -> Iterator[Chunk | None]:
+           timeout: float | None = None, wait_out_errors: bool = True) -> Iterator[Chunk | None]:
     """Yield `render(events)` for each batch after `cursor` (skipping falsy results), then
     `finish(status)` once the run has stopped (paused; with `hold_paused` only finished; None: the run
     is gone), then end. Yields None after PING_SECONDS without output (a caller may send a keep-alive).
     With `timeout`, ends after that many seconds without `finish`. `render` and `finish` may read the
-    database: on SQLite, from a read-only snapshot that never waits for the write lock."""
+    database: on SQLite, from a read-only snapshot that never waits for the write lock.
+    `wait_out_errors` False raises a failed read at once (an answer not yet begun can still say 503)."""
     hub = current_app.extensions["run_events"]
     deadline = None if timeout is None else time.monotonic() + timeout
     db.session.remove()
@@ -73,6 +74,8 @@ def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
                     db.session.connection(execution_options=READ_ONLY)
                 chunk = render(batch) if batch else (finish(status) if stopped else None)
             except TRANSIENT_DB_ERRORS as exc:
+                if not wait_out_errors:
+                    raise
                 # Nothing of this step was sent: read again shortly.
                 db.session.remove()
                 failures += 1

@@ -189,7 +189,8 @@ def _answer(run_id: str, cursor: int, release_slot):
 def _settled(run_id: str, cursor: int, timeout: float) -> Run:
     """Follow the run (holding no database connection between reads) until it pauses, completes,
     fails or is cancelled; after `timeout` answer it as it is (still RUNNING: 202)."""
-    for _ in follow(run_id, cursor, render=lambda batch: None, finish=lambda status: None, timeout=timeout):
+    for _ in follow(run_id, cursor, render=lambda batch: None, finish=lambda status: None, timeout=timeout,
+                    wait_out_errors=False):
         pass
     return db.session.get(Run, run_id)
 

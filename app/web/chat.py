@@ -14,7 +14,7 @@ from app.extensions import db
 from app.models import Run, utcnow
 from app.web import cards
 from app.web.errors import answer_after_commit, status_of
-from app.web.stream import follow_run, render_batch, sse
+from app.web.stream import StreamView, follow_run, render_batch, sse
 
 bp = Blueprint("chat", __name__)
 cards.register(bp)
@@ -307,10 +307,10 @@ def run_events(run_id):
     except ValueError:
         abort(400, "The cursor must be a number.")
     release_slot = limits.take_stream_slot()  # 429 beyond MAX_STREAMS_PER_ACCOUNT
-    last_text: dict[int, float] = {}  # this stream's reply renders (throttled, see render_batch)
+    view = StreamView(run_id)  # what this stream remembers between batches
     stream = follow_run(
         run_id, cursor,
-        render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, last_text)),
+        render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, view)),
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
         hold_paused=request.args.get("hold") == "1")

@@ -16,7 +16,7 @@ from flask import current_app, render_template, stream_with_context
 from app.agent.events import Event
 from app.agent.follow import STATUS_AFTER, follow
 from app.extensions import db
-from app.models import Message, Run, ToolCall
+from app.models import Message, Run, RunStatus, ToolCall
 
 def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
                finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False) -> Iterator[str]:
@@ -44,53 +44,104 @@ def sse(data: str, event: str | None = None, id: int | None = None) -> str:
 TEXT_INTERVAL = 0.2  # seconds: a stream re-renders a streaming reply at most this often
 
 
-def render_batch(batch: list[Event], last_text: dict[int, float] | None = None) -> list[tuple[Event, str]]:
-    """Each event with its fragment. A reply's text events are coalesced: only the batch's last one per
-    message is rendered (the reply so far, as Markdown; it includes the earlier ones' words).
+class StreamView:
+    """What one stream remembers between batches, so that most events render without a query: the
+    run's fixed fields (read once), each reply's text so far (kept from its text events, whose `at`
+    says where their words go; read from the database once when the stream joined mid-reply or
+    missed words), and when each reply was last rendered (see render_batch)."""
 
-    With `last_text` (one dict per stream: message id -> when its text was last sent), a reply is
-    re-rendered at most every TEXT_INTERVAL, as rendering it whole costs more the longer it grows (see
-    bench/markdown_stream.py). A skipped event is never needed: the next text event, or the
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.texts: dict[int, str] = {}
+        self.last_text: dict[int, float] = {}
+        self._run = None
+
+    def run(self):
+        """The run's id, session_id and agent_id (they never change)."""
+        if self._run is None:
+            self._run = db.session.execute(sa.select(Run.id, Run.session_id, Run.agent_id)
+                                           .where(Run.id == self.run_id)).one()
+        return self._run
+
+    def started(self, message_id: int) -> None:
+        self.texts[message_id] = ""
+
+    def add_text(self, data: dict) -> None:
+        """Place a text event's words in the reply kept in memory; forget the reply (read it from the
+        database when next rendered) if words before them are missing."""
+        message_id, words, at = data["message_id"], data.get("text", ""), data.get("at")
+        known = self.texts.get(message_id)
+        if known is None:
+            return
+        if at is None or at > len(known):
+            del self.texts[message_id]
+        elif at + len(words) > len(known):  # words it already holds (read after they were stored) stay
+            self.texts[message_id] = known[:at] + words
+
+    def reply(self, message_id: int) -> str | None:
+        """The reply so far, from memory, or None."""
+        return self.texts.get(message_id)
+
+    def read_reply(self, message_id: int) -> Message | None:
+        message = db.session.get(Message, message_id, options=[sa.orm.lazyload(Message.tool_calls)])
+        if message is not None:
+            self.texts[message_id] = message.content
+        return message
+
+
+def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]]:
+    """Each event with its fragment. A reply's text events are coalesced: only the batch's last one per
+    message is rendered (the reply so far, as Markdown; it includes the earlier ones' words), and none
+    if the batch also completes the reply (its `message_completed` shows all of it).
+
+    A reply is re-rendered at most every TEXT_INTERVAL, as rendering it whole costs more the longer it
+    grows (see bench/markdown_stream.py). A skipped event is never needed: the next text event, or the
     `message_completed` every reply ends with (also after Stop or a failure), shows all of it."""
     now = time.monotonic()
     newest = {event.data["message_id"]: event.seq for event in batch if event.type == "text"}
+    completed = {event.data["message_id"] for event in batch if event.type == "message_completed"}
     shown = []
     for event in batch:
-        if event.type == "text":
+        if event.type == "message_started":
+            view.started(event.data["message_id"])
+        elif event.type == "text":
+            view.add_text(event.data)
             message_id = event.data["message_id"]
-            if newest[message_id] != event.seq:
+            if newest[message_id] != event.seq or message_id in completed:
                 continue
-            if last_text is not None:
-                if now - last_text.get(message_id, float("-inf")) < TEXT_INTERVAL:
-                    continue
-                last_text[message_id] = now
-        shown.append((event, render_event(event)))
+            if now - view.last_text.get(message_id, float("-inf")) < TEXT_INTERVAL:
+                continue
+            view.last_text[message_id] = now
+        shown.append((event, render_event(event, view)))
     return shown
 
 
-def render_event(event: Event) -> str:
+def render_event(event: Event, view: StreamView) -> str:
     data = event.data or {}
     match event.type:
-        case "text":
-            # The reply so far, rendered whole (the same renderer and sanitiser as a finished one), read
-            # now: it holds at least this event's words, so a replayed or late event never shows less.
+        case "text" | "message_completed":
+            # The reply so far, rendered whole (the same renderer and sanitiser as a finished one): it
+            # holds at least this event's words, so a replayed or late event never shows less.
             # Rendered without Flask's context processors (the outbox query, the user): the hottest path.
-            message = db.session.get(Message, data["message_id"], options=[sa.orm.lazyload(Message.tool_calls)])
-            if message is None:
-                return ""
+            content = view.reply(data["message_id"])
+            state = "streaming" if event.type == "text" else data.get("state")
+            if content is None or state is None:
+                message = view.read_reply(data["message_id"])
+                if message is None:
+                    return ""
+                content, state = message.content, message.state
+            reply = SimpleNamespace(id=data["message_id"], content=content, state=state)
             env = current_app.jinja_env
-            return (env.get_template("chat/events/_message_replace.html").render(message=message)
+            return (env.get_template("chat/events/_message_replace.html").render(message=reply)
                     + (env.get_template("chat/events/_activity.html").render(activity="Writing…")
-                       if message.state == "streaming" else ""))
-        case "user_message" | "message_started" | "message_completed":
+                       if state == "streaming" else ""))
+        case "user_message" | "message_started":
             # These fragments never show the message's cards: skip loading its tool calls.
             message = db.session.get(Message, data["message_id"], options=[sa.orm.lazyload(Message.tool_calls)])
             if message is None:
                 return ""
-            template = "chat/events/_message_replace.html" if event.type == "message_completed" \
-                else "chat/events/_message_append.html"
-            run = db.session.get(Run, message.run_id) if message.role == "assistant" else None
-            return render_template(template, message=message, agent_id=run.agent_id if run else None)
+            return render_template("chat/events/_message_append.html", message=message,
+                                   agent_id=view.run().agent_id if message.role == "assistant" else None)
         case "tool_calls":
             calls = [db.session.get(ToolCall, call_id) for call_id in data["call_ids"]]
             return render_template("chat/events/_calls_append.html", message_id=data["message_id"],
@@ -106,8 +157,12 @@ def render_event(event: Event) -> str:
         case _:
             # A replayed state change shows the state it recorded, not today's: replaying an old
             # "started" as "paused" would replace the stream element and close the stream before the
-            # rest arrived.
-            run = db.session.get(Run, event.run_id)
-            status = STATUS_AFTER.get(event.type, run.status)
+            # rest arrived. Only a failure's message is read (the run's other fields never change).
+            run = view.run()
+            status = STATUS_AFTER.get(event.type)
+            error = db.session.scalar(sa.select(Run.error).where(Run.id == run.id)) \
+                if status in (None, RunStatus.FAILED) else None
+            if status is None:
+                status = db.session.scalar(sa.select(Run.status).where(Run.id == run.id))
             return render_template("chat/events/_run_state.html", cursor=event.seq, run=SimpleNamespace(
-                id=run.id, session_id=run.session_id, status=status, error=run.error, agent_id=run.agent_id))
+                id=run.id, session_id=run.session_id, status=status, error=error, agent_id=run.agent_id))
