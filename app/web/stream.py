@@ -91,15 +91,13 @@ class StreamView:
 
 def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]]:
     """Each event with its fragment. A reply's text events are coalesced: only the batch's last one per
-    message is rendered (the reply so far, as Markdown; it includes the earlier ones' words), and none
-    if the batch also completes the reply (its `message_completed` shows all of it).
+    message is rendered (the reply so far, as Markdown; it includes the earlier ones' words).
 
     A reply is re-rendered at most every TEXT_INTERVAL, as rendering it whole costs more the longer it
     grows (see bench/markdown_stream.py). A skipped event is never needed: the next text event, or the
     `message_completed` every reply ends with (also after Stop or a failure), shows all of it."""
     now = time.monotonic()
     newest = {event.data["message_id"]: event.seq for event in batch if event.type == "text"}
-    completed = {event.data["message_id"] for event in batch if event.type == "message_completed"}
     shown = []
     for event in batch:
         if event.type == "message_started":
@@ -107,7 +105,7 @@ def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]
         elif event.type == "text":
             view.add_text(event.data)
             message_id = event.data["message_id"]
-            if newest[message_id] != event.seq or message_id in completed:
+            if newest[message_id] != event.seq:
                 continue
             if now - view.last_text.get(message_id, float("-inf")) < TEXT_INTERVAL:
                 continue
