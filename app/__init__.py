@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -32,8 +31,6 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
         print(f"Configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     app.config.update(overrides or {})
-    global _sqlite_busy_ms
-    _sqlite_busy_ms = int(app.config["SQLITE_BUSY_TIMEOUT"] * 1000)
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # lean fragments on the wire
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _instance_secret(app)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
@@ -44,6 +41,8 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
+    with app.app_context():
+        _configure_sqlite(db.engines.values(), busy_ms=int(app.config["SQLITE_BUSY_TIMEOUT"] * 1000))
     if cli:
         from flask_migrate import Migrate
 
@@ -104,10 +103,10 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
 
 
 def build_run_executor(app: Flask):
-    """The executor, wired to the runner functions it calls (the one place they are named)."""
-    from app.agent import runner
+    """The executor, wired to the core functions it calls (the one place they are named)."""
+    from app.agent import loop, recovery
     from app.agent.executor import RunExecutor, RunSteps
-    steps = RunSteps(execute=runner.execute, recover=runner.recover, renew_leases=runner.renew_leases)
+    steps = RunSteps(execute=loop.execute, recover=recovery.recover, renew_leases=recovery.renew_leases)
     return RunExecutor(app, steps, max_workers=app.config["RUN_CONCURRENCY"],
                        sweep_seconds=app.config["RUN_SWEEP_SECONDS"], lease_seconds=app.config["RUN_LEASE_SECONDS"])
 
@@ -195,28 +194,29 @@ def _instance_secret(app: Flask) -> str:
     return path.read_text().strip()
 
 
-_sqlite_busy_ms = 15000  # SQLITE_BUSY_TIMEOUT; past it a request gets a 503, never a 500
-
-
-@sa.event.listens_for(sa.engine.Engine, "connect")
-def _sqlite_pragmas(dbapi_connection, _record):
-    """SQLite with several threads and workers: WAL, a busy timeout, and explicit transactions."""
-    if isinstance(dbapi_connection, sqlite3.Connection):
+def _configure_sqlite(engines, busy_ms: int) -> None:
+    """SQLite with several threads and workers: WAL, a busy timeout (SQLITE_BUSY_TIMEOUT; past it a
+    request gets a 503, never a 500), and explicit transactions."""
+    def pragmas(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={_sqlite_busy_ms:d}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms:d}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-
-@sa.event.listens_for(sa.engine.Engine, "begin")
-def _sqlite_begin_immediate(connection):
-    # A deferred transaction that reads and then writes fails with "database is locked" when another
-    # writer got in between, whatever the busy timeout; taking the write lock up front waits instead.
-    # Readers that never write (streams following a run: `read_only` option) read a WAL snapshot
-    # with a plain BEGIN and never wait for that lock.
-    if connection.dialect.name == "sqlite":
+    def begin(connection):
+        # A deferred transaction that reads and then writes fails with "database is locked" when another
+        # writer got in between, whatever the busy timeout; taking the write lock up front waits instead.
+        # Readers that never write (`read_only` execution option: streams) use a plain BEGIN on a WAL
+        # snapshot and never wait for that lock.
         read_only = connection.get_execution_options().get("read_only")
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    for engine in engines:
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", pragmas)
+            sa.event.listen(engine, "begin", begin)
+
+

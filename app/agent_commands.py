@@ -53,14 +53,15 @@ def list_runs(status, limit):
 @click.argument("run_id")
 def cancel_run(run_id):
     """Stop a run (queued, running or paused): its pending cards are rejected, nothing more runs."""
-    from app.agent.runner import RunError, cancel
+    from app.agent.refusals import Refusal
+    from app.agent.commands import cancel
 
     run = db.session.get(Run, run_id)
     if run is None:
         raise click.ClickException(f"No run {run_id}.")
     try:
         run = cancel(run.owner_id, run_id)
-    except RunError as exc:
+    except Refusal as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{run.id} {run.status}.")
 

@@ -80,15 +80,6 @@ def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:
     return chat
 
 
-def get_run(owner_id: int, run_id: str) -> Run | None:
-    return db.session.scalar(sa.select(Run).where(Run.id == run_id, Run.owner_id == owner_id))
-
-
-def get_call(owner_id: int, run_id: str, call_id: str) -> ToolCall | None:
-    return db.session.scalar(sa.select(ToolCall).join(Run).where(
-        ToolCall.id == call_id, ToolCall.run_id == run_id, Run.owner_id == owner_id))
-
-
 def pending_calls(limit: int = 200) -> list[tuple[ToolCall, ChatSession, Account]]:
     """Every call waiting for a decision, oldest first, with its chat and the chat's owner (admins)."""
     rows = db.session.execute(
@@ -107,8 +98,7 @@ def conversation(chat: ChatSession) -> Conversation:
     db.session.commit()
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    run = db.session.scalars(sa.select(Run).where(Run.session_id == chat.id)
-                             .order_by(Run.created_at.desc(), Run.id.desc()).limit(1)).first()
+    run = Run.latest_in(chat.id)
     latest = list(db.session.scalars(sa.select(Message).where(Message.session_id == chat.id)
                                      .order_by(Message.id.desc()).limit(PAGE_MESSAGES + 1)))
     # The transaction stays open while the page renders, so lazy loads read the same snapshot.
@@ -132,10 +122,6 @@ def failure_headline(run) -> str | None:
         Message.run_id == run.id, Message.role == "assistant", Message.content != ""))
     called = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(ToolCall.run_id == run.id))
     return None if said or called else "The model could not be reached."
-
-
-def active(run: Run | None) -> bool:
-    return run is not None and run.status in RunStatus.ACTIVE
 
 
 # --- The REST API names chats by the session_id a client chose (per owner), or by our id -------------
@@ -291,20 +277,20 @@ def resend(chat: ChatSession, text: str | None):
     (`text`): that message and everything after it stay in the chat, marked superseded (shown as an
     earlier version, left out of the model's context), and a new run starts with the message.
 
-    Refused (RunError 409) while the agent works or waits for a decision, and when a confirmed tool
+    Refused (Conflict) while the agent works or waits for a decision, and when a confirmed tool
     already ran in the exchange: the model would no longer know that data changed."""
-    from app.agent import runner
-    from app.agent.runner import SUPERSEDED, RunError
+    from app.agent import commands
+    from app.agent.refusals import Conflict, Refusal
+    from app.agent.context import SUPERSEDED
 
     last_user = db.session.scalar(sa.select(Message).where(
         Message.session_id == chat.id, Message.role == "user", Message.state != SUPERSEDED)
         .order_by(Message.id.desc()).limit(1))
     if last_user is None:
-        raise RunError("There is no message to answer again yet.", 409)
-    latest = db.session.scalar(sa.select(Run).where(Run.session_id == chat.id)
-                               .order_by(Run.created_at.desc(), Run.id.desc()).limit(1))
+        raise Conflict("There is no message to answer again yet.")
+    latest = Run.latest_in(chat.id)
     if latest is not None and (latest.is_active or latest.status == RunStatus.PAUSED):
-        raise RunError("The agent is still on it: decide its cards or press Stop first.", 409, run=latest)
+        raise Conflict("The agent is still on it: decide its cards or press Stop first.", run=latest)
     exchange = sa.select(Message.id).where(Message.session_id == chat.id, Message.id >= last_user.id,
                                            Message.state != SUPERSEDED)
     ran = db.session.scalar(sa.select(ToolCall.name).where(
@@ -312,13 +298,13 @@ def resend(chat: ChatSession, text: str | None):
         ToolCall.status.in_([CallStatus.APPROVED, CallStatus.EXECUTING, CallStatus.DONE,
                              CallStatus.OUTCOME_UNKNOWN])).limit(1))
     if ran:
-        raise RunError(f"This exchange ran {ran}, which may have changed data, so it cannot be answered "
-                       "again: send a new message instead.", 409)
+        raise Conflict(f"This exchange ran {ran}, which may have changed data, so it cannot be answered "
+                       "again: send a new message instead.")
     text = last_user.content if text is None else text
     db.session.execute(sa.update(Message).where(Message.id.in_(exchange)).values(state=SUPERSEDED)
                        .execution_options(synchronize_session=False))
     try:
-        return runner.start_run(chat, text)  # commits the superseding with the new message, or not at all
-    except RunError:
+        return commands.start_run(chat, text)  # commits the superseding with the new message, or not at all
+    except Refusal:
         db.session.rollback()
         raise

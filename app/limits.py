@@ -6,7 +6,7 @@
   (RATELIMIT_COMMANDS). Apply them as decorators on a view: `@limits.messages`; `@limits.first_messages`
   on New chat's create, which starts a run only when it carries a message.
 - Active runs: an account may have MAX_ACTIVE_RUNS runs queued or running at once (checked by the
-  runner when a run starts or resumes; a run waiting for a decision does not count).
+  core when a run starts or resumes; a run waiting for a decision does not count).
 - Open event streams: an account may hold MAX_STREAMS_PER_ACCOUNT per process; a stream beyond that
   is refused with 429 (the streams already open are left alone: closing the oldest would make the
   tabs of one person kick each other out in turn as each reconnects).
@@ -39,9 +39,9 @@ class LimitReached(TooManyRequests):
 
 
 def raise_if_refused(error) -> None:
-    """A RunError with status 429 (the runner refused a run beyond MAX_ACTIVE_RUNS) takes the one
-    429 path: LimitReached."""
-    if getattr(error, "status", None) == 429:
+    """A TooMany refusal (a run beyond MAX_ACTIVE_RUNS) takes the one 429 path: LimitReached."""
+    from app.agent.refusals import TooMany
+    if isinstance(error, TooMany):
         raise LimitReached(str(error)) from None
 
 

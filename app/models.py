@@ -1,7 +1,10 @@
 """The app's own tables: accounts, chats, messages, and the run ledger (runs, tool_calls, run_events).
 
-The run state machine lives in `app.agent.runner`; the models only describe the rows. Every row leads
-back to its owner so that each lookup can be scoped by owner (another user's id is a 404).
+The run ledger's primitives live on its models: compare-and-set transitions (`Run.transition`,
+`ToolCall.transition`), the run row's lock (`Run.lock`) and owner-scoped lookups (`Run.owned_by`,
+`ToolCall.owned_by`, `Run.latest_in`). What the transitions mean is `app.agent` (commands, loop,
+recovery). Every row leads back to its owner so that each lookup can be scoped by owner (another
+user's id is a 404).
 """
 from __future__ import annotations
 
@@ -179,6 +182,39 @@ class Run(db.Model):
     def is_active(self) -> bool:
         return self.status in RunStatus.ACTIVE
 
+    @classmethod
+    def owned_by(cls, owner_id: int, run_id: str) -> "Run | None":
+        """The run if it is this account's (None also for another account's: it must look missing)."""
+        return db.session.scalar(sa.select(cls).where(cls.id == run_id, cls.owner_id == owner_id))
+
+    @classmethod
+    def latest_in(cls, session_id: str) -> "Run | None":
+        """The chat's newest run: it decides what the composer and the stream show."""
+        return db.session.scalar(sa.select(cls).where(cls.session_id == session_id)
+                                 .order_by(cls.created_at.desc(), cls.id.desc()).limit(1))
+
+    @classmethod
+    def lock(cls, run_id: str) -> int:
+        """Lock the run's row before touching its calls or messages; returns its event cursor.
+        One lock order (run, then its calls and messages) keeps PostgreSQL free of deadlocks; on
+        SQLite BEGIN IMMEDIATE already serialises writers and FOR UPDATE renders as nothing."""
+        return db.session.execute(sa.select(cls.last_seq).where(cls.id == run_id).with_for_update()).scalar_one()
+
+    @classmethod
+    def hold(cls, run_id: str) -> None:
+        """Run.lock where the cursor is not needed: nothing to do on SQLite, whose BEGIN IMMEDIATE
+        already holds the whole database for the transaction."""
+        if db.session.get_bind().dialect.name != "sqlite":
+            cls.lock(run_id)
+
+    @classmethod
+    def transition(cls, run_id: str, expected: str, new: str, extra=(), **values) -> bool:
+        """Compare-and-set the run's status: True if it was `expected` (and `extra` held) and is now `new`."""
+        table = cls.__table__
+        result = db.session.execute(sa.update(table).where(table.c.id == run_id, table.c.status == expected, *extra)
+                                    .values(status=new, updated_at=utcnow(), **values))
+        return result.rowcount == 1
+
 
 class Message(db.Model):
     """One bubble: what the person typed, or one model turn's text (its tool calls hang off it)."""
@@ -226,6 +262,22 @@ class ToolCall(db.Model):
 
     message: so.Mapped[Message] = so.relationship(back_populates="tool_calls")
     decider: so.Mapped[Account | None] = so.relationship(lazy="select")  # read only to show who decided
+
+    @classmethod
+    def owned_by(cls, owner_id: int | None, run_id: str, call_id: str) -> "ToolCall | None":
+        """The call if it belongs to this account's run (any account's, for None: an admin)."""
+        query = sa.select(cls).join(Run).where(cls.id == call_id, cls.run_id == run_id)
+        return db.session.scalar(query if owner_id is None else query.where(Run.owner_id == owner_id))
+
+    @classmethod
+    def transition(cls, call_id: str, expected: str | None, new: str, **values) -> bool:
+        """Compare-and-set the call's status (`expected` None: from any status)."""
+        table = cls.__table__
+        condition = [table.c.id == call_id]
+        if expected is not None:
+            condition.append(table.c.status == expected)
+        result = db.session.execute(sa.update(table).where(*condition).values(status=new, updated_at=utcnow(), **values))
+        return result.rowcount == 1
 
 
 class RunEvent(db.Model):

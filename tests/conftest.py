@@ -15,7 +15,7 @@ from flask_migrate import upgrade
 from werkzeug.security import generate_password_hash
 
 from app import create_app
-from app.agent import runner
+from app.agent import commands
 from app.extensions import db
 from app.models import Account, ChatSession, Role, Run, ToolCall
 from app.workspace import count_rows
@@ -166,7 +166,7 @@ class Harness:
 
     def send(self, chat_id: str, text: str) -> str:
         with self.app.app_context():
-            run, _ = runner.start_run(db.session.get(ChatSession, chat_id), text)
+            run, _ = commands.start_run(db.session.get(ChatSession, chat_id), text)
             return run.id
 
     def wait(self, run_id: str, *statuses: str, timeout: float = 10.0) -> Run:
@@ -195,7 +195,7 @@ class Harness:
 
     def decide(self, owner_id: int, run_id: str, call_id: str, approve: bool, reason: str | None = None):
         with self.app.app_context():
-            call, _ = runner.decide(owner_id, run_id, call_id, approve, reason)
+            call, _ = commands.decide(owner_id, run_id, call_id, approve, reason)
             return call.status
 
     def messages(self, chat_id: str) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import pytest
 import sqlalchemy as sa
 
-from app.agent import runner
+from app.agent import commands
 from app.extensions import db
 from tests.api.apiclient import DELETE_50, KEY, Api, documented, paused
 from tests.fake_openai import Turn
@@ -23,12 +23,12 @@ def app_config(app_config):
 
 @contextmanager
 def database_lost_after_the_commit(app, monkeypatch, step: str = "submit"):
-    """From the moment the runner's `step` returns (`submit`: the command hands its run to the
+    """From the moment the command module's `step` returns (`submit`: the command hands its run to the
     executor, right after its commit), every statement of this request's thread fails as a terminated
     backend does. The executor's threads are left alone, so the run itself carries on."""
     request_thread = threading.get_ident()
     lost = threading.Event()
-    real_step = getattr(runner, step)
+    real_step = getattr(commands, step)
 
     def step_then_lose(*args, **kwargs):
         result = real_step(*args, **kwargs)
@@ -40,7 +40,7 @@ def database_lost_after_the_commit(app, monkeypatch, step: str = "submit"):
             raise sa.exc.OperationalError(statement, parameters,
                                           Exception("terminating connection due to administrator command"))
 
-    monkeypatch.setattr(runner, step, step_then_lose)
+    monkeypatch.setattr(commands, step, step_then_lose)
     with app.app_context():
         engine = db.engine
     sa.event.listen(engine, "before_cursor_execute", fail)

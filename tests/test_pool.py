@@ -117,7 +117,11 @@ def test_a_stream_waits_out_a_dry_pool_then_delivers_every_event(one_connection_
     holder.join()
     assert released.is_set()
     ids = lambda events: [(event["event"], event["id"]) for event in events]  # noqa: E731
-    assert ids(replay) == ids(first_read), "the same events, once each, after the wait"
+    numbers = [int(event["id"]) for event in replay if event["id"]]
+    assert numbers == sorted(set(numbers)), "each event once, in order, after the wait"
+    # A reply's text events are coalesced per read (issue 13), so which of them is sent may differ;
+    # the reply's end, the run's end and `done` may not.
+    assert ids(replay)[-3:] == ids(first_read)[-3:]
     assert "Worth the wait." in "".join(event["data"] for event in replay)
 
 

@@ -7,8 +7,9 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from app.agent import runner
-from app.agent.runner import RunError
+from app.agent import commands
+from app.agent.refusals import Refusal
+from app.web.errors import status_of
 from app.extensions import db
 from tests.fake_openai import ToolCall, Turn
 
@@ -84,8 +85,8 @@ def test_concurrent_approvals_execute_the_tool_exactly_once(harness, fake_model)
         barrier.wait()
         try:
             outcomes.append("approved" if harness.decide(owner, run_id, call.id, approve=True) else None)
-        except RunError as exc:
-            outcomes.append((exc.status, str(exc)))
+        except Refusal as exc:
+            outcomes.append((status_of(exc), str(exc)))
 
     threads = [threading.Thread(target=approve) for _ in range(12)]
     for thread in threads:
@@ -106,9 +107,9 @@ def test_deciding_an_already_decided_call_is_a_conflict_with_its_state(harness, 
     run_id = harness.send(chat, "delete")
     [call] = harness.calls(harness.wait(run_id, "paused").id)
     harness.decide(owner, run_id, call.id, approve=False)
-    with pytest.raises(RunError) as error:
+    with pytest.raises(Refusal) as error:
         harness.decide(owner, run_id, call.id, approve=True)
-    assert error.value.status == 409
+    assert status_of(error.value) == 409
     assert error.value.call.status == "rejected"
 
 
@@ -119,9 +120,9 @@ def test_unknown_and_foreign_ids_are_not_found(harness, fake_model):
     run_id = harness.send(chat, "delete")
     [call] = harness.calls(harness.wait(run_id, "paused").id)
     for who, run, call_id in [(owner, "run_nope", call.id), (owner, run_id, "tc_nope"), (stranger, run_id, call.id)]:
-        with pytest.raises(RunError) as error:
+        with pytest.raises(Refusal) as error:
             harness.decide(who, run, call_id, approve=True)
-        assert error.value.status == 404
+        assert status_of(error.value) == 404
     assert harness.calls(run_id)[0].status == "pending"
 
 
@@ -235,18 +236,18 @@ def test_a_second_message_while_the_agent_answers_is_refused(harness, fake_model
     fake_model.script(Turn(text="a slow answer " * 20, token_delay=0.05))
     _, chat = harness.chat()
     run_id = harness.send(chat, "hello")
-    with pytest.raises(RunError) as error:
+    with pytest.raises(Refusal) as error:
         harness.send(chat, "are you there?")
-    assert error.value.status == 409
+    assert status_of(error.value) == 409
     harness.wait(run_id, "completed", timeout=20)
 
 
 @pytest.mark.parametrize("text", ["", "   \n ", "x" * 8001])
 def test_empty_or_oversized_messages_are_refused_and_nothing_is_stored(harness, text):
     _, chat = harness.chat()
-    with pytest.raises(RunError) as error:
+    with pytest.raises(Refusal) as error:
         harness.send(chat, text)
-    assert error.value.status in (413, 422)
+    assert status_of(error.value) in (413, 422)
     assert harness.messages(chat) == []
 
 
@@ -274,8 +275,8 @@ def test_a_stream_cut_short_keeps_the_partial_reply_and_retry_continues(harness,
     assert partial[0] == "assistant" and partial[1].startswith("The first part")
 
     with app.app_context():
-        from app.agent import runner
-        runner.retry(owner, run_id)
+        from app.agent import commands
+        commands.retry(owner, run_id)
     assert harness.wait(run_id).status == "completed"
     assert harness.messages(chat)[-1] == ("assistant", "Here is the whole answer.")
     # The broken-off text is kept for the person but not fed back to the model as if it were said.
@@ -323,8 +324,8 @@ def test_cancel_stops_a_streaming_run(harness, app, fake_model):
     run_id = harness.send(chat, "write a lot")
     harness.wait(run_id, "running")
     with app.app_context():
-        from app.agent import runner
-        runner.cancel(owner, run_id)
+        from app.agent import commands
+        commands.cancel(owner, run_id)
     assert harness.run(run_id).status == "cancelled"
     text_then = harness.messages(chat)[-1][1]
     import time
@@ -357,7 +358,7 @@ def test_a_stop_arriving_mid_flush_never_deadlocks(harness, app, fake_model, cap
         run_id = harness.send(chat, "write a lot")
         assert in_flush.wait(10)
         with app.app_context():
-            assert runner.cancel(owner, run_id).status == "cancelled"
+            assert commands.cancel(owner, run_id).status == "cancelled"
     finally:
         sa.event.remove(engine, "after_cursor_execute", hold_the_first_flush)
     assert harness.wait(run_id, "cancelled").status == "cancelled"
@@ -380,16 +381,16 @@ def test_a_decision_racing_a_typed_message_never_deadlocks(harness, fake_model):
             barrier.wait()
             try:
                 outcomes.append(harness.decide(owner, run_id, second.id, approve=True))
-            except RunError as exc:
-                outcomes.append(exc.status)
+            except Refusal as exc:
+                outcomes.append(status_of(exc))
 
         def type_message():
             barrier.wait()
             try:
                 harness.send(chat, "never mind")
                 outcomes.append("sent")
-            except RunError as exc:
-                outcomes.append(exc.status)
+            except Refusal as exc:
+                outcomes.append(status_of(exc))
 
         threads = [threading.Thread(target=approve), threading.Thread(target=type_message)]
         for thread in threads:

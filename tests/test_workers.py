@@ -45,7 +45,7 @@ class Worker:
 
     @property
     def owner_id(self) -> str:
-        """How the worker names itself in a run's lease (runner.WORKER_ID)."""
+        """How the worker names itself in a run's lease (recovery.WORKER_ID)."""
         return f"{os.uname().nodename}:{self.process.pid}"
 
     def log(self) -> str:

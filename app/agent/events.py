@@ -2,7 +2,7 @@
 wake-ups that let streams follow a run without polling the database.
 
 Writing: `append()` queues an event in the current session; when the transaction commits (or when
-the runner calls `write()` to fold its lease check in), the run's events get their numbers from one
+the agent loop calls `write()` to fold its lease check in), the run's events get their numbers from one
 `UPDATE runs SET last_seq = last_seq + n ... RETURNING` (which locks the run row, so numbers are
 committed in order and a reader's cursor never skips one) and are inserted in one statement.
 
@@ -58,14 +58,17 @@ def append(run_id: str, type: str, data: dict | None = None) -> None:
     db.session.info.setdefault(_PENDING, []).append((run_id, type, data or {}))
 
 
-def write(run_id: str, lease_owner: str | None = None, lease_until: datetime | None = None) -> bool:
+def write(run_id: str, lease_owner: str | None = None, lease_until: datetime | None = None,
+          run_values: dict | None = None) -> bool:
     """Write the run's queued events now. With `lease_owner`, in the same statement renew the lease
-    of a running run we own; False (write nothing, the caller rolls back) when it is no longer ours:
-    cancelled, or recovered by another worker."""
-    return _write(db.session(), run_id, lease_owner, lease_until)
+    of a running run we own (and set `run_values` on it: a new status ends the run's step in the
+    statement that numbers its events); False (write nothing, the caller rolls back) when it is no
+    longer ours: cancelled, or recovered by another worker."""
+    return _write(db.session(), run_id, lease_owner, lease_until, run_values)
 
 
-def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_until: datetime | None) -> bool:
+def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_until: datetime | None,
+           run_values: dict | None = None) -> bool:
     queued = session.info.get(_PENDING) or []
     mine = [event for event in queued if event[0] == run_id]
     session.info[_PENDING] = [event for event in queued if event[0] != run_id]
@@ -73,7 +76,7 @@ def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_
     update = sa.update(runs).where(runs.c.id == run_id).values(last_seq=runs.c.last_seq + len(mine))
     if lease_owner is not None:
         update = update.where(runs.c.status == RunStatus.RUNNING, runs.c.lease_owner == lease_owner) \
-            .values(lease_until=lease_until)
+            .values(**{"lease_until": lease_until, **(run_values or {})})
     elif not mine:
         return True
     returning = [runs.c.last_seq]

@@ -8,7 +8,7 @@ the agent's tools are first needed, started again after it dies, and stopped at 
 
 Gating fails closed: a tool needs confirmation unless the server annotates it `readOnlyHint: true`
 and it is not listed in `requires_confirmation_tools`. Arguments are validated against the server's
-input schema before a card is shown. Execution goes through the runner like any tool (`executing`
+input schema before a card is shown. Execution goes through the agent loop like any tool (`executing`
 committed before the call), so a worker killed mid-call leaves `outcome_unknown`. A server that is
 down, dies mid-call or does not answer in time makes the call fail with a readable error.
 """

@@ -15,7 +15,7 @@ Write a tool as an ordinary (or `async`) function with type hints and a Google-s
 pydantic builds the arguments' model (so `Annotated[..., Field(...)]`, `Literal`, enums and nested
 models reach the schema and are enforced) and docstring-parser reads the description and the `Args:`.
 A parameter called `run_context`, or annotated `RunContext` (alias `ToolContext`), is filled in by the
-runner and never shown to the model. A tool reports a problem by raising; it returns text or any
+agent loop and never shown to the model. A tool reports a problem by raising; it returns text or any
 JSON-serialisable value.
 
 Tools from elsewhere (an MCP server) bring their own JSON schema: `Tool.from_json_schema` validates
@@ -66,7 +66,7 @@ class ToolError(Exception):
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What the runner hands to a tool (as `run_context`); never part of a tool's schema."""
+    """What the agent loop hands to a tool (as `run_context`); never part of a tool's schema."""
 
     workspace: sqlalchemy.Engine | None = None
     owner_id: int | None = None
@@ -88,7 +88,8 @@ class Tool:
     """A function the model may call, with its JSON schema.
 
     `preview`, when set, is `preview(ctx, arguments) -> str | None`: a one-line, human-readable
-    account of what a call would do, for the confirmation card (see `describe_call`).
+    account of what a call would do, for the confirmation card (made by the agent loop;
+    a preview that raises shows no preview).
 
     `editable` says whether the person deciding a gated call may change its arguments first; edited
     arguments are validated again and approved as edited. Off by default: the call runs as proposed.
@@ -167,19 +168,6 @@ class Tool:
         if inspect.iscoroutine(result):
             result = _run_coroutine(result)
         return _to_text(result)
-
-    def describe_call(self, ctx: ToolContext, arguments: dict | str | None) -> str | None:
-        """The preview line for a call, or None if there is no preview or it cannot be made.
-
-        Never raises: a preview is a nicety for the confirmation card, not a check.
-        """
-        if self.preview is None:
-            return None
-        try:
-            text = self.preview(ctx, self.validate(arguments))
-        except Exception:  # noqa: BLE001 - see docstring
-            return None
-        return str(text) if text is not None else None
 
     def openai_function(self) -> dict:
         """`{"name", "description", "parameters"}`, for a provider to wrap in its own tool format."""

@@ -1,16 +1,16 @@
-"""Every name the REST API takes from the core (the runner, the chat store, the run follower), in one
+"""Every name the REST API takes from the core (commands, the chat store, the run follower), in one
 place: the API's other modules import them from here, so a change in the core changes this file only."""
 from __future__ import annotations
 
 from app.agent.definition import Agent
 from app.agent.llm import DemoModel
-from app.agent.runner import MAX_MESSAGE_CHARS, Decision, RunError, check_active_runs, continue_run, start_run, \
-    tool_output
-from app.agent.runner import cancel as cancel_run
-from app.chats import MAX_SESSION_ID, agents, api_chat, chats_page, delete_chat, find_api_chat, get_run, \
-    rename_chat
-from app.web.stream import follow_run
+from app.agent.commands import MAX_MESSAGE_CHARS, Decision, check_active_runs, continue_run, start_run
+from app.agent.commands import cancel as cancel_run
+from app.agent.context import tool_output
+from app.agent.follow import follow
+from app.agent.refusals import NotFound, Refusal, TooMany
+from app.chats import MAX_SESSION_ID, agents, api_chat, chats_page, delete_chat, find_api_chat, rename_chat
 
-__all__ = ["MAX_MESSAGE_CHARS", "MAX_SESSION_ID", "Agent", "Decision", "DemoModel", "RunError", "agents", "api_chat",
-           "cancel_run", "chats_page", "check_active_runs", "continue_run", "delete_chat", "find_api_chat",
-           "follow_run", "get_run", "rename_chat", "start_run", "tool_output"]
+__all__ = ["MAX_MESSAGE_CHARS", "MAX_SESSION_ID", "Agent", "Decision", "DemoModel", "NotFound", "Refusal", "TooMany",
+           "agents", "api_chat", "cancel_run", "chats_page", "check_active_runs", "continue_run", "delete_chat",
+           "find_api_chat", "follow", "rename_chat", "start_run", "tool_output"]

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from app.api.core import RunError
+from app.api.core import NotFound, Refusal, TooMany
 from app.extensions import db
 from app.limits import LimitReached
 from app.models import Run
@@ -54,18 +54,19 @@ def register(bp: Blueprint, run_json) -> None:
     def refused(exc: ApiError):
         return detail(str(exc), exc.status)
 
-    @bp.errorhandler(RunError)
-    def run_refused(exc: RunError):
+    @bp.errorhandler(Refusal)
+    def run_refused(exc: Refusal):
         """404s name nothing; a conflict carries the run's current state."""
-        if exc.status == 429:  # too many active runs: the one 429 path
+        if isinstance(exc, TooMany):  # too many active runs: the one 429 path
             db.session.rollback()
             return web_errors.too_many_requests(LimitReached(str(exc)))
-        run_id = sa.inspect(exc.run).identity[0] if exc.run is not None and exc.status != 404 else None
+        status = web_errors.status_of(exc)
+        run_id = sa.inspect(exc.run).identity[0] if exc.run is not None and not isinstance(exc, NotFound) else None
         db.session.rollback()
         run = db.session.get(Run, run_id) if run_id else None
         if run is None:
-            return detail(str(exc), exc.status)
-        return jsonify({**run_json(run), "detail": str(exc)}, exc.status)
+            return detail(str(exc), status)
+        return jsonify({**run_json(run), "detail": str(exc)}, status)
 
     @bp.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

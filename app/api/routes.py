@@ -69,7 +69,7 @@ def _owned_run(agent_id: str, run_id: str, session_id: str | None) -> tuple[Run,
     nothing about other people's runs."""
     _agent(agent_id)
     account = auth.acting_account()
-    run = core.get_run(account.id, run_id) if account else None
+    run = Run.owned_by(account.id, run_id) if account else None
     if run is not None and session_id is not None:
         chat = core.find_api_chat(account.id, session_id)
         if chat is None or chat.id != run.session_id:
@@ -94,7 +94,7 @@ def _answer(run_id: str, cursor: int, release_slot):
         response = _event_stream(run_id, cursor)
         response.call_on_close(release_slot)
         return response
-    run = _settled(run_id, current_app.config.get("API_WAIT_SECONDS", 120.0))
+    run = _settled(run_id, cursor, current_app.config.get("API_WAIT_SECONDS", 120.0))
     if run is None:  # its session was deleted meanwhile
         _not_found(f"No runs found for run ID {run_id}")
     body = _run(run)
@@ -103,22 +103,13 @@ def _answer(run_id: str, cursor: int, release_slot):
     return jsonify(body, 202 if run.status in RunStatus.ACTIVE else 200)
 
 
-def _settled(run_id: str, timeout: float) -> Run:
-    """Wait (holding no database connection) until the run pauses, completes, fails or is cancelled;
-    after `timeout` answer it as it is (still RUNNING: 202)."""
-    deadline = time.monotonic() + timeout
-    # No transaction across the watch: the first one in a worker starts the poller thread, a greenlet
-    # switch, and a SQLite write lock held through it stalls the worker's executor for busy_timeout.
-    db.session.remove()
-    with current_app.extensions["run_events"].watch(run_id) as watch:
-        while True:
-            seen = watch.generation
-            status = db.session.scalar(db.select(Run.status).where(Run.id == run_id))
-            left = deadline - time.monotonic()
-            if status not in RunStatus.ACTIVE or left <= 0:
-                return db.session.get(Run, run_id)
-            db.session.remove()
-            watch.wait(seen, left)
+def _settled(run_id: str, cursor: int, timeout: float) -> Run:
+    """Follow the run (holding no database connection between reads) until it pauses, completes,
+    fails or is cancelled; after `timeout` answer it as it is (still RUNNING: 202)."""
+    for _ in core.follow(run_id, cursor, render=lambda batch: None, finish=lambda status: None, timeout=timeout,
+                    wait_out_errors=False):
+        pass
+    return db.session.get(Run, run_id)
 
 
 def _event_stream(run_id: str, cursor: int) -> Response:
@@ -140,7 +131,7 @@ def _event_stream(run_id: str, cursor: int) -> Response:
         view = serialize.load_run(db.session.get(Run, run_id))
         return "".join(serialize.sse(frame) for frame in serialize.final_frames(view, serialize.FINAL_KIND[status]))
 
-    return Response(core.follow_run(run_id, cursor, render, finish), mimetype="text/event-stream",
+    return Response(core.follow(run_id, cursor, render, finish), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

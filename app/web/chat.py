@@ -8,13 +8,13 @@ from flask_login import current_user
 from werkzeug.utils import secure_filename
 
 from app import chats, limits
-from app.agent import runner
-from app.agent.runner import RunError
+from app.agent import commands
+from app.agent.refusals import NotFound, Refusal
 from app.extensions import db
 from app.models import Run, utcnow
 from app.web import cards
-from app.web.errors import answer_after_commit
-from app.web.stream import follow_run, render_batch, sse
+from app.web.errors import answer_after_commit, status_of
+from app.web.stream import StreamView, follow_run, render_batch, sse
 
 bp = Blueprint("chat", __name__)
 cards.register(bp)
@@ -27,7 +27,7 @@ def _owned_chat_or_404(chat_id: str):
 
 
 def _owned_run_or_404(run_id: str) -> Run:
-    return chats.get_run(current_user.id, run_id) or abort(404, "No such run.")
+    return Run.owned_by(current_user.id, run_id) or abort(404, "No such run.")
 
 
 def _wants_fragment() -> bool:
@@ -164,13 +164,13 @@ def create():
     if text is None:
         return redirect(url_for("chat.show", chat_id=chat.id), 303)
     try:
-        runner.start_run(chat, text)
-    except RunError as exc:
+        commands.start_run(chat, text)
+    except Refusal as exc:
         chats.delete_chat(current_user.id, chat.id)  # nothing was said: leave no empty chat behind
         limits.raise_if_refused(exc)
         if not _wants_fragment():
-            abort(exc.status, str(exc))
-        return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
+            abort(status_of(exc), str(exc))
+        return render_template("chat/_send_error.html", message=str(exc), text=text), status_of(exc)
     target = url_for("chat.show", chat_id=chat.id)
     if _wants_fragment():
         # A full page load: the new chat's page, its sidebar entry and its stream, focus in the box.
@@ -206,12 +206,12 @@ def send(chat_id):
     text = request.form.get("message", "")
     first_message = chat.title == "New chat"
     try:
-        run, cursor = runner.start_run(chat, text)
-    except RunError as exc:
+        run, cursor = commands.start_run(chat, text)
+    except Refusal as exc:
         limits.raise_if_refused(exc)
         if not _wants_fragment():
-            abort(exc.status, str(exc))
-        return render_template("chat/_send_error.html", message=str(exc), text=text), exc.status
+            abort(status_of(exc), str(exc))
+        return render_template("chat/_send_error.html", message=str(exc), text=text), status_of(exc)
     if not _wants_fragment():
         return redirect(url_for("chat.show", chat_id=chat_id), 303)
     return answer_after_commit(
@@ -227,11 +227,11 @@ def resend(chat_id):
     chat = _owned_chat_or_404(chat_id)
     try:
         chats.resend(chat, request.form.get("message"))
-    except RunError as exc:
+    except Refusal as exc:
         limits.raise_if_refused(exc)
         if not _wants_fragment():
-            abort(exc.status, str(exc))
-        return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
+            abort(status_of(exc), str(exc))
+        return render_template("errors/_error.html", message=str(exc), status=status_of(exc)), status_of(exc)
     target = url_for("chat.show", chat_id=chat.id)
     if _wants_fragment():
         return "", 204, {"HX-Redirect": target}  # the page anew: earlier versions dimmed, the new reply streaming
@@ -243,15 +243,15 @@ def resend(chat_id):
 def decide(run_id, call_id, decision):
     try:
         # An admin may decide anyone's call (the run's owner is then not the one who decides).
-        call, cursor = runner.decide(None if current_user.is_admin else current_user.id, run_id, call_id,
+        call, cursor = commands.decide(None if current_user.is_admin else current_user.id, run_id, call_id,
                                      approve=decision == "approve", reason=request.form.get("reason"),
                                      decider_id=current_user.id)
-    except RunError as exc:
-        if exc.status == 404:
+    except Refusal as exc:
+        if isinstance(exc, NotFound):
             abort(404, str(exc))
         if not _wants_fragment():
-            abort(exc.status, str(exc))
-        return render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()), exc.status
+            abort(status_of(exc), str(exc))
+        return render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()), status_of(exc)
     done = "Approved." if decision == "approve" else "Rejected."
     if not _wants_fragment():
         target = url_for("admin.show") if _from_inbox() else url_for("chat.show", chat_id=call.message.session_id)
@@ -271,23 +271,23 @@ def _from_inbox() -> bool:
 @bp.post("/runs/<run_id>/retry")
 @limits.commands
 def retry(run_id):
-    return _run_command(lambda: runner.retry(current_user.id, run_id), "Retrying.")
+    return _run_command(lambda: commands.retry(current_user.id, run_id), "Retrying.")
 
 
 @bp.post("/runs/<run_id>/cancel")
 @limits.commands
 def cancel(run_id):
-    return _run_command(lambda: (runner.cancel(current_user.id, run_id), None), "Stopped.")
+    return _run_command(lambda: (commands.cancel(current_user.id, run_id), None), "Stopped.")
 
 
 def _run_command(command, done: str):
     try:
         run, cursor = command()
-    except RunError as exc:
+    except Refusal as exc:
         limits.raise_if_refused(exc)
-        if exc.status == 404:
+        if isinstance(exc, NotFound):
             abort(404, str(exc))
-        return render_template("errors/_error.html", message=str(exc), status=exc.status), exc.status
+        return render_template("errors/_error.html", message=str(exc), status=status_of(exc)), status_of(exc)
     if not _wants_fragment():
         return answer_after_commit(lambda: redirect(url_for("chat.show", chat_id=run.session_id), 303), done)
     return answer_after_commit(lambda: render_template("chat/_run_state.html", run=run, cursor=cursor),
@@ -307,10 +307,10 @@ def run_events(run_id):
     except ValueError:
         abort(400, "The cursor must be a number.")
     release_slot = limits.take_stream_slot()  # 429 beyond MAX_STREAMS_PER_ACCOUNT
-    last_text: dict[int, float] = {}  # this stream's reply renders (throttled, see render_batch)
+    view = StreamView(run_id)  # what this stream remembers between batches
     stream = follow_run(
         run_id, cursor,
-        render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, last_text)),
+        render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, view)),
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
         hold_paused=request.args.get("hold") == "1")

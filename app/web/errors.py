@@ -8,11 +8,21 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, TooManyRequests
 
+from app.agent import refusals
 from app.extensions import db
 
 # The database is down, unreachable or locked for too long (DBAPIError), or every connection of this
 # worker's pool stayed busy for DATABASE_POOL_TIMEOUT (PoolTimeout): a 503 either way, never a 500.
 DATABASE_UNAVAILABLE = (DBAPIError, PoolTimeout)
+
+
+# The one mapping from the core's refusals to HTTP (the HTML views and the REST API both use it).
+REFUSAL_STATUS = {refusals.NotFound: 404, refusals.Conflict: 409, refusals.Invalid: 422,
+                  refusals.TooLarge: 413, refusals.TooMany: 429}
+
+
+def status_of(refusal: refusals.Refusal) -> int:
+    return next(status for kind, status in REFUSAL_STATUS.items() if isinstance(refusal, kind))
 
 
 def register(app: Flask) -> None:

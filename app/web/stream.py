@@ -6,7 +6,6 @@ replaying an event is harmless; only `text` events append, and the client drops 
 """
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
@@ -14,94 +13,22 @@ from types import SimpleNamespace
 import sqlalchemy as sa
 from flask import current_app, render_template, stream_with_context
 
-from app.extensions import TRANSIENT_DB_ERRORS, db
-from app.agent.events import READ_ONLY, Event
+from app.agent.events import Event
+from app.agent.follow import STATUS_AFTER, follow
+from app.extensions import db
 from app.models import Message, Run, RunStatus, ToolCall
-
-PING_SECONDS = 15.0
-# A stream waits out TRANSIENT_DB_ERRORS (the database away for a moment, or no free pooled
-# connection: thousands of streams woken at once); anything else is a bug and is raised.
-GIVE_UP_AFTER = 30  # failed reads in a row (about a minute); then the browser reconnects by itself
-
-
-STATUS_AFTER = {
-    "run_started": RunStatus.RUNNING,
-    "run_resumed": RunStatus.RUNNING,
-    "run_paused": RunStatus.PAUSED,
-    "run_completed": RunStatus.COMPLETED,
-    "run_failed": RunStatus.FAILED,
-    "run_cancelled": RunStatus.CANCELLED,
-}
-
 
 def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
                finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False) -> Iterator[str]:
-    """Replay the run's events after `cursor`, then tail new ones until the run stops (pauses,
-    completes, fails; with `hold_paused`, only when it finishes), then send `finish(status)`.
-
-    Between reads the stream holds no database connection and waits for its run's wake-ups; events
-    committed by this process arrive from memory, others are read from the database (see
-    `app.agent.events`). `render` and `finish` may read the database."""
+    """The run's events after `cursor` as server-sent events: `first`, then what `app.agent.follow`
+    yields (rendered by `render`, closed by `finish(status)`), with a comment as keep-alive."""
     db.session.remove()
-    hub = current_app.extensions["run_events"]
 
     def stream():
-        nonlocal cursor
         if first:
             yield first
-        with hub.watch(run_id) as watch:
-            status = None
-
-            def step() -> tuple[list[Event], str, bool]:
-                """Read what came after the cursor; the fragment to send; whether the stream ends."""
-                nonlocal status
-                batch, read_status = watch.read_after(cursor)
-                if read_status is not None:  # read from the database: the status of the same snapshot
-                    status = None if read_status == "gone" else read_status
-                else:
-                    status = next((STATUS_AFTER[e.type] for e in reversed(batch) if e.type in STATUS_AFTER),
-                                  status)
-                stopped = status is None or status in RunStatus.FINISHED or \
-                    (status == RunStatus.PAUSED and not hold_paused)
-                if (batch or stopped) and not db.session().in_transaction():
-                    # Rendering only reads: on SQLite, from a snapshot, without taking the write lock.
-                    db.session.connection(execution_options=READ_ONLY)
-                chunk = render(batch) if batch else (finish(status) if stopped else "")
-                return batch, chunk, stopped
-
-            last_sent = time.monotonic()
-            failures = 0
-            while True:
-                seen = watch.generation
-                try:
-                    batch, chunk, stopped = step()
-                except TRANSIENT_DB_ERRORS as exc:
-                    # Keep the stream and read again shortly (nothing of this step was sent); after
-                    # a minute, close it: the browser reconnects from its Last-Event-ID.
-                    db.session.remove()
-                    failures += 1
-                    if failures == 1 or failures == GIVE_UP_AFTER:
-                        current_app.logger.warning("stream of %s waits for the database (%d): %s",
-                                                   run_id, failures, exc)
-                    if failures == GIVE_UP_AFTER:
-                        return
-                    time.sleep(min(5.0, 0.25 * failures) * random.uniform(0.5, 1.5))
-                    continue
-                failures = 0
-                db.session.remove()
-                if batch:
-                    cursor = batch[-1].seq
-                    if chunk:
-                        yield chunk
-                        last_sent = time.monotonic()
-                    continue
-                if stopped:
-                    yield chunk
-                    return
-                if time.monotonic() - last_sent >= PING_SECONDS:
-                    yield ": ping\n\n"
-                    last_sent = time.monotonic()
-                watch.wait(seen, PING_SECONDS - (time.monotonic() - last_sent))
+        for chunk in follow(run_id, cursor, render, finish, hold_paused=hold_paused):
+            yield ": ping\n\n" if chunk is None else chunk
 
     return stream_with_context(stream())
 
@@ -117,53 +44,102 @@ def sse(data: str, event: str | None = None, id: int | None = None) -> str:
 TEXT_INTERVAL = 0.2  # seconds: a stream re-renders a streaming reply at most this often
 
 
-def render_batch(batch: list[Event], last_text: dict[int, float] | None = None) -> list[tuple[Event, str]]:
+class StreamView:
+    """What one stream remembers between batches, so that most events render without a query: the
+    run's fixed fields (read once), each reply's text so far (kept from its text events, whose `at`
+    says where their words go; read from the database once when the stream joined mid-reply or
+    missed words), and when each reply was last rendered (see render_batch)."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.texts: dict[int, str] = {}
+        self.last_text: dict[int, float] = {}
+        self._run = None
+
+    def run(self):
+        """The run's id, session_id and agent_id (they never change)."""
+        if self._run is None:
+            self._run = db.session.execute(sa.select(Run.id, Run.session_id, Run.agent_id)
+                                           .where(Run.id == self.run_id)).one()
+        return self._run
+
+    def started(self, message_id: int) -> None:
+        self.texts[message_id] = ""
+
+    def add_text(self, data: dict) -> None:
+        """Place a text event's words in the reply kept in memory; forget the reply (read it from the
+        database when next rendered) if words before them are missing."""
+        message_id, words, at = data["message_id"], data.get("text", ""), data.get("at")
+        known = self.texts.get(message_id)
+        if known is None:
+            return
+        if at is None or at > len(known):
+            del self.texts[message_id]
+        elif at + len(words) > len(known):  # words it already holds (read after they were stored) stay
+            self.texts[message_id] = known[:at] + words
+
+    def reply(self, message_id: int) -> str | None:
+        """The reply so far, from memory, or None."""
+        return self.texts.get(message_id)
+
+    def read_reply(self, message_id: int) -> Message | None:
+        message = db.session.get(Message, message_id, options=[sa.orm.lazyload(Message.tool_calls)])
+        if message is not None:
+            self.texts[message_id] = message.content
+        return message
+
+
+def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]]:
     """Each event with its fragment. A reply's text events are coalesced: only the batch's last one per
     message is rendered (the reply so far, as Markdown; it includes the earlier ones' words).
 
-    With `last_text` (one dict per stream: message id -> when its text was last sent), a reply is
-    re-rendered at most every TEXT_INTERVAL, as rendering it whole costs more the longer it grows (see
-    bench/markdown_stream.py). A skipped event is never needed: the next text event, or the
+    A reply is re-rendered at most every TEXT_INTERVAL, as rendering it whole costs more the longer it
+    grows (see bench/markdown_stream.py). A skipped event is never needed: the next text event, or the
     `message_completed` every reply ends with (also after Stop or a failure), shows all of it."""
     now = time.monotonic()
     newest = {event.data["message_id"]: event.seq for event in batch if event.type == "text"}
     shown = []
     for event in batch:
-        if event.type == "text":
+        if event.type == "message_started":
+            view.started(event.data["message_id"])
+        elif event.type == "text":
+            view.add_text(event.data)
             message_id = event.data["message_id"]
             if newest[message_id] != event.seq:
                 continue
-            if last_text is not None:
-                if now - last_text.get(message_id, float("-inf")) < TEXT_INTERVAL:
-                    continue
-                last_text[message_id] = now
-        shown.append((event, render_event(event)))
+            if now - view.last_text.get(message_id, float("-inf")) < TEXT_INTERVAL:
+                continue
+            view.last_text[message_id] = now
+        shown.append((event, render_event(event, view)))
     return shown
 
 
-def render_event(event: Event) -> str:
+def render_event(event: Event, view: StreamView) -> str:
     data = event.data or {}
     match event.type:
-        case "text":
-            # The reply so far, rendered whole (the same renderer and sanitiser as a finished one), read
-            # now: it holds at least this event's words, so a replayed or late event never shows less.
+        case "text" | "message_completed":
+            # The reply so far, rendered whole (the same renderer and sanitiser as a finished one): it
+            # holds at least this event's words, so a replayed or late event never shows less.
             # Rendered without Flask's context processors (the outbox query, the user): the hottest path.
-            message = db.session.get(Message, data["message_id"], options=[sa.orm.lazyload(Message.tool_calls)])
-            if message is None:
-                return ""
+            content = view.reply(data["message_id"])
+            state = "streaming" if event.type == "text" else data.get("state")
+            if content is None or state is None:
+                message = view.read_reply(data["message_id"])
+                if message is None:
+                    return ""
+                content, state = message.content, message.state
+            reply = SimpleNamespace(id=data["message_id"], content=content, state=state)
             env = current_app.jinja_env
-            return (env.get_template("chat/events/_message_replace.html").render(message=message)
+            return (env.get_template("chat/events/_message_replace.html").render(message=reply)
                     + (env.get_template("chat/events/_activity.html").render(activity="Writing…")
-                       if message.state == "streaming" else ""))
-        case "user_message" | "message_started" | "message_completed":
+                       if state == "streaming" else ""))
+        case "user_message" | "message_started":
             # These fragments never show the message's cards: skip loading its tool calls.
             message = db.session.get(Message, data["message_id"], options=[sa.orm.lazyload(Message.tool_calls)])
             if message is None:
                 return ""
-            template = "chat/events/_message_replace.html" if event.type == "message_completed" \
-                else "chat/events/_message_append.html"
-            run = db.session.get(Run, message.run_id) if message.role == "assistant" else None
-            return render_template(template, message=message, agent_id=run.agent_id if run else None)
+            return render_template("chat/events/_message_append.html", message=message,
+                                   agent_id=view.run().agent_id if message.role == "assistant" else None)
         case "tool_calls":
             calls = [db.session.get(ToolCall, call_id) for call_id in data["call_ids"]]
             return render_template("chat/events/_calls_append.html", message_id=data["message_id"],
@@ -179,8 +155,12 @@ def render_event(event: Event) -> str:
         case _:
             # A replayed state change shows the state it recorded, not today's: replaying an old
             # "started" as "paused" would replace the stream element and close the stream before the
-            # rest arrived.
-            run = db.session.get(Run, event.run_id)
-            status = STATUS_AFTER.get(event.type, run.status)
+            # rest arrived. Only a failure's message is read (the run's other fields never change).
+            run = view.run()
+            status = STATUS_AFTER.get(event.type)
+            error = db.session.scalar(sa.select(Run.error).where(Run.id == run.id)) \
+                if status in (None, RunStatus.FAILED) else None
+            if status is None:
+                status = db.session.scalar(sa.select(Run.status).where(Run.id == run.id))
             return render_template("chat/events/_run_state.html", cursor=event.seq, run=SimpleNamespace(
-                id=run.id, session_id=run.session_id, status=status, error=run.error, agent_id=run.agent_id))
+                id=run.id, session_id=run.session_id, status=status, error=error, agent_id=run.agent_id))

@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 
 __all__ = [
     "DATA_TABLES", "MAX_DELETE", "TABLES", "WorkspaceMismatch", "count_rows", "ensure_workspace", "events",
-    "metadata", "orders", "outbox", "recent_outbox", "reset_workspace", "users",
+    "metadata", "orders", "outbox", "recent_outbox", "users",
 ]
 
 
@@ -113,16 +113,6 @@ def ensure_workspace(engine: sa.Engine, seed: bool = True, *, now: datetime | No
                 raise
         time.sleep(0.05 * (attempt + 1))
     return False  # pragma: no cover - the loop returns or raises
-
-
-def reset_workspace(engine: sa.Engine, *, now: datetime | None = None) -> None:
-    """Empty the data tables (not the outbox) and seed them again."""
-    metadata.create_all(engine, checkfirst=True)
-    _check_columns(engine)
-    with engine.begin() as conn:
-        for name in DATA_TABLES:
-            conn.execute(sa.delete(TABLES[name]))
-    ensure_workspace(engine, now=now)
 
 
 def _check_columns(engine: sa.Engine) -> None:

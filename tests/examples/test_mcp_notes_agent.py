@@ -25,7 +25,7 @@ def test_the_read_only_tool_runs_at_once_and_the_destructive_one_asks_first(note
     tools = {t.name: t for t in server.load()}
     assert {name: (t.requires_confirmation, t.destructive, t.source) for name, t in tools.items()} == {
         "list_notes": (False, False, "mcp"), "delete_note": (True, True, "mcp")}
-    assert tools["delete_note"].describe_call(ToolContext(), {"title": "x"}) == \
+    assert tools["delete_note"].preview(ToolContext(), {"title": "x"}) == \
         "The server marks this tool as destructive."
 
     assert tools["list_notes"].run(ToolContext(), {}).splitlines()[0] == "groceries: Milk, eggs, bread"

@@ -272,9 +272,8 @@ def test_preview_hook(ctx):
         return "ok"
 
     assert with_preview.preview is preview
-    assert with_preview.describe_call(ctx, {"table_name": "users"}) == "Would use users for owner 1."
-    assert with_preview.describe_call(ctx, {"wrong": 1}) is None  # invalid arguments: no preview, no error
-    assert sample.preview is None and sample.describe_call(ctx, {"table_name": "u", "count": 1}) is None
+    assert with_preview.preview(ctx, with_preview.validate({"table_name": "users"})) == "Would use users for owner 1."
+    assert sample.preview is None
 
 
 def test_constraints_enums_and_literals_reach_the_schema_and_are_enforced():

@@ -289,15 +289,13 @@ def test_bad_arguments_are_argument_errors_and_delete_nothing(ctx, arguments):
 
 
 def test_delete_preview(ctx):
-    assert delete_records.describe_call(ctx, {"table_name": "users", "count": 50}) == \
-        "Deletes the 50 oldest of 1,200 rows in users."
-    assert delete_records.describe_call(ctx, {"table_name": "orders", "count": 1}) == \
-        "Deletes the oldest of 3,000 rows in orders."
-    assert delete_records.describe_call(ctx, {"table_name": "users", "count": 5000}) == \
-        "Deletes all 1,200 rows in users."
-    assert delete_records.describe_call(ctx, {"table_name": "nope", "count": 5}) is None
+    def preview(arguments):
+        return delete_records.preview(ctx, delete_records.validate(arguments))
+
+    assert preview({"table_name": "users", "count": 50}) == "Deletes the 50 oldest of 1,200 rows in users."
+    assert preview({"table_name": "orders", "count": 1}) == "Deletes the oldest of 3,000 rows in orders."
+    assert preview({"table_name": "users", "count": 5000}) == "Deletes all 1,200 rows in users."
     assert delete_records.preview(ctx, {"table_name": "nope", "count": 5}) is None
-    assert delete_records.describe_call(ctx, {"table_name": "users", "count": -1}) is None
     assert count_rows(ctx.workspace, "users") == 1200  # a preview changes nothing
 
 
@@ -343,7 +341,7 @@ def test_send_notification_accepts_the_maximum_length(ctx):
 
 
 def test_send_preview(ctx):
-    assert send_notification.describe_call(ctx, {"recipient": "alice@example.com", "message": "hi"}) == \
+    assert send_notification.preview(ctx, {"recipient": "alice@example.com", "message": "hi"}) == \
         "Sends a message to alice@example.com."
 
 

@@ -1,0 +1,297 @@
+"""What a view, a CLI command or the REST API asks of a run: start it (a message), decide its calls,
+continue it with several decisions, retry it, cancel it.
+
+Every transition is a compare-and-set on the ledger (`Run.transition`, `ToolCall.transition`), so
+double clicks, two tabs or two workers decide once. A refusal raises `app.agent.refusals.Refusal`
+(its kind, never an HTTP code). Nothing is read after a command's commit: a caller that then loses
+the database must still be able to say what was done.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import current_app
+
+from app.agent import events
+from app.agent.loop import RunRef, agent_of, interrupt_message, safe_preview, tool_context
+from app.agent.recovery import submit
+from app.agent.refusals import Conflict, Invalid, NotFound, TooLarge, TooMany
+from app.agent.tools import ToolArgumentError
+from app.extensions import db
+from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
+
+
+MAX_MESSAGE_CHARS = 8000
+
+
+def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
+    """Add the person's message and start (or resume) a run. Returns the run and the event cursor
+    from which a stream shows everything this message caused."""
+    text = (text or "").strip()
+    if not text:
+        raise Invalid("Type a message first.")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise TooLarge(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).")
+
+    check_active_runs(chat.owner_id)
+    latest = Run.latest_in(chat.id)
+    if latest is not None and latest.is_active:
+        raise Conflict("The agent is still answering. Wait for it to finish, or press Stop.", run=latest)
+
+    answers_cards = latest is not None and latest.status == RunStatus.PAUSED
+    if answers_cards:
+        run, cursor = _answer_paused_run(latest, text)
+    else:
+        agent = agent_of(chat.agent_id)
+        if agent is None:
+            raise Conflict(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.")
+        run = Run(session_id=chat.id, owner_id=chat.owner_id, agent_id=chat.agent_id, input=text,
+                  status=RunStatus.QUEUED, model=current_app.extensions["models"].for_agent(agent).label)
+        db.session.add(run)
+        db.session.flush()
+        cursor = 0
+        events.append(run.id, "run_started")
+    message = Message(session_id=chat.id, run_id=run.id, role="user", content=text)
+    db.session.add(message)
+    db.session.flush()
+    events.append(run.id, "user_message", {"message_id": message.id})
+    if chat.title == "New chat":
+        chat.title = _title_from(text)
+    chat.updated_at = utcnow()
+    run_id = run.id
+    db.session.commit()
+    submit(run_id, model_first=not answers_cards)  # approved calls of a paused run may run first
+    return run, cursor
+
+
+def check_active_runs(owner_id: int) -> None:
+    """At most MAX_ACTIVE_RUNS runs of one account are queued or running at once (a run waiting for a
+    decision does not count): one person cannot take all of a worker's runs, or the model budget.
+    The account's row is locked first, so two messages at once cannot both take the last place
+    (SQLite's BEGIN IMMEDIATE already serialises them); nothing else locks accounts after runs."""
+    cap = current_app.config.get("MAX_ACTIVE_RUNS")
+    if not cap:
+        return
+    db.session.execute(sa.select(Account.id).where(Account.id == owner_id).with_for_update())
+    active = db.session.scalar(sa.select(sa.func.count()).select_from(Run).where(
+        Run.owner_id == owner_id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])))
+    if active >= cap:
+        db.session.rollback()
+        raise TooMany(f"You have {active} replies in progress (the limit is {cap}). Wait for one to finish, "
+                      "or stop one, then try again.")
+
+
+def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
+    """A message typed while cards are pending rejects them, with the message as the reason."""
+    cursor = Run.lock(run.id)
+    pending = db.session.scalars(sa.select(ToolCall.id).where(
+        ToolCall.run_id == run.id, ToolCall.status == CallStatus.PENDING)).all()
+    for call_id in pending:
+        if ToolCall.transition(call_id, CallStatus.PENDING, CallStatus.REJECTED,
+                            decided_by="user", decided_at=utcnow(), reason=text):
+            events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.REJECTED})
+    if not Run.transition(run.id, RunStatus.PAUSED, RunStatus.QUEUED, input=text):
+        db.session.rollback()
+        raise Conflict("This run changed meanwhile; reload to see its state.", run=db.session.get(Run, run.id))
+    events.append(run.id, "run_resumed")
+    return run, cursor
+
+
+def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reason: str | None = None,
+           decider_id: int | None = None) -> tuple[ToolCall, int]:
+    """Approve or reject one pending call. Returns the call and the cursor to stream the run from.
+
+    `owner_id` scopes the lookup to that account's runs (None: an admin, for anyone's); `decider_id` is
+    recorded as who decided. The second of two racing decisions gets a 409 with the call's current state."""
+    call = ToolCall.owned_by(owner_id, run_id, call_id) or _refuse_missing("No such tool call.")
+    reason = (reason or "").strip()[:2000] or None
+    cursor = Run.lock(run_id)
+    status = CallStatus.APPROVED if approve else CallStatus.REJECTED
+    if not ToolCall.transition(call.id, CallStatus.PENDING, status, decided_by="user", decided_at=utcnow(),
+                            reason=None if approve else reason, decider_id=decider_id):
+        db.session.rollback()
+        call = db.session.get(ToolCall, call.id)
+        raise Conflict(f"This call was already {call.status.replace('_', ' ')}.", call=call)
+    events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
+    still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
+        ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
+    resumed = still_pending == 0 and Run.transition(run_id, RunStatus.PAUSED, RunStatus.QUEUED)
+    if resumed:
+        events.append(run_id, "run_resumed")
+    db.session.commit()
+    # Nothing reads the database after the commit here: a caller that then loses it must still be
+    # able to say the decision was recorded (its attributes load again when next read).
+    if resumed:
+        submit(run_id)
+    return call, cursor
+
+
+def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
+    """Continue a failed run from its last good state (the broken-off reply stays, marked)."""
+    check_active_runs(owner_id)
+    run = _owned_run(owner_id, run_id)
+    cursor = run.last_seq
+    if not Run.transition(run.id, RunStatus.FAILED, RunStatus.QUEUED, error=None):
+        db.session.rollback()
+        raise Conflict("Only a failed run can be retried.", run=db.session.get(Run, run.id))
+    events.append(run_id, "run_resumed")
+    db.session.commit()
+    submit(run_id)
+    return run, cursor  # read again when used (nothing is read after the commit, see decide)
+
+
+def cancel(owner_id: int, run_id: str) -> Run:
+    """Stop a run now. A streaming worker notices at its next flush; a paused run's cards expire."""
+    run = _owned_run(owner_id, run_id)
+    for status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
+        if Run.transition(run.id, status, RunStatus.CANCELLED, lease_owner=None, lease_until=None):
+            break
+    else:
+        db.session.rollback()
+        raise Conflict(f"This run has already {run.status}.", run=run)
+    for call_id in db.session.scalars(sa.select(ToolCall.id).where(
+            ToolCall.run_id == run.id, ToolCall.status.in_([CallStatus.PENDING, CallStatus.APPROVED]))):
+        if ToolCall.transition(call_id, None, CallStatus.REJECTED, reason="The run was stopped.",
+                            decided_by="user", decided_at=utcnow()):
+            events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.REJECTED})
+    for message_id in db.session.scalars(sa.select(Message.id).where(
+            Message.run_id == run.id, Message.state == "streaming")):
+        interrupt_message(run.id, message_id)
+    events.append(run.id, "run_cancelled")
+    db.session.commit()
+    return run  # read again when used (nothing is read after the commit, see decide)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a client decided about one call of a paused run (one entry of the REST API's continue).
+
+    `call_id` is the model's id for the call. `confirmed` None leaves the call pending. `tool_name` and
+    `arguments`, when sent, are checked against the stored call: the server's copy is the truth, so a
+    different name is refused, and different arguments are an edit, which only an `editable` tool
+    accepts (validated again; approved as edited, or left pending with them). `user_input` and
+    `external_result` are the reference's fields for the other kinds of pause; no tool asks for them
+    yet, so sending them is refused rather than silently ignored."""
+    call_id: str
+    tool_name: str | None = None
+    arguments: dict | None = None
+    confirmed: bool | None = None
+    note: str | None = None
+    user_input: dict | None = None
+    external_result: str | None = None
+
+
+def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_id: int | None = None
+                 ) -> tuple[Run, int]:
+    """Apply several decisions to a paused run at once. Returns the run and the cursor to stream from.
+
+    All or nothing: every entry is checked before anything is written (422 for an unknown call, a
+    different tool name, an edit the tool does not allow or invalid edited arguments; 409 for a
+    decision that contradicts one already made), then each new decision is a compare-and-set, all in
+    one transaction; losing any of them (a double click, two clients) rolls back the lot and is a 409
+    with the current run. Calls left out or with `confirmed` None stay pending, and the run stays
+    paused until none is. A failed run is retried (so a continue whose model call failed can simply
+    be sent again); any other state is a 409, and no model is called."""
+    run = _owned_run(owner_id, run_id)
+    cursor = Run.lock(run.id)
+    calls = {c.call_id: c for c in db.session.scalars(
+        sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}
+    changes = _check_decisions(RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions)
+    if run.status == RunStatus.FAILED:
+        db.session.rollback()
+        return retry(owner_id, run_id)
+    if run.status != RunStatus.PAUSED:
+        db.session.rollback()
+        raise Conflict(f"This run is not waiting for a decision: it is {run.status}.", run=run)
+    try:
+        for call, status, values in changes:
+            if status != CallStatus.PENDING:
+                values = {**values, "decider_id": decider_id}
+            if not ToolCall.transition(call.id, CallStatus.PENDING, status, **values):
+                raise _Lost()
+            events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
+        still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
+            ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
+        resumed = still_pending == 0
+        if resumed:
+            if not Run.transition(run_id, RunStatus.PAUSED, RunStatus.QUEUED):
+                raise _Lost()
+            events.append(run_id, "run_resumed")
+        db.session.commit()
+    except (_Lost, sa.exc.OperationalError) as exc:
+        if isinstance(exc, sa.exc.OperationalError) and getattr(exc.orig, "sqlstate", None) != "40P01":
+            raise  # only a deadlock (PostgreSQL picked us to lose a race) is a conflict
+        db.session.rollback()
+        raise Conflict("This run changed meanwhile: another decision got there first.",
+                       run=db.session.get(Run, run_id)) from None
+    if resumed:
+        submit(run_id)
+    return run, cursor  # read again when used (nothing is read after the commit, see decide)
+
+
+class _Lost(Exception):
+    """A compare-and-set found the row already changed by someone else."""
+
+
+def _check_decisions(run: RunRef, calls: dict[str, ToolCall], decisions: list[Decision]) -> list:
+    """Check every entry against the stored calls; return (call, new status, values) for the new
+    decisions, in the calls' order (one lock order for every continue, so two cannot deadlock)."""
+    agent = agent_of(run.agent_id)
+    seen, changes = set(), []
+    for decision in decisions:
+        call = calls.get(decision.call_id)
+        if call is None:
+            raise Invalid(f"This run has no tool call {decision.call_id!r}.")
+        if decision.call_id in seen:
+            raise Invalid(f"Tool call {decision.call_id!r} is listed twice.")
+        seen.add(decision.call_id)
+        if decision.tool_name is not None and decision.tool_name != call.name:
+            raise Invalid(f"Tool call {call.call_id!r} is a call of {call.name}, not {decision.tool_name}.")
+        if decision.user_input is not None:
+            raise Invalid(f"Tool call {call.call_id!r} ({call.name}) does not ask for input.")
+        if decision.external_result is not None:
+            raise Invalid(f"Tool call {call.call_id!r} ({call.name}) runs on the server; it takes no "
+                          "result from the client.")
+        edited = decision.arguments is not None and decision.arguments != call.arguments
+        if call.status != CallStatus.PENDING:
+            was_approved = None if call.decided_by is None else call.status != CallStatus.REJECTED
+            if edited or (decision.confirmed is not None and decision.confirmed != was_approved):
+                raise Conflict(f"Tool call {call.call_id!r} was already {call.status.replace('_', ' ')}.",
+                               run=db.session.get(Run, run.id), call=call)
+            continue  # an echo of what was already decided
+        values: dict = {}
+        if edited:
+            tool = agent.tool(call.name) if agent else None
+            if tool is None or not tool.editable:
+                raise Invalid(f"{call.name} does not allow editing its arguments: send them as stored, "
+                              "or leave tool_args out.")
+            try:
+                values["arguments"] = tool.validate(decision.arguments)
+            except ToolArgumentError as exc:
+                raise Invalid(str(exc)) from None
+            values["preview"] = safe_preview(tool, tool_context(run), values["arguments"])
+        if decision.confirmed is None:
+            if edited:  # the edit waits for its own confirmation, with a fresh preview
+                changes.append((call, CallStatus.PENDING, values))
+            continue
+        values.update(decided_by="user", decided_at=utcnow())
+        if decision.confirmed:
+            changes.append((call, CallStatus.APPROVED, values))
+        else:
+            changes.append((call, CallStatus.REJECTED, {**values, "reason": (decision.note or "").strip()[:2000] or None}))
+    order = list(calls)
+    return sorted(changes, key=lambda change: order.index(change[0].call_id))
+
+
+def _owned_run(owner_id: int, run_id: str) -> Run:
+    return Run.owned_by(owner_id, run_id) or _refuse_missing("No such run.")
+
+
+def _refuse_missing(message: str):
+    raise NotFound(message)
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 60 else line[:57].rstrip() + "…"

@@ -1,0 +1,288 @@
+"""The agent loop, in the background executor (never inside a request): take the run's lease, run
+its approved calls, call the model, record the calls it makes, and finish (pause, complete, fail).
+
+    run:  queued -> running -> paused -> queued -> running -> ... -> completed | failed | cancelled
+    call: pending -> approved | rejected;  approved -> executing -> done | failed | outcome_unknown
+
+Transactions are few and short and none stays open across a model call or a tool; every commit
+renews the lease and is the cancel check (`recovery.commit_owned`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import current_app
+
+from app.agent import events
+from app.agent.context import build_context
+from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
+from app.agent.recovery import WORKER_ID, commit_owned, lease_until
+from app.agent.tools import ToolArgumentError, ToolContext, ToolError
+from app.extensions import db
+from app.models import CallStatus, Message, Run, RunStatus, ToolCall, new_id, utcnow
+
+log = logging.getLogger(__name__)
+
+
+FLUSH_SECONDS = 0.04              # batch streamed tokens: one write per ~40 ms, not per token
+
+
+MAX_MODEL_TURNS = 12              # a model that keeps calling tools is stopped, not looped forever
+
+
+def agent_of(agent_id: str | None):
+    """The agent with this id from the registry the app was built with (app.extensions["agents"]),
+    or None: the core is handed its agents, it never imports them."""
+    return current_app.extensions["agents"].get(agent_id)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Plain values of the run being executed. The loop never touches ORM objects across a commit: an
+    expired attribute would silently open a transaction and hold it (and SQLite's write lock) for the
+    whole model stream or tool run."""
+    id: str
+    session_id: str
+    owner_id: int
+    agent_id: str
+
+
+def execute(run_id: str) -> None:
+    """Take the run's lease and drive it until it pauses, completes, fails or is cancelled.
+
+    Transactions are few and short: taking the run shares one with the first step (a tool call's
+    `executing`, or the model turn's new message), and none stays open across a model call or a tool."""
+    taken = db.session.execute(
+        sa.update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(status=RunStatus.RUNNING, lease_owner=WORKER_ID, lease_until=lease_until(), updated_at=utcnow())
+        .returning(Run.session_id, Run.owner_id, Run.agent_id)
+        .execution_options(synchronize_session=False)).first()
+    if taken is None:
+        db.session.rollback()
+        return  # another worker has it, or it was cancelled meanwhile
+    run = RunRef(run_id, *taken)
+    agent = agent_of(run.agent_id)
+    if agent is None:
+        _finish(run.id, RunStatus.FAILED, "run_failed",
+                error=f"The agent {run.agent_id!r} is no longer configured on this server.")
+        return
+    model = current_app.extensions["models"].for_agent(agent)
+    try:
+        for _ in range(MAX_MODEL_TURNS):
+            if not _execute_approved_calls(run, agent):
+                return
+            outcome = _model_turn(run, agent, model)
+            if outcome != "tools":
+                return
+        _finish(run.id, RunStatus.FAILED, "run_failed",
+                error=f"Stopped after {MAX_MODEL_TURNS} model turns in a row without an answer.")
+    except Exception:
+        log.exception("run %s crashed", run_id)
+        db.session.rollback()
+        _finish(run_id, RunStatus.FAILED, "run_failed", error="Something went wrong on the server. Retry to continue.")
+
+
+def _model_turn(run: RunRef, agent, model) -> str:
+    """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
+    chains = getattr(model, "chains", False)
+    context = build_context(run.session_id, from_chain_head=chains)
+    message_id = db.session.execute(sa.insert(Message).values(
+        session_id=run.session_id, run_id=run.id, role="assistant", state="streaming", content="",
+        created_at=utcnow()).returning(Message.id)).scalar_one()
+    events.append(run.id, "message_started", {"message_id": message_id})
+    if not commit_owned(run.id):  # no transaction stays open while the model streams
+        return "stopped"
+
+    def full_context() -> list[ContextItem]:
+        """The whole conversation, for a provider whose chain was forgotten (read, then let go)."""
+        items = build_context(run.session_id)
+        db.session.rollback()
+        return items
+
+    requests: list[ToolCallRequest] = []
+    response_id = None
+    pending_text, last_flush = "", 0.0  # the first words go out at once; later ones in batches
+    written = 0  # characters of the reply stored so far: each text event says where its words go
+    # A tail starts at the chain head; without one the context is already the whole conversation.
+    is_tail = chains and context and context[0].role == "assistant" and context[0].response_id
+    stream_kwargs = {"full_context": full_context} if is_tail else {}
+    try:
+        tools = agent.load_tools()  # may start MCP servers: no transaction is open here
+        for event in model.stream(agent.instructions, context, [t.openai_function() for t in tools],
+                                  **stream_kwargs):
+            if isinstance(event, TextDelta):
+                pending_text += event.text
+                if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                    if not _flush_text(run.id, message_id, written, pending_text):
+                        return "stopped"
+                    written += len(pending_text)
+                    pending_text, last_flush = "", time.monotonic()
+            elif isinstance(event, ToolCallRequest):
+                requests.append(event)
+            elif isinstance(event, TurnDone):
+                response_id = event.response_id
+    except ModelError as exc:
+        db.session.rollback()
+        Run.hold(run.id)
+        if pending_text:
+            _append_text(run.id, message_id, written, pending_text)
+        interrupt_message(run.id, message_id)
+        _finish(run.id, RunStatus.FAILED, "run_failed", error=str(exc))
+        return "stopped"
+
+    # The turn's end is one transaction: the last words, the message, its calls, the new state. Its
+    # first statement numbers the events, checks and renews the lease and sets the run's new state
+    # (so it also takes the run's row first: the lock order); the calls' previews are made before it.
+    calls, gated = _new_calls(run, agent, message_id, requests)
+    if pending_text:
+        events.append(run.id, "text", {"message_id": message_id, "text": pending_text, "at": written})
+    events.append(run.id, "message_completed", {"message_id": message_id, "state": "done"})
+    if calls:
+        events.append(run.id, "tool_calls", {"message_id": message_id, "call_ids": [call["id"] for call in calls]})
+    outcome = "done" if not requests else "stopped" if gated else "tools"
+    ended = {"done": RunStatus.COMPLETED, "stopped": RunStatus.PAUSED}.get(outcome)
+    if ended:
+        events.append(run.id, "run_completed" if ended == RunStatus.COMPLETED else "run_paused")
+    if not events.write(run.id, WORKER_ID, lease_until(), run_values=ended and {
+            "status": ended, "error": None, "lease_owner": None, "lease_until": None}):
+        db.session.rollback()
+        return "stopped"  # cancelled meanwhile, or recovered by another worker
+    messages = Message.__table__
+    db.session.execute(sa.update(messages).where(messages.c.id == message_id).values(
+        state="done", response_id=response_id, content=messages.c.content + pending_text))
+    if calls:
+        db.session.execute(sa.insert(ToolCall.__table__), calls)  # Core: no unit of work on the hot path
+    db.session.commit()
+    return outcome
+
+
+def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallRequest]) -> tuple[list[dict], bool]:
+    """The turn's calls as ledger rows, and whether any needs confirmation (then nothing of this turn
+    runs until every gated call is decided). Invalid ones fail at once (the model reads the error)."""
+    ctx = tool_context(run)
+    any_gated = False
+    now = utcnow()
+    calls = []
+    for position, request in enumerate(requests):
+        call = dict(id=new_id("tc"), run_id=run.id, message_id=message_id, position=position,
+                    call_id=request.call_id, name=request.name, raw_arguments=request.arguments or "",
+                    arguments=None, requires_confirmation=False, status=CallStatus.FAILED, error=None,
+                    preview=None, decided_by=None, decided_at=None, created_at=now, updated_at=now)
+        tool = agent.tool(request.name)
+        if tool is None:
+            call["error"] = f"Unknown tool {request.name!r}. Available: {', '.join(t.name for t in agent.tools)}."
+        else:
+            call["requires_confirmation"] = tool.requires_confirmation
+            try:
+                call["arguments"] = tool.validate(request.arguments or "{}")
+            except ToolArgumentError as exc:
+                call["error"] = f"Invalid arguments: {exc}"
+            else:
+                if tool.requires_confirmation:
+                    any_gated = True
+                    call.update(status=CallStatus.PENDING, preview=safe_preview(tool, ctx, call["arguments"]))
+                else:
+                    call.update(status=CallStatus.APPROVED, decided_by="auto", decided_at=now)
+        calls.append(call)
+    return calls, any_gated
+
+
+def _execute_approved_calls(run: RunRef, agent) -> bool:
+    """Run every approved call once: `executing` is committed before the side effect starts, and
+    the outcome is committed as soon as it is known."""
+    ctx = tool_context(run)
+    calls = db.session.execute(sa.select(ToolCall.id, ToolCall.name, ToolCall.arguments).where(
+        ToolCall.run_id == run.id, ToolCall.status == CallStatus.APPROVED)
+        .order_by(ToolCall.created_at, ToolCall.position)).all()
+    for call_id, name, arguments in calls:
+        Run.hold(run.id)
+        if not ToolCall.transition(call_id, CallStatus.APPROVED, CallStatus.EXECUTING):
+            continue  # decided otherwise meanwhile (the run was stopped): it never starts
+        events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.EXECUTING})
+        if not commit_owned(run.id):
+            return False  # cancelled between approval and execution: the side effect never starts
+        tool = agent.tool(name)
+        if tool is None:  # an MCP tool listed by another worker: list it here (no transaction is open)
+            agent.load_tools()
+            tool = agent.tool(name)
+        try:
+            if tool is None:  # e.g. its MCP server cannot be reached now
+                raise ToolError(f"The tool {name} is not available now.")
+            values = {"status": CallStatus.DONE, "result": tool.run(ctx, arguments or {})}
+        except ToolError as exc:
+            values = {"status": CallStatus.FAILED, "error": str(exc)}
+        except Exception as exc:  # a tool reports a problem by raising; it must not take the run down
+            log.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
+            values = {"status": CallStatus.FAILED, "error": _raised(exc)}
+        status = values.pop("status")
+        Run.hold(run.id)
+        ToolCall.transition(call_id, CallStatus.EXECUTING, status, **values)
+        events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": status})
+        db.session.commit()  # the ledger records the outcome before anything else can go wrong
+    return True
+
+
+def _raised(exc: Exception) -> str:
+    """What a tool's exception says, for the card and the model (never a traceback)."""
+    text = " ".join(str(exc).split())[:1000]
+    return f"{type(exc).__name__}: {text}" if text else f"The tool failed ({type(exc).__name__})."
+
+
+def tool_context(run: RunRef) -> ToolContext:
+    return ToolContext(workspace=db.engines["workspace"], owner_id=run.owner_id, run_id=run.id,
+                       session_id=run.session_id)
+
+
+def safe_preview(tool, ctx, arguments) -> str | None:
+    if not tool.preview:
+        return None
+    try:
+        return tool.preview(ctx, arguments)
+    except Exception:  # a preview is a courtesy; the card works without it
+        log.exception("preview of %s failed", tool.name)
+        return None
+
+
+def _append_text(run_id: str, message_id: int, at: int, text: str) -> None:
+    """In a transaction that already holds the run's row (see Run.lock). The event and the stored
+    reply change together; `at` (the characters stored before these words) lets a stream that keeps
+    the reply in memory place them, and know when it missed some."""
+    events.append(run_id, "text", {"message_id": message_id, "text": text, "at": at})
+    db.session.execute(_message_text_update(message_id, text))
+
+
+def _flush_text(run_id: str, message_id: int, at: int, text: str) -> bool:
+    """Append streamed text to the message and the event log in one short transaction. Numbering the
+    event comes first: it takes the run's row (and renews the lease) before the message's, the order
+    a Stop takes them in (see Run.lock), at no extra statement on the hottest write path."""
+    events.append(run_id, "text", {"message_id": message_id, "text": text, "at": at})
+    if not events.write(run_id, WORKER_ID, lease_until()):
+        db.session.rollback()
+        return False
+    db.session.execute(_message_text_update(message_id, text))
+    db.session.commit()
+    return True
+
+
+def _message_text_update(message_id: int, text: str):
+    messages = Message.__table__
+    return sa.update(messages).where(messages.c.id == message_id).values(content=messages.c.content + text)
+
+
+def interrupt_message(run_id: str, message_id: int) -> None:
+    messages = Message.__table__
+    db.session.execute(sa.update(messages).where(messages.c.id == message_id).values(state="interrupted"))
+    events.append(run_id, "message_completed", {"message_id": message_id, "state": "interrupted"})
+
+
+def _finish(run_id: str, status: str, event: str, error: str | None = None) -> None:
+    """Leave the running state (only if we still hold it: a cancel wins over a late finish)."""
+    if Run.transition(run_id, RunStatus.RUNNING, status, extra=[Run.lease_owner == WORKER_ID],
+                       error=error, lease_owner=None, lease_until=None):
+        events.append(run_id, event)
+        db.session.commit()
+    else:
+        db.session.rollback()
