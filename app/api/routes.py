@@ -7,7 +7,6 @@ so CSRF-exempt; every error is JSON `{"detail": "..."}` (`app.api.errors`).
 """
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 
 import sqlalchemy as sa
