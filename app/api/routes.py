@@ -130,7 +130,7 @@ def _event_stream(run_id: str, cursor: int) -> Response:
         view = serialize.load_run(db.session.get(Run, run_id))
         return "".join(serialize.sse(frame) for frame in serialize.final_frames(view, serialize.FINAL_KIND[status]))
 
-    return Response(core.follow(run_id, cursor, render, finish), mimetype="text/event-stream",
+    return Response(core.follow_run(run_id, cursor, render, finish), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
