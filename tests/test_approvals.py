@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -249,3 +250,30 @@ def test_two_processes_never_both_claim_a_notification_and_a_decided_call_is_not
     deliver(app)
     assert notification(app, other_call).status == NotificationStatus.SKIPPED
     assert all(body["call_id"] != other_call for body in hook.received)
+
+
+@pytest.fixture
+def hook():
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def server_env(server_env, hook):
+    return {**server_env, "APPROVAL_WEBHOOK_URL": hook.url, "APPROVAL_WEBHOOK_SCAN_SECONDS": "0.2",
+            "PUBLIC_URL": "https://chat.example.test"}
+
+
+def test_a_server_announces_a_new_pending_call_once_whatever_its_worker_count(live_server, app, harness,
+                                                                              fake_model, hook):
+    """gunicorn's workers (two on PostgreSQL) each scan: the claim lets exactly one of them send it."""
+    fake_model.script(Turn(tool_calls=[DELETE_50]))
+    _, chat = harness.chat()
+    run_id = harness.send(chat, "delete 50 users")
+    harness.wait(run_id, "paused")
+    call_id = harness.calls(run_id)[0].id
+    wait_for(lambda: hook.received, message="the server to call the webhook")
+    wait_for(lambda: notification(app, call_id).status == NotificationStatus.DELIVERED, message="delivery recorded")
+    time.sleep(1)  # several more scans of every worker
+    assert [body["call_id"] for body in hook.received] == [call_id]
