@@ -1,7 +1,8 @@
 """The approvals inbox (`/approvals`) and the audit (`/audit`, `/audit.csv`, `/audit.jsonl`).
 
-Pages for signed-in people; the same URLs answer API clients that send a bearer credential (a personal
-token: its own account's calls; OS_SECURITY_KEY: everyone's) with JSON or the export. Deciding a card
+Pages for signed-in people. `/approvals` and the two exports also answer API clients that send a bearer
+credential (a personal token: its own account's calls; OS_SECURITY_KEY: everyone's), with JSON or the
+export; they live here rather than in the REST blueprint, which is moving to a package of its own. Deciding a card
 here posts to the chat's decision route (`chat.decide`, the core's `runner.decide`).
 """
 from __future__ import annotations
