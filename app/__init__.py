@@ -77,12 +77,13 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
                                       else build_run_executor(app))
 
     from app.api import routes as api
-    from app.web import account, admin, assets, auth, chat, errors
+    from app.web import account, admin, approvals, assets, auth, chat, errors
     app.register_blueprint(signin.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(approvals.bp)  # /approvals (also JSON for bearer clients), /audit and its exports
     auth.register(app)
     errors.register(app)
     security.register(app)
@@ -99,6 +100,10 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
         # Servers only: a `flask` command (say `db upgrade` on a fresh install, before the tables exist)
         # must not sweep runs in the background.
         app.extensions["run_executor"].start()  # recover runs a dead worker left behind
+    from app.notify import ApprovalNotifier
+    app.extensions["approval_notifier"] = ApprovalNotifier(app)
+    if app.config.get("APPROVAL_WEBHOOK_URL") and not cli:
+        app.extensions["approval_notifier"].start()  # servers only: announce new pending calls
     return app
 
 

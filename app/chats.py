@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.extensions import db
-from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
+from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
 
 
 def agents():
@@ -78,16 +78,6 @@ def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:
     db.session.add(chat)
     db.session.commit()
     return chat
-
-
-def pending_calls(limit: int = 200) -> list[tuple[ToolCall, ChatSession, Account]]:
-    """Every call waiting for a decision, oldest first, with its chat and the chat's owner (admins)."""
-    rows = db.session.execute(
-        sa.select(ToolCall, ChatSession, Account).join(Run, Run.id == ToolCall.run_id)
-        .join(ChatSession, ChatSession.id == Run.session_id).join(Account, Account.id == Run.owner_id)
-        .where(ToolCall.status == CallStatus.PENDING).order_by(ToolCall.created_at, ToolCall.position)
-        .limit(limit))
-    return [tuple(row) for row in rows]
 
 
 def conversation(chat: ChatSession) -> Conversation:

@@ -110,6 +110,13 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
     max_body = _count(get("MAX_CONTENT_LENGTH", str(1024 * 1024)), "MAX_CONTENT_LENGTH", minimum=16 * 1024)
     proxies = _count(get("PROXY_FIX", "0"), "PROXY_FIX", minimum=0)
 
+    webhook = get("APPROVAL_WEBHOOK_URL")
+    if webhook and (urlsplit(webhook).scheme not in ("http", "https") or not urlsplit(webhook).netloc):
+        raise ConfigError(f"APPROVAL_WEBHOOK_URL must be an http(s):// URL, got {webhook!r}")
+    public_url = get("PUBLIC_URL")
+    if public_url and (urlsplit(public_url).scheme not in ("http", "https") or not urlsplit(public_url).netloc):
+        raise ConfigError(f"PUBLIC_URL must be the http(s):// address people open the app at, got {public_url!r}")
+
     signup = get("SIGNUP", "invite").lower()
     if signup not in SIGNUP_MODES:
         raise ConfigError(f"SIGNUP must be invite or open, got {signup!r}")
@@ -172,6 +179,15 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "SIGNIN_LIMIT_PER_EMAIL": _rate(get("SIGNIN_LIMIT_PER_EMAIL", "5 per minute; 20 per hour"),
                                         "SIGNIN_LIMIT_PER_EMAIL"),
         "CREATION_LIMIT": _rate(get("CREATION_LIMIT", "10 per minute; 50 per day"), "CREATION_LIMIT"),
+        # Each new pending call is POSTed here as JSON (Slack-compatible `text`), retried with backoff:
+        # APPROVAL_WEBHOOK_ATTEMPTS tries, the n-th retry APPROVAL_WEBHOOK_BACKOFF * 2**(n-1) seconds later.
+        "APPROVAL_WEBHOOK_URL": webhook,
+        "APPROVAL_WEBHOOK_ATTEMPTS": _count(get("APPROVAL_WEBHOOK_ATTEMPTS", "8"), "APPROVAL_WEBHOOK_ATTEMPTS", minimum=1),
+        "APPROVAL_WEBHOOK_BACKOFF": _positive(get("APPROVAL_WEBHOOK_BACKOFF", "10"), "APPROVAL_WEBHOOK_BACKOFF"),
+        "APPROVAL_WEBHOOK_SCAN_SECONDS": _positive(get("APPROVAL_WEBHOOK_SCAN_SECONDS", "5"),
+                                                   "APPROVAL_WEBHOOK_SCAN_SECONDS"),
+        # The address people open the app at, for links that leave it (the webhook's link to a card).
+        "PUBLIC_URL": public_url.rstrip("/") if public_url else None,
     }
 
 

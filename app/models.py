@@ -22,6 +22,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def iso_utc(moment: datetime | None) -> str | None:
+    """ISO 8601 with its zone; SQLite gives back naive datetimes, stored as UTC."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+
+
 def new_id(prefix: str) -> str:
     """Unguessable ids: they appear in URLs, and guessing one must not reveal a row."""
     return f"{prefix}_{secrets.token_hex(12)}"
@@ -257,7 +264,7 @@ class ToolCall(db.Model):
     reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
     result: so.Mapped[str | None] = so.mapped_column(sa.Text)
     error: so.Mapped[str | None] = so.mapped_column(sa.Text)
-    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow, index=True)
     updated_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     message: so.Mapped[Message] = so.relationship(back_populates="tool_calls")
@@ -290,4 +297,28 @@ class RunEvent(db.Model):
     seq: so.Mapped[int]
     type: so.Mapped[str] = so.mapped_column(sa.String(40))
     data: so.Mapped[dict] = so.mapped_column(sa.JSON, default=dict)
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class NotificationStatus:
+    WAITING = "waiting"        # to be sent at next_attempt_at (again, after a failure)
+    DELIVERED = "delivered"
+    GAVE_UP = "gave_up"        # APPROVAL_WEBHOOK_ATTEMPTS failed
+    SKIPPED = "skipped"        # the call was decided before it could be announced
+
+
+class ApprovalNotification(db.Model):
+    """The webhook delivery of one pending call (app.notify): durable, so a restart neither loses nor
+    repeats it; `claimed_until` is the sending process's claim (a compare-and-set takes it)."""
+    __tablename__ = "approval_notifications"
+    __table_args__ = (sa.Index("ix_approval_notifications_due", "status", "next_attempt_at"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    call_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey("tool_calls.id", ondelete="CASCADE"), unique=True)
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), default=NotificationStatus.WAITING)
+    attempts: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    next_attempt_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    claimed_until: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    delivered_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
     created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)

@@ -221,7 +221,7 @@ def test_a_member_cannot_decide_another_members_call_but_an_admin_can_and_is_rec
     assert harness.calls(run_id)[0].status == "pending"
 
     admin = Browser(app, role=Role.ADMIN)
-    inbox = admin.get("/admin").data.decode()
+    inbox = admin.get("/approvals").data.decode()
     assert f"/runs/{run_id}/calls/{call_id}/approve" in inbox and browser.email in inbox
     decided = admin.post(f"/runs/{run_id}/calls/{call_id}/approve", {"view": "inbox"})
     assert decided.status_code == 200 and "call-pending" not in decided.data.decode()

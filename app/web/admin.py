@@ -1,4 +1,4 @@
-"""The admin page: people (roles, disabling), invite links, and every pending call awaiting a decision."""
+"""The admin page: people (roles, disabling) and invite links; pending calls are in the approvals inbox."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -6,7 +6,7 @@ from datetime import timedelta
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app import accounts, chats
+from app import accounts
 from app.accounts import AccountError
 from app.extensions import limiter
 from app.web.account import per_account
@@ -65,5 +65,4 @@ def _change(change):
 
 def _page(status: int = 200, **context):
     return render_template("admin/page.html", people=accounts.list_accounts(),
-                           invites=accounts.list_open_invites(), pending=chats.pending_calls(),
-                           **context), status
+                           invites=accounts.list_open_invites(), **context), status

@@ -254,10 +254,10 @@ def decide(run_id, call_id, decision):
         return render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()), status_of(exc)
     done = "Approved." if decision == "approve" else "Rejected."
     if not _wants_fragment():
-        target = url_for("admin.show") if _from_inbox() else url_for("chat.show", chat_id=call.message.session_id)
+        target = url_for("approvals.inbox") if _from_inbox() else url_for("chat.show", chat_id=call.message.session_id)
         return answer_after_commit(lambda: redirect(target, 303), f"{done} Reload the page to see the outcome.")
-    if _from_inbox():  # the admin page has no chat around the card to update
-        return answer_after_commit(lambda: render_template("chat/_call.html", call=call, inbox=True),
+    if _from_inbox():  # the approvals inbox has no chat around the card to update
+        return answer_after_commit(lambda: render_template("approvals/_decided.html", call=call),
                                    f"{done} Reload the page to see the outcome.", call_id=call_id)
     return answer_after_commit(
         lambda: render_template("chat/_decided.html", call=call, run=db.session.get(Run, run_id), cursor=cursor),

@@ -42,7 +42,7 @@ def register(app) -> None:
 
 def require_sign_in():
     if (request.endpoint in OPEN_ENDPOINTS or request.blueprint in OPEN_BLUEPRINTS or request.endpoint is None
-            or current_user.is_authenticated):
+            or current_user.is_authenticated or _bearer_allowed()):
         return None
     if request.endpoint == "chat.run_events":
         abort(401, "Sign in to follow this chat.")  # EventSource cannot follow a redirect to a page
@@ -52,6 +52,12 @@ def require_sign_in():
         # htmx would swap the login page into the chat; tell it to load the page instead.
         return "", 401, {"HX-Redirect": target}
     return redirect(target)
+
+
+def _bearer_allowed() -> bool:
+    """A view marked `accepts_bearer` (app.web.approvals) checks an Authorization header itself."""
+    view = current_app.view_functions.get(request.endpoint)
+    return bool(request.headers.get("Authorization")) and getattr(view, "accepts_bearer", False)
 
 
 def _failed(response) -> bool:

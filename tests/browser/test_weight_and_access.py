@@ -95,7 +95,7 @@ def test_a_chat_with_a_pending_card_passes_axe_and_logs_no_csp_violation(page, f
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_the_approvals_inbox_passes_axe(chromium, live_server, app, fake_model, harness, scheme):
-    """The admin page lists every call waiting for a decision, as cards."""
+    """The approvals inbox lists every call waiting for a decision, as cards (an admin's: everyone's)."""
     fake_model.script(Turn(text="Shall I?", tool_calls=[DELETE_50]))
     owner, chat = harness.chat()
     harness.wait(harness.send(chat, "Delete 50 old users"), "paused")
@@ -105,7 +105,7 @@ def test_the_approvals_inbox_passes_axe(chromium, live_server, app, fake_model, 
         page = context.new_page()
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         sign_in(page, make_account(app, role=Role.ADMIN)[1])
-        page.goto("/admin")
+        page.goto("/approvals")
         expect(page.locator(".call-pending")).to_be_visible()
         page.wait_for_timeout(400)
         assert axe_serious(page) == []

@@ -1,0 +1,63 @@
+"""The approvals inbox: the pending tool calls a person may decide, across their chats (an admin: everyone's).
+
+Reads only; deciding is the core's command (`commands.decide`), the same one the chat's card uses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import Account, CallStatus, ChatSession, Run, ToolCall, iso_utc
+
+MAX_LISTED = 200
+
+
+@dataclass
+class Pending:
+    call: ToolCall
+    chat: ChatSession
+    owner: Account      # whose run it is (the requester)
+
+
+def _decidable_by(select, account_id: int | None):
+    """Scope to the calls `account_id` may decide: their own runs' (None: anyone's, for admins and the
+    service key). Trashed chats are hidden everywhere, so their calls are too."""
+    select = select.where(ToolCall.status == CallStatus.PENDING, ChatSession.deleted_at.is_(None))
+    return select if account_id is None else select.where(Run.owner_id == account_id)
+
+
+def _joined(select):
+    return select.join(Run, Run.id == ToolCall.run_id).join(ChatSession, ChatSession.id == Run.session_id)
+
+
+def scope_of(account: Account) -> int | None:
+    """Whose calls this person may decide: an admin anyone's (None), a member their own."""
+    return None if account.is_admin else account.id
+
+
+def pending_calls(account_id: int | None, limit: int = MAX_LISTED) -> list[Pending]:
+    """The calls waiting for a decision, oldest first, each with its chat and the run's owner."""
+    rows = db.session.execute(_decidable_by(_joined(sa.select(ToolCall, ChatSession, Account))
+                                            .join(Account, Account.id == Run.owner_id), account_id)
+                              .order_by(ToolCall.created_at, ToolCall.position, ToolCall.id).limit(limit))
+    return [Pending(*row) for row in rows]
+
+
+def pending_count(account_id: int | None) -> int:
+    """How many calls wait for this person (one COUNT: it is on every page)."""
+    return db.session.scalar(_decidable_by(_joined(sa.select(sa.func.count()).select_from(ToolCall)), account_id))
+
+
+def as_json(item: Pending, card_url: str, chat_url: str) -> dict:
+    """One pending call for API clients: what it would do, whose it is, and where its card is."""
+    call = item.call
+    return {
+        "id": call.id, "run_id": call.run_id, "session_id": item.chat.id, "session_name": item.chat.title,
+        "agent_id": item.chat.agent_id, "tool_call_id": call.call_id, "tool_name": call.name,
+        "tool_args": call.arguments, "preview": call.preview, "status": call.status,
+        "requester": item.owner.api_user_id or item.owner.display_name,
+        "created_at": iso_utc(call.created_at),
+        "card_url": card_url, "chat_url": chat_url,
+    }
