@@ -76,5 +76,8 @@ def test_refused_while_a_card_waits_and_after_a_confirmed_tool_ran(browser, harn
 
 def test_only_in_ones_own_chat(app, browser, harness, fake_model):
     fake_model.script(Turn(text="ok"))
-    chat, _ = first_exchange(browser, harness, "hello")
+    chat, run_id = first_exchange(browser, harness, "hello")
+    before = harness.messages(chat)
     assert Browser(app).post(f"/chats/{chat}/resend").status_code == 404
+    assert Browser(app).post(f"/chats/{chat}/resend", {"message": "someone else's words"}).status_code == 404
+    assert (harness.latest_run(chat), harness.messages(chat)) == (run_id, before), "nothing started, nothing superseded"
