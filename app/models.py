@@ -58,6 +58,13 @@ class CallStatus:
     DECIDED = (APPROVED, REJECTED, EXECUTING, DONE, FAILED, OUTCOME_UNKNOWN)
 
 
+class CallKind:
+    """What a pending call asks of the person."""
+    CONFIRM = "confirm"    # approve (possibly after editing the arguments) or reject
+    INPUT = "input"        # fill in the tool's user_input_fields, then it runs with the merged arguments
+    EXTERNAL = "external"  # run it themselves and hand back the result (never run on the server)
+
+
 class Role:
     ADMIN = "admin"    # manages people and invites, sees everyone's pending calls, may decide any of them
     MEMBER = "member"  # their own chats; decides the calls of their own runs
@@ -255,6 +262,10 @@ class ToolCall(db.Model):
     arguments: so.Mapped[dict | None] = so.mapped_column(sa.JSON)  # validated arguments (None if invalid)
     raw_arguments: so.Mapped[str] = so.mapped_column(sa.Text, default="")  # exactly what the model sent
     requires_confirmation: so.Mapped[bool] = so.mapped_column(default=False)
+    # What the pause asks of the person (CallKind): approve, fill in fields, or run it themselves.
+    kind: so.Mapped[str] = so.mapped_column(sa.String(20), default="confirm", server_default="confirm")
+    # The model's arguments, kept when the person edited or completed them (NULL: run as proposed).
+    original_arguments: so.Mapped[dict | None] = so.mapped_column(sa.JSON)
     status: so.Mapped[str] = so.mapped_column(sa.String(20), index=True)
     preview: so.Mapped[str | None] = so.mapped_column(sa.Text)
     decided_by: so.Mapped[str | None] = so.mapped_column(sa.String(20))  # user | auto

@@ -67,7 +67,7 @@ def test_an_id_used_twice_stops_start_up(tmp_path):
     (("    markdown=True,\n", '    markdown=True,\n    db="postgresql+psycopg://ai:ai@localhost:5532/ai",\n'),
      ":33: Agent(db=...) is not supported here"),
     (("@tool(requires_confirmation=True)\ndef delete_records", "@tool(requires_confirmation=True, "
-      "requires_user_input=True)\ndef delete_records"), ":4: @tool(requires_user_input=...) is not supported"),
+      "stop_after_tool_call=True)\ndef delete_records"), ":4: @tool(stop_after_tool_call=...) is not supported"),
     (('model=OpenAIResponses(id="gpt-5.2")', 'model=OpenAIResponses(id="gpt-5.2", temperature=0.2)'),
      ":36: OpenAIResponses(temperature=...) is not supported here"),
 ])

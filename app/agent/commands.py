@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.agent import events
-from app.agent.loop import RunRef, agent_of, interrupt_message, safe_preview, tool_context
+from app.agent.decisions import PreviewChanged, resolve
+from app.agent.loop import RunRef, agent_of, interrupt_message
 from app.agent.recovery import submit
 from app.agent.refusals import Conflict, Invalid, NotFound, TooLarge, TooMany
-from app.agent.tools import ToolArgumentError
 from app.extensions import db
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
 
@@ -98,22 +98,45 @@ def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
     return run, cursor
 
 
-def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reason: str | None = None,
-           decider_id: int | None = None) -> tuple[ToolCall, int]:
-    """Approve or reject one pending call. Returns the call and the cursor to stream the run from.
+def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None, reason: str | None = None,
+           decider_id: int | None = None, arguments: dict | None = None, user_input: dict | None = None,
+           result: str | None = None, seen: str | None = None) -> tuple[ToolCall, int]:
+    """Decide one pending call from its card. Returns the call and the cursor to stream the run from.
 
-    `owner_id` scopes the lookup to that account's runs (None: an admin, for anyone's); `decider_id` is
-    recorded as who decided. The second of two racing decisions gets a 409 with the call's current state."""
+    `approve` True/False approves or rejects; `arguments` is an edit (kept pending with its fresh
+    preview when `approve` is None); `user_input` and `result` answer the other kinds of pause; `seen`
+    is the fingerprint of the arguments and preview the person saw (app.agent.decisions): an approval
+    of anything else is refused with the call's new state. `owner_id` scopes the lookup to that
+    account's runs (None: an admin, for anyone's); `decider_id` is recorded as who decided. The second
+    of two racing decisions gets a 409 with the call's current state."""
     call = ToolCall.owned_by(owner_id, run_id, call_id) or _refuse_missing("No such tool call.")
-    reason = (reason or "").strip()[:2000] or None
     cursor = Run.lock(run_id)
-    status = CallStatus.APPROVED if approve else CallStatus.REJECTED
-    if not ToolCall.transition(call.id, CallStatus.PENDING, status, decided_by="user", decided_at=utcnow(),
-                            reason=None if approve else reason, decider_id=decider_id):
+    db.session.refresh(call)  # read again under the lock: what another decision may have changed
+    if call.status != CallStatus.PENDING:
         db.session.rollback()
         call = db.session.get(ToolCall, call.id)
         raise Conflict(f"This call was already {call.status.replace('_', ' ')}.", call=call)
-    events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
+    run = db.session.get(Run, run_id)
+    ref = RunRef(run.id, run.session_id, run.owner_id, run.agent_id)
+    decision = Decision(call.call_id, arguments=arguments, confirmed=approve, note=reason,
+                        user_input=user_input, external_result=result)
+    try:
+        change = resolve(ref, agent_of(run.agent_id), call, decision, fingerprint_seen=seen)
+    except PreviewChanged as exc:
+        _show_new_preview(run_id, call.id, exc.preview)
+        raise Conflict(str(exc), call=db.session.get(ToolCall, call.id)) from None
+    except Invalid as exc:
+        db.session.rollback()
+        raise Invalid(str(exc), call=db.session.get(ToolCall, call.id)) from None
+    if change is None:
+        db.session.rollback()
+        return call, cursor
+    values = {**change.values, "decider_id": decider_id} if change.status != CallStatus.PENDING else change.values
+    if not ToolCall.transition(call.id, CallStatus.PENDING, change.status, **values):
+        db.session.rollback()
+        call = db.session.get(ToolCall, call.id)
+        raise Conflict(f"This call was already {call.status.replace('_', ' ')}.", call=call)
+    events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": change.status})
     still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
         ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
     resumed = still_pending == 0 and Run.transition(run_id, RunStatus.PAUSED, RunStatus.QUEUED)
@@ -125,6 +148,15 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reaso
     if resumed:
         submit(run_id)
     return call, cursor
+
+
+def _show_new_preview(run_id: str, call_pk: str, preview: str | None) -> None:
+    """Store a call's changed preview (it stays pending) and tell every open card; commits."""
+    db.session.rollback()
+    Run.lock(run_id)
+    if ToolCall.transition(call_pk, CallStatus.PENDING, CallStatus.PENDING, preview=preview):
+        events.append(run_id, "tool_call_updated", {"call_id": call_pk, "status": CallStatus.PENDING})
+    db.session.commit()
 
 
 def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
@@ -170,9 +202,9 @@ class Decision:
     `call_id` is the model's id for the call. `confirmed` None leaves the call pending. `tool_name` and
     `arguments`, when sent, are checked against the stored call: the server's copy is the truth, so a
     different name is refused, and different arguments are an edit, which only an `editable` tool
-    accepts (validated again; approved as edited, or left pending with them). `user_input` and
-    `external_result` are the reference's fields for the other kinds of pause; no tool asks for them
-    yet, so sending them is refused rather than silently ignored."""
+    accepts (validated again; approved as edited, or left pending with them). `user_input` answers a
+    call that asks for input, `external_result` one the person ran themselves (app.agent.decisions);
+    sent for any other call, they are refused rather than silently ignored."""
     call_id: str
     tool_name: str | None = None
     arguments: dict | None = None
@@ -197,7 +229,11 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
     cursor = Run.lock(run.id)
     calls = {c.call_id: c for c in db.session.scalars(
         sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}
-    changes = _check_decisions(RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions)
+    try:
+        changes = _check_decisions(RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions)
+    except PreviewChanged as exc:
+        _show_new_preview(run.id, exc.call.id, exc.preview)
+        raise Conflict(str(exc), run=db.session.get(Run, run.id)) from None
     if run.status == RunStatus.FAILED:
         db.session.rollback()
         return retry(owner_id, run_id)
@@ -248,11 +284,6 @@ def _check_decisions(run: RunRef, calls: dict[str, ToolCall], decisions: list[De
         seen.add(decision.call_id)
         if decision.tool_name is not None and decision.tool_name != call.name:
             raise Invalid(f"Tool call {call.call_id!r} is a call of {call.name}, not {decision.tool_name}.")
-        if decision.user_input is not None:
-            raise Invalid(f"Tool call {call.call_id!r} ({call.name}) does not ask for input.")
-        if decision.external_result is not None:
-            raise Invalid(f"Tool call {call.call_id!r} ({call.name}) runs on the server; it takes no "
-                          "result from the client.")
         edited = decision.arguments is not None and decision.arguments != call.arguments
         if call.status != CallStatus.PENDING:
             was_approved = None if call.decided_by is None else call.status != CallStatus.REJECTED
@@ -260,26 +291,9 @@ def _check_decisions(run: RunRef, calls: dict[str, ToolCall], decisions: list[De
                 raise Conflict(f"Tool call {call.call_id!r} was already {call.status.replace('_', ' ')}.",
                                run=db.session.get(Run, run.id), call=call)
             continue  # an echo of what was already decided
-        values: dict = {}
-        if edited:
-            tool = agent.tool(call.name) if agent else None
-            if tool is None or not tool.editable:
-                raise Invalid(f"{call.name} does not allow editing its arguments: send them as stored, "
-                              "or leave tool_args out.")
-            try:
-                values["arguments"] = tool.validate(decision.arguments)
-            except ToolArgumentError as exc:
-                raise Invalid(str(exc)) from None
-            values["preview"] = safe_preview(tool, tool_context(run), values["arguments"])
-        if decision.confirmed is None:
-            if edited:  # the edit waits for its own confirmation, with a fresh preview
-                changes.append((call, CallStatus.PENDING, values))
-            continue
-        values.update(decided_by="user", decided_at=utcnow())
-        if decision.confirmed:
-            changes.append((call, CallStatus.APPROVED, values))
-        else:
-            changes.append((call, CallStatus.REJECTED, {**values, "reason": (decision.note or "").strip()[:2000] or None}))
+        change = resolve(run, agent, call, decision)
+        if change is not None:
+            changes.append((call, change.status, change.values))
     order = list(calls)
     return sorted(changes, key=lambda change: order.index(change[0].call_id))
 

@@ -1,11 +1,13 @@
 """The conversation as the model sees it: the stored messages and what each tool call came to."""
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 
 from app.agent.llm import ContextItem
 from app.extensions import db
-from app.models import CallStatus, Message, ToolCall
+from app.models import CallKind, CallStatus, Message, ToolCall
 
 
 OUTCOME_UNKNOWN_TEXT = ("Error: the outcome is unknown. The server stopped while this tool was running; "
@@ -39,7 +41,36 @@ def build_context(session_id: str, from_chain_head: bool = False) -> list[Contex
 
 
 def tool_output(call: ToolCall) -> str:
-    """What the model reads back for a call."""
+    """What the model reads back for a call (told first what the person changed of its arguments)."""
+    told = _what_the_person_changed(call)
+    return f"{told}\n{_outcome(call)}" if told else _outcome(call)
+
+
+def changed_by_person(call: ToolCall) -> list[tuple[str, object, object]]:
+    """(argument, the model's value, the value run) for each argument the person changed or filled in."""
+    if call.original_arguments is None or call.arguments is None:
+        return []
+    original, now = call.original_arguments, call.arguments
+    keys = list(original) + [k for k in now if k not in original]
+    return [(k, original.get(k), now.get(k)) for k in keys if (k in original, original.get(k)) != (k in now, now.get(k))]
+
+
+def _what_the_person_changed(call: ToolCall) -> str:
+    changes = changed_by_person(call)
+    if not changes:
+        return ""
+    said = "; ".join(f"{name}: {_short(old)} → {_short(new)}" if old is not None else f"{name}: {_short(new)}"
+                     for name, old, new in changes)
+    verb = "filled in" if call.kind == CallKind.INPUT else "edited the arguments"
+    return f"The person {verb}: {said}."
+
+
+def _short(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _outcome(call: ToolCall) -> str:
     if call.status == CallStatus.DONE:
         return call.result or ""
     if call.status == CallStatus.REJECTED:

@@ -169,19 +169,19 @@ def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallReque
     for position, request in enumerate(requests):
         call = dict(id=new_id("tc"), run_id=run.id, message_id=message_id, position=position,
                     call_id=request.call_id, name=request.name, raw_arguments=request.arguments or "",
-                    arguments=None, requires_confirmation=False, status=CallStatus.FAILED, error=None,
+                    arguments=None, requires_confirmation=False, kind="confirm", status=CallStatus.FAILED, error=None,
                     preview=None, decided_by=None, decided_at=None, created_at=now, updated_at=now)
         tool = agent.tool(request.name)
         if tool is None:
             call["error"] = f"Unknown tool {request.name!r}. Available: {', '.join(t.name for t in agent.tools)}."
         else:
-            call["requires_confirmation"] = tool.requires_confirmation
+            call.update(requires_confirmation=tool.pauses, kind=tool.kind)
             try:
-                call["arguments"] = tool.validate(request.arguments or "{}")
+                call["arguments"] = tool.validate_proposal(request.arguments or "{}")
             except ToolArgumentError as exc:
                 call["error"] = f"Invalid arguments: {exc}"
             else:
-                if tool.requires_confirmation:
+                if tool.pauses:
                     any_gated = True
                     call.update(status=CallStatus.PENDING, preview=safe_preview(tool, ctx, call["arguments"]))
                 else:

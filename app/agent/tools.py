@@ -92,7 +92,12 @@ class Tool:
     a preview that raises shows no preview).
 
     `editable` says whether the person deciding a gated call may change its arguments first; edited
-    arguments are validated again and approved as edited. Off by default: the call runs as proposed.
+    arguments are validated again, previewed again and approved as edited (on unless a tool says no).
+
+    `requires_user_input` pauses every call for the person to fill in `user_input_fields` (all of the
+    arguments when none are named; the model never sees those), then runs with the merged arguments.
+    `external_execution` pauses every call for the person to run it themselves and hand back the
+    result, which is what the model reads; the function is never called.
 
     `source` says where the tool comes from ("python", or "mcp" for a server's tool) and
     `destructive` what an MCP server's annotations say (None: not said).
@@ -104,11 +109,56 @@ class Tool:
     requires_confirmation: bool
     func: Callable
     preview: Callable[[ToolContext, dict], str | None] | None = None
-    editable: bool = False
+    editable: bool = True
     arguments_model: type[pydantic.BaseModel] | None = None  # Python tools
     context_parameter: str | None = None
     source: str = "python"
     destructive: bool | None = None
+    requires_user_input: bool = False
+    user_input_fields: tuple[str, ...] = ()
+    external_execution: bool = False
+
+    @property
+    def kind(self) -> str:
+        """What a call of this tool asks of the person (app.models.CallKind's values)."""
+        return "external" if self.external_execution else "input" if self.requires_user_input else "confirm"
+
+    @property
+    def pauses(self) -> bool:
+        """Whether a call of this tool waits for the person before anything runs."""
+        return self.requires_confirmation or self.requires_user_input or self.external_execution
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        """The arguments the person fills in (for `requires_user_input`)."""
+        if not self.requires_user_input:
+            return ()
+        return self.user_input_fields or tuple(self.parameters.get("properties", {}))
+
+    @property
+    def model_parameters(self) -> dict:
+        """The schema the model is given: without the fields the person fills in."""
+        if not self.input_fields:
+            return self.parameters
+        schema = copy.deepcopy(self.parameters)
+        for field in self.input_fields:
+            schema.get("properties", {}).pop(field, None)
+        schema["required"] = [r for r in schema.get("required", []) if r not in self.input_fields]
+        return schema
+
+    def validate_proposal(self, arguments: dict | str | None) -> dict:
+        """The model's arguments of a call: `validate`, except that the fields the person fills in are
+        neither expected nor kept (they are checked, merged, when the person submits them)."""
+        if not self.input_fields:
+            return self.validate(arguments)
+        from jsonschema import Draft202012Validator
+
+        arguments = _as_object(self.name, arguments)
+        arguments = {k: v for k, v in arguments.items() if k not in self.input_fields}
+        problems = _json_schema_problems(Draft202012Validator(self.model_parameters), arguments)
+        if problems:
+            raise ToolArgumentError(f"Invalid arguments for {self.name}: {'; '.join(problems)}.", problems)
+        return copy.deepcopy(arguments)
 
     def __post_init__(self) -> None:
         if self.arguments_model is None:  # a schema from elsewhere: validate with jsonschema
@@ -171,15 +221,7 @@ class Tool:
 
     def openai_function(self) -> dict:
         """`{"name", "description", "parameters"}`, for a provider to wrap in its own tool format."""
-        return {"name": self.name, "description": self.description, "parameters": copy.deepcopy(self.parameters)}
-
-
-# The reference's @tool options that this app does not build yet: a clear error, never ignored.
-_NOT_YET = {
-    "requires_user_input": "asking the person for input is not built yet",
-    "user_input_fields": "asking the person for input is not built yet",
-    "external_execution": "running a tool outside the server is not built yet",
-}
+        return {"name": self.name, "description": self.description, "parameters": copy.deepcopy(self.model_parameters)}
 
 
 def tool(
@@ -189,7 +231,10 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     preview: Callable[[ToolContext, dict], str | None] | None = None,
-    editable: bool = False,
+    editable: bool = True,
+    requires_user_input: bool = False,
+    user_input_fields: list[str] | tuple[str, ...] | None = None,
+    external_execution: bool = False,
     **unsupported: Any,
 ) -> Any:
     """Turn a function into a `Tool`; usable as `@tool` and as `@tool(requires_confirmation=True, ...)`.
@@ -198,8 +243,13 @@ def tool(
     line of the decorator."""
     if unsupported:
         option = next(iter(unsupported))
-        why = _NOT_YET.get(option, "this option is not supported")
-        raise DefinitionError(f"{caller_location()}: @tool({option}=...) is not supported: {why}.")
+        raise DefinitionError(f"{caller_location()}: @tool({option}=...) is not supported.")
+    if user_input_fields and not requires_user_input:
+        raise DefinitionError(f"{caller_location()}: @tool(user_input_fields=...) needs requires_user_input=True.")
+    if requires_user_input and external_execution:
+        raise DefinitionError(f"{caller_location()}: @tool takes requires_user_input or external_execution, "
+                              "not both.")
+    location = caller_location()
 
     def wrap(f: Callable) -> Tool:
         doc = docstring_parser.parse(inspect.getdoc(f) or "")
@@ -215,6 +265,9 @@ def tool(
             editable=editable,
             arguments_model=model,
             context_parameter=context_parameter,
+            requires_user_input=requires_user_input,
+            user_input_fields=_input_fields(location, schema, user_input_fields),
+            external_execution=external_execution,
         )
 
     if func is not None:
@@ -222,6 +275,16 @@ def tool(
             raise TypeError("tool() takes the function as its only positional argument")
         return wrap(func)
     return wrap
+
+
+def _input_fields(location: str, schema: dict, fields) -> tuple[str, ...]:
+    if isinstance(fields, str):
+        fields = [fields]
+    unknown = [f for f in fields or () if f not in schema.get("properties", {})]
+    if unknown:
+        raise DefinitionError(f"{location}: @tool(user_input_fields=...) names {', '.join(map(repr, unknown))}, "
+                              f"which the function does not take.")
+    return tuple(fields or ())
 
 
 def caller_location(depth: int = 2) -> str:

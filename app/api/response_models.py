@@ -33,9 +33,19 @@ class Accepted(Answer):
     detail: str
 
 
+class UserInputField(Answer):
+    """A field a call asks the person for (the reference's UserInputField); `value` once answered."""
+    name: str
+    field_type: str = Field(description="The Python type's name: str, int, float, bool, list or dict.")
+    description: str | None
+    value: Any
+
+
 class Tool(Answer):
-    """A tool call, as the reference's ToolExecution. `requires_confirmation` is true while it waits for
-    a decision; `confirmed` is null until a person decides. `preview` (what the call would do) is ours."""
+    """A tool call, as the reference's ToolExecution. `requires_confirmation` is true while a confirmation
+    waits for a decision; `confirmed` is null until a person decides. A call asking for input has
+    `requires_user_input` and its `user_input_schema`; one the person runs themselves has
+    `external_execution_required` (send its `result` back). `preview` (what the call would do) is ours."""
     tool_call_id: str
     tool_name: str
     tool_args: dict[str, Any]
@@ -49,7 +59,7 @@ class Tool(Answer):
     confirmed: bool | None
     confirmation_note: str | None
     requires_user_input: bool | None
-    user_input_schema: list[Any] | None
+    user_input_schema: list[UserInputField] | None
     user_feedback_schema: list[Any] | None
     answered: bool | None
     external_execution_required: bool | None

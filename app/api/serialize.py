@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app.api.core import Agent, DemoModel, tool_output
 from app.extensions import db
-from app.models import Account, CallStatus, ChatSession, Message, Run, RunEvent, RunStatus, ToolCall
+from app.models import Account, CallKind, CallStatus, ChatSession, Message, Run, RunEvent, RunStatus, ToolCall
 
 # Our run states in the reference's names (it has no "queued": a queued run is about to run).
 STATUS = {
@@ -103,7 +103,7 @@ def run_json(view: RunView) -> dict:
         "events": [_frame(view, "RunError", run.updated_at, content=run.error)]
         if run.status == RunStatus.FAILED else [],
         "messages": messages_json(view),
-        "tools": [tool_json(call) for call in view.calls],
+        "tools": [tool_json(call, agent=view.agent) for call in view.calls],
         "requirements": requirements_json(view),
         "input": {"input_content": run.input},
     }
@@ -117,13 +117,16 @@ def content(view: RunView) -> str:
     return replies[-1].content if replies else ""
 
 
-def tool_json(call: ToolCall, status: str | None = None) -> dict:
+def tool_json(call: ToolCall, status: str | None = None, agent: Agent | None = None) -> dict:
     """A tool call as the reference's `ToolExecution`; `status` replays a state the call was in.
 
-    `requires_confirmation` is true while the call waits for a decision (as in the reference, which
+    `requires_confirmation` is true while a confirmation waits for a decision (as in the reference, which
     clears it once decided); `confirmed` is null until a person decides, and stays null for calls that
-    needed no confirmation. `preview` (what the call would do) is ours."""
+    needed no confirmation. A call that asks for input has `requires_user_input` and the fields in
+    `user_input_schema` (`answered` once filled in); one the person runs has `external_execution_required`.
+    `preview` (what the call would do) is ours."""
     status = status or call.status
+    kind = getattr(call, "kind", None) or CallKind.CONFIRM
     settled = status in SETTLED
     if status == CallStatus.PENDING:
         confirmed = None
@@ -142,20 +145,44 @@ def tool_json(call: ToolCall, status: str | None = None) -> dict:
         "child_run_id": None,
         "stop_after_tool_call": False,
         "created_at": unix(call.created_at),
-        "requires_confirmation": status == CallStatus.PENDING,
+        "requires_confirmation": status == CallStatus.PENDING and kind == CallKind.CONFIRM,
         "confirmed": confirmed,
         "confirmation_note": call.reason if status == CallStatus.REJECTED else None,
-        "requires_user_input": None,
-        "user_input_schema": None,
+        "requires_user_input": True if kind == CallKind.INPUT else None,
+        "user_input_schema": user_input_schema(call, status, agent) if kind == CallKind.INPUT else None,
         "user_feedback_schema": None,
-        "answered": None,
-        "external_execution_required": None,
+        "answered": (status != CallStatus.PENDING) if kind != CallKind.CONFIRM else None,
+        "external_execution_required": True if kind == CallKind.EXTERNAL else None,
         "external_execution_silent": None,
         "approval_type": None,
         "approval_id": None,
         "parent_tool_call_id": None,
         "preview": call.preview if status == CallStatus.PENDING else None,
     }
+
+
+_FIELD_TYPES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "array": "list",
+                "object": "dict"}
+
+
+def user_input_schema(call: ToolCall, status: str, agent: Agent | None) -> list[dict]:
+    """The fields a call asks the person for, as the reference's UserInputField (`value` once answered)."""
+    tool = agent.tool(call.name) if agent else None
+    if tool is None:
+        return []
+    properties = tool.parameters.get("properties", {})
+    answered = status != CallStatus.PENDING and call.arguments is not None
+    return [{"name": name, "field_type": _field_type(properties.get(name, {})),
+             "description": properties.get(name, {}).get("description"),
+             "value": call.arguments.get(name) if answered else None} for name in tool.input_fields]
+
+
+def _field_type(schema: dict) -> str:
+    kinds = [schema.get("type")] + [o.get("type") for o in schema.get("anyOf", ()) if isinstance(o, dict)]
+    kinds = [k for k in kinds if k and k != "null"]
+    if not kinds and "enum" in schema:
+        return "str"
+    return _FIELD_TYPES.get(kinds[0], "str") if kinds else "str"
 
 
 def tool_args(call: ToolCall) -> dict:
@@ -169,7 +196,7 @@ def tool_args(call: ToolCall) -> dict:
 
 
 def requirements_json(view: RunView) -> list[dict]:
-    return [{"id": call.id, "created_at": iso(call.created_at), "tool_execution": tool_json(call)}
+    return [{"id": call.id, "created_at": iso(call.created_at), "tool_execution": tool_json(call, agent=view.agent)}
             for call in view.calls if call.status == CallStatus.PENDING]
 
 
@@ -229,11 +256,11 @@ def event_frames(view: RunView, event: RunEvent) -> list[dict]:
             if call is None or status not in (CallStatus.EXECUTING, *SETTLED) or status == CallStatus.REJECTED:
                 return []
             if status == CallStatus.EXECUTING:
-                return [_frame(view, "ToolCallStarted", at, tool=tool_json(call, status))]
+                return [_frame(view, "ToolCallStarted", at, tool=tool_json(call, status, view.agent))]
             args = ", ".join(f"{k}={v}" for k, v in tool_args(call).items())
             outcome = "completed" if status == CallStatus.DONE else "failed"
             return [_frame(view, "ToolCallCompleted", at, content=f"{call.name}({args}) {outcome}.",
-                           tool=tool_json(call, status))]
+                           tool=tool_json(call, status, view.agent))]
         case "run_resumed":
             return [_frame(view, "RunContinued", at)]
         case "run_paused" | "run_completed" | "run_failed" | "run_cancelled":
@@ -248,7 +275,7 @@ def final_frames(view: RunView, kind: str, at=None) -> list[dict]:
         case "run_paused":
             return [_frame(view, "RunContentCompleted", at),
                     _frame(view, "RunPaused", at, content=PAUSED_CONTENT,
-                           tools=[tool_json(c) for c in view.calls], requirements=requirements_json(view))]
+                           tools=[tool_json(c, agent=view.agent) for c in view.calls], requirements=requirements_json(view))]
         case "run_completed":
             return [_frame(view, "RunContentCompleted", at),
                     _frame(view, "RunCompleted", at, content=content(view), content_type="str", session_state={},

@@ -26,7 +26,17 @@ def greet(ctx: ToolContext, name: str) -> str:
     return f"Hello, {name}!"
 
 
-GREETER = Agent(id="greeter", name="Greeter", instructions="Greet.", tools=[greet])
+@tool(requires_confirmation=True, editable=False)
+def wave(ctx: ToolContext, name: str) -> str:
+    """Wave at someone (a tool that forbids editing its arguments).
+
+    Args:
+        name: Who.
+    """
+    return f"*waves at {name}*"
+
+
+GREETER = Agent(id="greeter", name="Greeter", instructions="Greet.", tools=[greet, wave])
 
 
 def pause_on(api, fake_model, *calls, **form) -> dict:
@@ -145,19 +155,23 @@ def test_12_13_malformed_tools_are_400_or_422_with_a_readable_detail(api, harnes
     assert get_run(api, run["run_id"])["status"] == "PAUSED"
 
 
-def test_15_edited_arguments_of_a_tool_that_does_not_allow_editing_are_refused(api, harness, fake_model):
-    run = pause_on(api, fake_model)
-    before = harness.rows("users")
+def test_15_edited_arguments_of_a_tool_that_does_not_allow_editing_are_refused(app, api, harness, fake_model,
+                                                                             monkeypatch):
+    # delete_records allows editing now (issue 12); a tool with editable=False refuses as delete_records did.
+    monkeypatch.setitem(app.extensions["agents"]._agents, "greeter", GREETER)
+    fake_model.script(Turn(tool_calls=[ToolCall("wave", {"name": "Bob"})]))
+    run = paused(api, "wave at bob", agent="greeter")
     [tool] = run["tools"]
-    tampered = [{**documented(tool)[0], "tool_args": {"table_name": "orders", "count": 9999}}]
-    response = api.continue_(run["run_id"], tampered, stream=False)
+    tampered = [{**documented(tool)[0], "tool_args": {"name": "Mallory"}}]
+    response = api.continue_(run["run_id"], tampered, agent="greeter", stream=False)
     assert response.status_code == 422
-    assert "delete_records does not allow editing its arguments" in response.get_json()["detail"]
-    assert harness.rows("users") == before and get_run(api, run["run_id"])["tools"][0]["confirmed"] is None
+    assert "wave does not allow editing its arguments" in response.get_json()["detail"]
+    stored = api.get(f"/agents/greeter/runs/{run['run_id']}").get_json()["tools"][0]
+    assert (stored["tool_args"], stored["confirmed"]) == ({"name": "Bob"}, None)
 
     fake_model.script(Turn(text="Done."))  # the call as stored can still be approved
-    assert api.continue_(run["run_id"], documented(tool), stream=False).get_json()["status"] == "COMPLETED"
-    assert harness.rows("users") == before - 50
+    done = api.continue_(run["run_id"], documented(tool), agent="greeter", stream=False).get_json()
+    assert done["status"] == "COMPLETED" and done["tools"][0]["result"] == "*waves at Bob*"
 
 
 def test_16_a_different_tool_name_is_refused_and_nothing_runs(api, harness, fake_model):

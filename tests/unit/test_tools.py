@@ -325,12 +325,34 @@ def test_async_tools_run(ctx):
     assert later.run(ctx, {"n": 3}) == "[3, 3]"
 
 
-def test_reference_options_not_built_yet_are_a_definition_error_naming_the_line():
+def test_an_unknown_option_is_a_definition_error_naming_the_line():
     from app.agent.tools import DefinitionError
 
-    for option in ("requires_user_input", "user_input_fields", "external_execution"):
-        with pytest.raises(DefinitionError, match=rf"test_tools.py:\d+: @tool\({option}=...\) is not supported"):
-            tool(**{option: True})
+    with pytest.raises(DefinitionError, match=r"test_tools.py:\d+: @tool\(stop_after_tool_call=...\) is not supported"):
+        tool(stop_after_tool_call=True)
+    with pytest.raises(DefinitionError, match=r"test_tools.py:\d+: @tool\(user_input_fields=...\) needs "):
+        tool(user_input_fields=["count"])
+
+
+def test_user_input_fields_are_left_out_of_the_models_schema_and_checked_when_merged():
+    from app.agent.tools import DefinitionError
+
+    @tool(requires_user_input=True, user_input_fields=["count"])
+    def trim(table: str, count: int) -> str:
+        """Trim a table."""
+        return f"{table}:{count}"
+
+    assert trim.kind == "input" and trim.pauses and trim.input_fields == ("count",)
+    assert set(trim.openai_function()["parameters"]["properties"]) == {"table"}
+    assert trim.validate_proposal({"table": "users", "count": 3}) == {"table": "users"}
+    with pytest.raises(ToolArgumentError, match="missing required argument 'table'"):
+        trim.validate_proposal({})
+    with pytest.raises(ToolArgumentError, match="missing required argument 'count'"):
+        trim.validate({"table": "users"})
+    with pytest.raises(DefinitionError, match="names 'nope', which the function does not take"):
+        @tool(requires_user_input=True, user_input_fields=["nope"])
+        def typo(table: str) -> str:
+            return table
 
 
 def test_tools_are_hashable():
