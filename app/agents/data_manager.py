@@ -70,7 +70,25 @@ def _preview_delete(ctx: ToolContext, arguments: dict) -> str | None:
     if count >= total:
         return f"Deletes all {_plural(total, 'row')} in {table.name}."
     oldest = "the oldest" if count == 1 else f"the {count:,} oldest"
-    return f"Deletes {oldest} of {total:,} rows in {table.name}."
+    return f"Deletes {oldest} of {total:,} rows in {table.name}.\n{_first_to_go(ctx, table, count)}"
+
+
+PREVIEW_ROWS = 3
+
+
+def _first_to_go(ctx: ToolContext, table: sa.Table, count: int) -> str:
+    """The first few rows a delete would remove, one short line each (read only)."""
+    query = (sa.select(table).order_by(table.c.created_at.asc(), table.c.id.asc()).limit(min(count, PREVIEW_ROWS)))
+    with ctx.workspace.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    shown = [" · ".join(f"{k}={_short(v)}" for k, v in row.items() if k != "created_at") for row in rows]
+    more = f" … and {count - len(rows):,} more" if count > len(rows) else ""
+    return "First to go: " + "; ".join(shown) + more + "."
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @tool(requires_confirmation=True, preview=_preview_delete)
@@ -102,7 +120,10 @@ def delete_records(ctx: ToolContext, table_name: DataTable, count: DeleteCount) 
 
 def _preview_send(ctx: ToolContext, arguments: dict) -> str | None:
     recipient = str(arguments.get("recipient", "")).strip()
-    return f"Sends a message to {recipient}." if recipient else None
+    if not recipient:
+        return None
+    message = arguments.get("message")
+    return f"Sends a message to {recipient}:\n{message}" if isinstance(message, str) else f"Sends a message to {recipient}."
 
 
 @tool(requires_confirmation=True, preview=_preview_send)

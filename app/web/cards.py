@@ -10,6 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
 
+from flask import current_app
+
+from app.agent.context import changed_by_person
+from app.agent.decisions import fingerprint
+from app.extensions import db
+from app.agent.refusals import Invalid, NotFound
+from app.models import CallKind, Run, ToolCall
+from app.web.schema_form import form_fields, read_form
+
 FOLD_CHARS = 160   # longer values (or several lines) are folded behind their first words
 SUMMARY_CHARS = 72
 
@@ -85,7 +94,84 @@ def utc_iso(moment) -> str:
     return moment.isoformat()
 
 
+def tool_of(call):
+    """The tool of a call, from the agent of its run (None if that agent or tool is gone)."""
+    run = db.session.get(Run, call.run_id)
+    agent = current_app.extensions["agents"].get(run.agent_id) if run else None
+    return agent.tool(call.name) if agent else None
+
+
+def edit_fields(call, typed: dict | None = None):
+    """The Edit form's fields for a pending call, or [] if its tool does not allow editing."""
+    tool = tool_of(call)
+    if tool is None or not tool.editable or call.kind != CallKind.CONFIRM or call.arguments is None:
+        return []
+    return form_fields(tool.parameters, call.arguments, typed=typed)
+
+
+def input_fields(call, typed: dict | None = None):
+    """The fields a call asks the person to fill in."""
+    tool = tool_of(call)
+    if tool is None:
+        return []
+    return form_fields(tool.parameters, call.arguments, names=tool.input_fields, typed=typed)
+
+
+def seen(call) -> str:
+    """The fingerprint of what this card shows: an approval is bound to it (app.agent.decisions)."""
+    return fingerprint(call.arguments, call.preview)
+
+
+def decision_from_form(owner_id, run_id: str, call_id: str, decision: str, form) -> tuple[dict, dict | None]:
+    """What a card's form asks of `commands.decide` (its keyword arguments), and what the person typed
+    (to give a refused form back as it was). A value that is not even of its type is refused here
+    (Invalid, with the call), before the tool's own validation sees the rest."""
+    if decision in ("approve", "reject"):
+        return {"approve": decision == "approve"}, None
+    call = ToolCall.owned_by(owner_id, run_id, call_id)
+    if call is None:
+        raise NotFound("No such tool call.")
+    if decision == "result":
+        text, kind = form.get("result", ""), form.get("format", "text")
+        typed = {"result": text, "format": kind}
+        if kind == "json":
+            try:
+                json.loads(text)
+            except ValueError as exc:
+                raise _given_back(Invalid(f"The result is not valid JSON ({exc.msg} at line {exc.lineno} "
+                                          f"column {exc.colno}).", call=call), typed) from None
+        return {"approve": None, "result": text.strip()}, typed
+    tool = tool_of(call)
+    if tool is None:
+        raise Invalid(f"The tool {call.name} is not available now.", call=call)
+    names = tool.input_fields if decision == "input" else list(tool.parameters.get("properties", {}))
+    values, problems, typed = read_form(tool.parameters, form, names)
+    if problems:
+        raise _given_back(Invalid(f"Invalid arguments for {call.name}: {'; '.join(problems)}.", call=call), typed)
+    if decision == "input":
+        return {"approve": None, "user_input": values}, typed
+    return {"approve": None, "arguments": values}, typed
+
+
+def _given_back(refusal, typed: dict):
+    refusal.typed = typed  # the view shows the form again as it was typed
+    return refusal
+
+
+def problems_of(refusal) -> list[str]:
+    """A refusal's message as a list of problems, one per line of the form (`a; b` -> [a, b])."""
+    text = str(refusal)
+    head, _, rest = text.partition(": ")
+    if head.startswith("Invalid arguments for") and rest:
+        return [p.strip().rstrip(".") for p in rest.split("; ")]
+    return [text]
+
+
 def register(bp) -> None:
+    bp.add_app_template_global(edit_fields, "edit_fields")
+    bp.add_app_template_global(input_fields, "input_fields")
+    bp.add_app_template_global(seen, "seen_fingerprint")
+    bp.add_app_template_global(changed_by_person, "changed_by_person")
     bp.add_app_template_filter(utc_iso, "utc_iso")
     bp.add_app_template_global(approve_label, "approve_label")
     bp.add_app_template_global(is_destructive, "is_destructive")

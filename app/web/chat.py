@@ -9,7 +9,7 @@ from werkzeug.utils import secure_filename
 
 from app import chats, limits
 from app.agent import commands
-from app.agent.refusals import NotFound, Refusal
+from app.agent.refusals import Invalid, NotFound, Refusal
 from app.extensions import db
 from app.models import Run, utcnow
 from app.web import cards
@@ -238,21 +238,28 @@ def resend(chat_id):
     return redirect(target, 303)
 
 
-@bp.post("/runs/<run_id>/calls/<call_id>/<any(approve, reject):decision>")
+@bp.post("/runs/<run_id>/calls/<call_id>/<any(approve, reject, edit, input, result):decision>")
 @limits.commands
 def decide(run_id, call_id, decision):
+    # An admin may decide anyone's call (the run's owner is then not the one who decides).
+    owner_id = None if current_user.is_admin else current_user.id
+    typed = None
     try:
-        # An admin may decide anyone's call (the run's owner is then not the one who decides).
-        call, cursor = commands.decide(None if current_user.is_admin else current_user.id, run_id, call_id,
-                                     approve=decision == "approve", reason=request.form.get("reason"),
-                                     decider_id=current_user.id)
+        choice, typed = cards.decision_from_form(owner_id, run_id, call_id, decision, request.form)
+        call, cursor = commands.decide(owner_id, run_id, call_id, decider_id=current_user.id,
+                                       reason=request.form.get("reason"), seen=request.form.get("seen"), **choice)
     except Refusal as exc:
         if isinstance(exc, NotFound):
             abort(404, str(exc))
         if not _wants_fragment():
             abort(status_of(exc), str(exc))
-        return render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()), status_of(exc)
-    done = "Approved." if decision == "approve" else "Rejected."
+        typed = getattr(exc, "typed", typed)
+        form_back = isinstance(exc, Invalid) and typed is not None  # the form again, as typed, with why
+        return render_template("chat/_call.html", call=exc.call, notice=None if form_back else str(exc),
+                               problems=cards.problems_of(exc) if form_back else None, typed=typed,
+                               editing_open=form_back and decision == "edit", inbox=_from_inbox()), status_of(exc)
+    done = {"approve": "Approved.", "reject": "Rejected.", "edit": "Edited: check it and approve.",
+            "input": "Sent.", "result": "Handed back."}[decision]
     if not _wants_fragment():
         target = url_for("approvals.inbox") if _from_inbox() else url_for("chat.show", chat_id=call.message.session_id)
         return answer_after_commit(lambda: redirect(target, 303), f"{done} Reload the page to see the outcome.")

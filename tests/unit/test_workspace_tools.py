@@ -292,8 +292,11 @@ def test_delete_preview(ctx):
     def preview(arguments):
         return delete_records.preview(ctx, delete_records.validate(arguments))
 
-    assert preview({"table_name": "users", "count": 50}) == "Deletes the 50 oldest of 1,200 rows in users."
-    assert preview({"table_name": "orders", "count": 1}) == "Deletes the oldest of 3,000 rows in orders."
+    fifty = preview({"table_name": "users", "count": 50}).splitlines()
+    assert fifty[0] == "Deletes the 50 oldest of 1,200 rows in users."
+    assert fifty[1].startswith("First to go: id=") and fifty[1].endswith("… and 47 more.")
+    assert fifty[1].count("; ") == 2, "the first three rows, not fifty"
+    assert preview({"table_name": "orders", "count": 1}).splitlines()[0] == "Deletes the oldest of 3,000 rows in orders."
     assert preview({"table_name": "users", "count": 5000}) == "Deletes all 1,200 rows in users."
     assert delete_records.preview(ctx, {"table_name": "nope", "count": 5}) is None
     assert count_rows(ctx.workspace, "users") == 1200  # a preview changes nothing
@@ -341,8 +344,8 @@ def test_send_notification_accepts_the_maximum_length(ctx):
 
 
 def test_send_preview(ctx):
-    assert send_notification.preview(ctx, {"recipient": "alice@example.com", "message": "hi"}) == \
-        "Sends a message to alice@example.com."
+    assert send_notification.preview(ctx, {"recipient": "alice@example.com", "message": "hi <b>\nthere"}) == \
+        "Sends a message to alice@example.com:\nhi <b>\nthere"  # the message as it will be sent
 
 
 # -- read-only tools and the agent ----------------------------------------------------------------------
