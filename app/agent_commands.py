@@ -23,7 +23,8 @@ def list_agents():
     for agent in current_app.extensions["agents"].all():
         click.echo(f"{agent.id}  {agent.name}" + (f"  ({agent.location})" if agent.location else ""))
         for tool in agent.load_tools():
-            gate = "asks first" if tool.requires_confirmation else "runs at once"
+            gate = ("done by a person" if tool.external_execution else "asks for input" if tool.requires_user_input
+                    else "asks first" if tool.requires_confirmation else "runs at once")
             origin = "  [mcp, destructive]" if tool.source == "mcp" and tool.destructive else \
                 "  [mcp]" if tool.source == "mcp" else ""
             click.echo(f"    {tool.name:<28} {gate}{origin}")

@@ -53,7 +53,7 @@ def test_built_in_and_own_agents_side_by_side(tmp_path):
     result = flask(tmp_path, "agents", "list", AGENTS=f"{path}, examples.files_agent.agent")
     assert result.returncode == 0, result.stderr
     ids = [line.split()[0] for line in result.stdout.splitlines() if not line.startswith(" ")]
-    assert ids == ["data_manager", "helper", "files"]
+    assert ids == ["data_manager", "ops_desk", "helper", "files"]
 
 
 def test_an_id_used_twice_stops_start_up(tmp_path):
