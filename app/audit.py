@@ -16,6 +16,7 @@ from typing import Iterator
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from app.agent.context import changed_by_person
 from app.extensions import db
 from app.models import Account, CallStatus, ChatSession, Run, ToolCall, iso_utc
 
@@ -27,7 +28,8 @@ DECISIONS = ("pending", "approved", "rejected", "auto", "invalid")
 
 FIELDS = ("id", "proposed_at", "person", "agent_id", "chat_id", "chat_title", "tool", "tool_call_id",
           "arguments", "model_arguments", "requires_confirmation", "preview", "decision", "decided_by",
-          "decided_at", "reason", "status", "result", "error", "updated_at")
+          "decided_at", "reason", "status", "result", "error", "updated_at", "kind", "original_arguments",
+          "changed")
 
 
 class AuditFilterError(ValueError):
@@ -148,6 +150,9 @@ def record(call: ToolCall, run: Run, chat: ChatSession, owner: Account, decider:
         "decision": decision_of(call), "decided_by": decided_by(call, decider),
         "decided_at": iso_utc(call.decided_at), "reason": call.reason, "status": call.status,
         "result": call.result, "error": call.error, "updated_at": iso_utc(call.updated_at),
+        "kind": call.kind, "original_arguments": call.original_arguments,
+        "changed": [f"{name}: {json.dumps(old, ensure_ascii=False)} → {json.dumps(new, ensure_ascii=False)}"
+                    for name, old, new in changed_by_person(call)],
     }
 
 

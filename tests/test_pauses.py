@@ -3,6 +3,7 @@ approve, ask for input, hand over, and a preview that changed between the card a
 from __future__ import annotations
 
 import html as htmllib
+import json
 import re
 
 import sqlalchemy as sa
@@ -70,6 +71,10 @@ def test_edit_validates_previews_again_then_runs_as_shown_and_tells_the_model(ap
     assert told[0].startswith("The person edited the arguments: count: 50 → 10.\nDeleted 10 records")
     page = browser.get(f"/chats/{chat}").data.decode()
     assert "Edited and approved by you" in page and "<del>50</del>" in page
+    [record] = [json.loads(line) for line in browser.get("/audit.jsonl").get_data(as_text=True).splitlines()]
+    assert (record["arguments"]["count"], record["original_arguments"]["count"]) == (10, 50)
+    assert record["changed"] == ["count: 50 → 10"] and record["decision"] == "approved"
+    assert "Edited: count: 50 → 10" in htmllib.unescape(browser.get("/audit").data.decode())
 
 
 def test_a_tool_that_forbids_editing_has_no_edit_form_and_refuses_one(app, browser, harness, fake_model, monkeypatch):
