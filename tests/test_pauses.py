@@ -155,6 +155,25 @@ def test_a_preview_that_changed_asks_again_instead_of_running(app, browser, harn
     assert second.status_code == 409 and harness.rows("users") == shrunk - 50, "a decision is single-use"
 
 
+def test_a_card_shown_again_makes_its_preview_again_and_the_inbox_too(app, browser, harness, fake_model):
+    chat, run_id, call_id = pause(browser, harness, fake_model,
+                                  ToolCall("delete_records", {"table_name": "users", "count": 50}), "data_manager")
+    before = harness.rows("users")
+    assert f"of {before:,} rows in users" in htmllib.unescape(browser.get(f"/chats/{chat}").data.decode())
+    with app.app_context(), db.engines["workspace"].begin() as conn:
+        conn.execute(sa.text("DELETE FROM users WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 10)"))
+    page = htmllib.unescape(browser.get(f"/chats/{chat}").data.decode())
+    assert f"of {before - 10:,} rows in users" in page and f"of {before:,} rows" not in page
+    assert f"of {before - 10:,} rows" in harness.calls(run_id)[0].preview
+    with app.app_context(), db.engines["workspace"].begin() as conn:
+        conn.execute(sa.text("DELETE FROM users WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 10)"))
+    inbox = htmllib.unescape(browser.get("/approvals").data.decode())
+    assert f"of {before - 20:,} rows in users" in inbox
+    assert browser.post(f"/runs/{run_id}/calls/{call_id}/approve", {"seen": seen_of(inbox, call_id)}).status_code == 200
+    harness.wait(run_id, "completed")
+    assert harness.rows("users") == before - 70
+
+
 def test_the_ops_desk_demo_lists_its_prompts_and_every_kind_of_pause(app):
     from app.agents.ops_desk import OPS_DESK, SUGGESTIONS
     kinds = {}

@@ -126,3 +126,37 @@ def _result_text(result) -> str:
     if len(text) > MAX_RESULT_CHARS:
         raise Invalid(f"The result is too long ({len(text):,} characters; the limit is {MAX_RESULT_CHARS:,}).")
     return text
+
+
+def refresh_previews(run_id: str | None) -> int:
+    """Make the previews of a paused run's pending calls again (previews have no side effects) and store
+    those that changed, so a card shows what approving it would do now (approval checks once more).
+    Returns how many changed; commits only then."""
+    import sqlalchemy as sa
+
+    from app.agent import events
+    from app.agent.loop import agent_of
+    from app.extensions import db
+    from app.models import Run, RunStatus
+
+    run = db.session.get(Run, run_id) if run_id else None
+    if run is None or run.status != RunStatus.PAUSED:
+        return 0
+    agent = agent_of(run.agent_id)
+    ctx = tool_context(RunRef(run.id, run.session_id, run.owner_id, run.agent_id))
+    fresh = {}
+    for call in db.session.scalars(sa.select(ToolCall).where(ToolCall.run_id == run.id,
+                                                             ToolCall.status == CallStatus.PENDING)):
+        tool = agent.tool(call.name) if agent else None
+        if tool is not None and tool.preview and call.arguments is not None:
+            preview = safe_preview(tool, ctx, call.arguments)
+            if preview != call.preview:
+                fresh[call.id] = preview
+    if not fresh:
+        return 0
+    Run.lock(run.id)
+    for call_pk, preview in fresh.items():
+        if ToolCall.transition(call_pk, CallStatus.PENDING, CallStatus.PENDING, preview=preview):
+            events.append(run.id, "tool_call_updated", {"call_id": call_pk, "status": CallStatus.PENDING})
+    db.session.commit()
+    return len(fresh)

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, g, render_template, request, stream_with_
 from flask_login import current_user
 
 from app import approvals, audit
+from app.agent.decisions import refresh_previews
 from app.audit import AuditFilterError
 from app.web import auth
 from app.web.auth import ApiAuthError
@@ -69,6 +70,8 @@ def waiting_approvals():
 @accepts_bearer
 def inbox():
     scope = _scope()
+    for run_id in {item.call.run_id for item in approvals.pending_calls(scope)}:
+        refresh_previews(run_id)  # each card shows what approving it would do now
     items = approvals.pending_calls(scope)
     if _bearer():
         return {"data": [approvals.as_json(item, url_for("approvals.inbox", _anchor=f"call-{item.call.id}",

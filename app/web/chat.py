@@ -9,6 +9,7 @@ from werkzeug.utils import secure_filename
 
 from app import chats, limits
 from app.agent import commands
+from app.agent.decisions import refresh_previews
 from app.agent.refusals import Invalid, NotFound, Refusal
 from app.extensions import db
 from app.models import Run, utcnow
@@ -180,7 +181,10 @@ def create():
 
 @bp.get("/chats/<chat_id>")
 def show(chat_id):
-    conv = chats.conversation(_owned_chat_or_404(chat_id))
+    chat = _owned_chat_or_404(chat_id)
+    latest = Run.latest_in(chat.id)
+    refresh_previews(latest.id if latest else None)  # a card shows what approving it would do now
+    conv = chats.conversation(chat)
     return _agent_page("chat/page.html", agent=_agent_of(conv.chat), conv=conv,
                        chats=chats.list_chats(current_user.id))
 
