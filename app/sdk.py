@@ -5,7 +5,8 @@ its imports replaced by::
 
 - `Agent(name=..., id=..., model=..., tools=[...], instructions=[...], description=..., markdown=True)`
   (app.agent.definition.Agent). `model` is optional: without it the agent uses the app's OPENAI_* model.
-- `@tool` / `@tool(requires_confirmation=True, name=..., description=..., preview=..., editable=...)`
+- `@tool` / `@tool(requires_confirmation=True, name=..., description=..., preview=..., editable=...,
+  requires_user_input=..., user_input_fields=[...], external_execution=...)`
   (app.agent.tools.tool): arguments from type hints (pydantic: `Annotated[int, Field(ge=1)]`,
   `Literal[...]`, enums) and the Google-style docstring (`Args:`), validated before a card is shown.
   A parameter `run_context: RunContext` receives the account, session and run ids and is not shown

@@ -141,7 +141,11 @@ def _paths() -> dict:
                     "`tool_args`, `confirmed` (true runs the call as stored, false rejects it with "
                     "`confirmation_note`, null leaves it pending), `confirmation_note`. The server's copy is the "
                     "truth: a different `tool_name` is a 422, and different `tool_args` are an edit, which only "
-                    "tools that allow editing accept. Calls left out stay pending: the run answers PAUSED again. "
+                    "tools that allow editing accept. A call with `requires_user_input` is answered with its "
+                    "`user_input_schema` fields' `value`s (it runs with them merged in); one with "
+                    "`external_execution_required` with the `result` the person got (never run on the server). "
+                    "An approval whose preview changed since it was shown is a 409 with the new preview; "
+                    "nothing runs. Calls left out stay pending: the run answers PAUSED again. "
                     "A continue of a run that is not paused is a 409 (two continues at once: one wins, the other "
                     "gets 409); of a failed run, it retries."),
                 "parameters": run_ops,

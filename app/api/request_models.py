@@ -103,7 +103,8 @@ class ToolDecision(BaseModel):
     user_input_schema: list[Any] | None = Field(None, description="With `requires_user_input`: fields with "
                                                                   "`name` and `value`.")
     external_execution_required: Any = None
-    result: Any = Field(None, description="With `external_execution_required`: the call's result.")
+    result: Any = Field(None, description="With `external_execution_required`: the call's result, as the "
+                                          "person got it (text, or JSON sent as text); the model reads it.")
 
     def decision(self) -> Decision:
         user_input = None
