@@ -57,6 +57,7 @@ def as_json(item: Pending, card_url: str, chat_url: str) -> dict:
         "id": call.id, "run_id": call.run_id, "session_id": item.chat.id, "session_name": item.chat.title,
         "agent_id": item.chat.agent_id, "tool_call_id": call.call_id, "tool_name": call.name,
         "tool_args": call.arguments, "preview": call.preview, "status": call.status,
+        "kind": call.kind,  # confirm | input (fields to fill in) | external (the person runs it)
         "requester": item.owner.api_user_id or item.owner.display_name,
         "created_at": iso_utc(call.created_at),
         "card_url": card_url, "chat_url": chat_url,

@@ -24,7 +24,9 @@ def chat_with(browser, harness, text: str) -> str:
 
 
 def titles(browser, path="/chats/new") -> list[str]:
-    return re.findall(r'class="chat-link[^"]*"[^>]*>([^<]*)</a>', browser.get(path).data.decode())
+    # A link names its chat's agent after the title when there are several agents (the built-in two).
+    return re.findall(r'class="chat-link[^"]*"[^>]*>([^<]*)(?:<span class="chat-agent">[^<]*</span>)?</a>',
+                      browser.get(path).data.decode())
 
 
 def test_rename_inline(browser, harness, fake_model):

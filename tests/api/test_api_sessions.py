@@ -10,8 +10,9 @@ SESSION_FIELDS = {"session_id", "session_name", "session_state", "created_at", "
 
 
 def test_agents(api):
-    [agent] = api.get("/agents").get_json()
+    agent, ops_desk = api.get("/agents").get_json()  # the two built-in agents
     assert (agent["id"], agent["name"]) == ("data_manager", "Data Manager")
+    assert (ops_desk["id"], ops_desk["name"]) == ("ops_desk", "Ops Desk")
     gated = {t["name"]: t["requires_confirmation"] for t in agent["tools"]["tools"]}
     assert gated == {"list_tables": False, "count_records": False, "delete_records": True,
                      "send_notification": True}
