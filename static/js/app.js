@@ -190,7 +190,8 @@
     if (!details.matches || !details.matches("details.reject") || !details.open) return;
     var reason = details.querySelector("textarea");
     if (reason) reason.focus({ preventScroll: true });
-    details.scrollIntoView({ block: "nearest" });
+    // The details lays out through display: contents (no box of its own): scroll its form into view.
+    (details.querySelector("form") || details).scrollIntoView({ block: "nearest" });
   }, true);
 
   // A suggestion fills the composer.
