@@ -16,9 +16,12 @@ from flask import current_app
 from app.agent import events
 from app.agent.loop import RunRef, agent_of, interrupt_message, safe_preview, tool_context
 from app.agent.recovery import submit
-from app.agent.refusals import Conflict, Invalid, NotFound, TooLarge, TooMany
+from app.agent.expiry import expire_if_due, is_due
+from app.agent.refusals import Conflict, Expired, Forbidden, Invalid, NotFound, TooLarge, TooMany
 from app.agent.tools import ToolArgumentError
+from app import grants
 from app.extensions import db
+from app.grants import GrantRequest
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
 
 
@@ -99,20 +102,28 @@ def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
 
 
 def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reason: str | None = None,
-           decider_id: int | None = None) -> tuple[ToolCall, int]:
+           decider_id: int | None = None, always: GrantRequest | None = None) -> tuple[ToolCall, int]:
     """Approve or reject one pending call. Returns the call and the cursor to stream the run from.
 
     `owner_id` scopes the lookup to that account's runs (None: an admin, for anyone's); `decider_id` is
-    recorded as who decided. The second of two racing decisions gets a 409 with the call's current state."""
+    recorded as who decided. The second of two racing decisions gets a 409 with the call's current state;
+    a call whose approval expired is expired now (if the sweeper has not yet) and refused. `always`
+    approves with "Always allow" (app.grants)."""
     call = ToolCall.owned_by(owner_id, run_id, call_id) or _refuse_missing("No such tool call.")
     reason = (reason or "").strip()[:2000] or None
+    always = always.checked() if always is not None and approve else None
     cursor = Run.lock(run_id)
+    _expire_due(run_id, [call])  # the sweeper may not have run yet
+    _check_approver(call, decider_is_admin=owner_id is None)
     status = CallStatus.APPROVED if approve else CallStatus.REJECTED
-    if not ToolCall.transition(call.id, CallStatus.PENDING, status, decided_by="user", decided_at=utcnow(),
+    now = utcnow()
+    if not ToolCall.transition(call.id, CallStatus.PENDING, status, decided_by="user", decided_at=now,
                             reason=None if approve else reason, decider_id=decider_id):
         db.session.rollback()
         call = db.session.get(ToolCall, call.id)
-        raise Conflict(f"This call was already {call.status.replace('_', ' ')}.", call=call)
+        raise _settled(call)
+    if approve and always is not None:
+        _grant_from(call, run_id, decider_id, owner_id is None, always, now)
     events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
     still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
         ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
@@ -125,6 +136,46 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reaso
     if resumed:
         submit(run_id)
     return call, cursor
+
+
+def _expire_due(run_id: str, calls) -> None:
+    """Expire the calls whose approval time has passed (committed: the refusal that follows must not
+    undo it); the run goes on if nothing of the turn is pending any more."""
+    due = [call for call in calls if is_due(call)]
+    if not due:
+        return
+    resumed = False
+    for call in due:
+        resumed = expire_if_due(call) or resumed
+    db.session.commit()
+    if resumed:
+        submit(run_id)
+    Run.lock(run_id)  # the caller goes on as under the lock it had taken
+
+
+def _check_approver(call: ToolCall, decider_is_admin: bool) -> None:
+    """A call only admins may decide (`approvers="admin"`) is refused to anyone else, the run's owner too."""
+    if call.approvers == "admin" and not decider_is_admin and call.status == CallStatus.PENDING:
+        db.session.rollback()
+        raise Forbidden(f"Only an admin can decide this call of {call.name}: it waits for an admin.", call=call)
+
+
+def _settled(call: ToolCall) -> Conflict:
+    """The refusal of a decision on a call that is no longer pending (expired: said so)."""
+    if call.status == CallStatus.EXPIRED:
+        return Expired(f"The approval of this call of {call.name} expired; it was not executed.", call=call)
+    return Conflict(f"This call was already {call.status.replace('_', ' ')}.", call=call)
+
+
+def _grant_from(call: ToolCall, run_id: str, decider_id: int | None, decider_is_admin: bool,
+                always: GrantRequest, now) -> None:
+    """"Always allow" with the approval: refused (nothing written) unless this person may grant it."""
+    run = db.session.get(Run, run_id)
+    refusal = grants.refusal_of(call, run.owner_id, decider_id, decider_is_admin)
+    if refusal:
+        db.session.rollback()
+        raise Forbidden(refusal, call=db.session.get(ToolCall, call.id))
+    grants.create(call, run.owner_id, run.agent_id, run.session_id, always, now)
 
 
 def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
@@ -182,8 +233,8 @@ class Decision:
     external_result: str | None = None
 
 
-def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_id: int | None = None
-                 ) -> tuple[Run, int]:
+def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_id: int | None = None,
+                 decider_is_admin: bool = False) -> tuple[Run, int]:
     """Apply several decisions to a paused run at once. Returns the run and the cursor to stream from.
 
     All or nothing: every entry is checked before anything is written (422 for an unknown call, a
@@ -197,7 +248,9 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
     cursor = Run.lock(run.id)
     calls = {c.call_id: c for c in db.session.scalars(
         sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}
-    changes = _check_decisions(RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions)
+    _expire_due(run.id, calls.values())
+    changes = _check_decisions(RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions,
+                               decider_is_admin)
     if run.status == RunStatus.FAILED:
         db.session.rollback()
         return retry(owner_id, run_id)
@@ -234,7 +287,8 @@ class _Lost(Exception):
     """A compare-and-set found the row already changed by someone else."""
 
 
-def _check_decisions(run: RunRef, calls: dict[str, ToolCall], decisions: list[Decision]) -> list:
+def _check_decisions(run: RunRef, calls: dict[str, ToolCall], decisions: list[Decision],
+                     decider_is_admin: bool = False) -> list:
     """Check every entry against the stored calls; return (call, new status, values) for the new
     decisions, in the calls' order (one lock order for every continue, so two cannot deadlock)."""
     agent = agent_of(run.agent_id)
@@ -254,6 +308,10 @@ def _check_decisions(run: RunRef, calls: dict[str, ToolCall], decisions: list[De
             raise Invalid(f"Tool call {call.call_id!r} ({call.name}) runs on the server; it takes no "
                           "result from the client.")
         edited = decision.arguments is not None and decision.arguments != call.arguments
+        if call.status == CallStatus.EXPIRED and (edited or decision.confirmed is not None):
+            raise _settled(call)
+        if edited or decision.confirmed is not None:
+            _check_approver(call, decider_is_admin)
         if call.status != CallStatus.PENDING:
             was_approved = None if call.decided_by is None else call.status != CallStatus.REJECTED
             if edited or (decision.confirmed is not None and decision.confirmed != was_approved):

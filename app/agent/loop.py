@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import current_app
 
-from app.agent import events
+from app.agent import events, rules
 from app.agent.context import build_context
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.recovery import WORKER_ID, commit_owned, lease_until
@@ -170,7 +170,8 @@ def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallReque
         call = dict(id=new_id("tc"), run_id=run.id, message_id=message_id, position=position,
                     call_id=request.call_id, name=request.name, raw_arguments=request.arguments or "",
                     arguments=None, requires_confirmation=False, status=CallStatus.FAILED, error=None,
-                    preview=None, decided_by=None, decided_at=None, created_at=now, updated_at=now)
+                    preview=None, decided_by=None, decided_at=None, created_at=now, updated_at=now,
+                    approvers=None, expires_at=None, allow_always=False, grant_id=None)
         tool = agent.tool(request.name)
         if tool is None:
             call["error"] = f"Unknown tool {request.name!r}. Available: {', '.join(t.name for t in agent.tools)}."
@@ -181,11 +182,10 @@ def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallReque
             except ToolArgumentError as exc:
                 call["error"] = f"Invalid arguments: {exc}"
             else:
-                if tool.requires_confirmation:
+                call.update(rules.gate(tool, call["arguments"], ctx, run.agent_id, now))
+                if call["status"] == CallStatus.PENDING:
                     any_gated = True
-                    call.update(status=CallStatus.PENDING, preview=safe_preview(tool, ctx, call["arguments"]))
-                else:
-                    call.update(status=CallStatus.APPROVED, decided_by="auto", decided_at=now)
+                    call["preview"] = safe_preview(tool, ctx, call["arguments"])
         calls.append(call)
     return calls, any_gated
 

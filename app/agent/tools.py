@@ -96,6 +96,12 @@ class Tool:
 
     `source` says where the tool comes from ("python", or "mcp" for a server's tool) and
     `destructive` what an MCP server's annotations say (None: not said).
+
+    Approval options (app.agent.rules): `confirmation_rule`, when set, is `(arguments, run_context)
+    -> bool` deciding per call whether it needs confirmation (`requires_confirmation` is then True:
+    the tool may ask); `approvers="admin"` lets only admins decide its calls; `allow_always` whether a
+    person may grant "Always allow"; `approval_timeout` seconds a call waits before it expires (None:
+    APPROVAL_TIMEOUT).
     """
 
     name: str
@@ -109,6 +115,10 @@ class Tool:
     context_parameter: str | None = None
     source: str = "python"
     destructive: bool | None = None
+    confirmation_rule: Callable[[dict, ToolContext], bool] | None = None
+    approvers: str | None = None
+    allow_always: bool = True
+    approval_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.arguments_model is None:  # a schema from elsewhere: validate with jsonschema
@@ -182,17 +192,27 @@ _NOT_YET = {
 }
 
 
+APPROVERS = (None, "admin")
+
+
 def tool(
     func: Callable | None = None,
     *,
-    requires_confirmation: bool = False,
+    requires_confirmation: bool | Callable[[dict, ToolContext], bool] = False,
     name: str | None = None,
     description: str | None = None,
     preview: Callable[[ToolContext, dict], str | None] | None = None,
     editable: bool = False,
+    approvers: str | None = None,
+    allow_always: bool = True,
+    approval_timeout: float | None = None,
     **unsupported: Any,
 ) -> Any:
     """Turn a function into a `Tool`; usable as `@tool` and as `@tool(requires_confirmation=True, ...)`.
+
+    `requires_confirmation` is a bool, or a rule `(arguments, run_context) -> bool` asked for each call
+    (a call it lets through is recorded as approved by the rule; a rule that raises asks). See `Tool`
+    for `approvers`, `allow_always` and `approval_timeout`.
 
     An option of the reference that is not supported here raises DefinitionError naming the file and
     line of the decorator."""
@@ -200,6 +220,12 @@ def tool(
         option = next(iter(unsupported))
         why = _NOT_YET.get(option, "this option is not supported")
         raise DefinitionError(f"{caller_location()}: @tool({option}=...) is not supported: {why}.")
+    where = caller_location()
+    check_approval_options(f"{where}: @tool", approvers, approval_timeout)
+    if not isinstance(requires_confirmation, bool) and not callable(requires_confirmation):
+        raise DefinitionError(f"{where}: @tool(requires_confirmation=...) must be True, False or a function "
+                              f"(arguments, run_context) -> bool, got {requires_confirmation!r}.")
+    rule = None if isinstance(requires_confirmation, bool) else requires_confirmation
 
     def wrap(f: Callable) -> Tool:
         doc = docstring_parser.parse(inspect.getdoc(f) or "")
@@ -209,12 +235,16 @@ def tool(
             name=name or f.__name__,
             description=description if description is not None else _doc_description(doc),
             parameters=schema,
-            requires_confirmation=requires_confirmation,
+            requires_confirmation=rule is not None or requires_confirmation,
             func=f,
             preview=preview,
             editable=editable,
             arguments_model=model,
             context_parameter=context_parameter,
+            confirmation_rule=rule,
+            approvers=approvers,
+            allow_always=allow_always,
+            approval_timeout=approval_timeout,
         )
 
     if func is not None:
@@ -222,6 +252,16 @@ def tool(
             raise TypeError("tool() takes the function as its only positional argument")
         return wrap(func)
     return wrap
+
+
+def check_approval_options(what: str, approvers: str | None, approval_timeout: float | None) -> None:
+    """DefinitionError for approval options the app cannot honour (`what` names where they were given)."""
+    if approvers not in APPROVERS:
+        raise DefinitionError(f'{what}(approvers=...) must be "admin" or None, got {approvers!r}.')
+    if approval_timeout is not None and (isinstance(approval_timeout, bool) or not isinstance(
+            approval_timeout, (int, float)) or approval_timeout <= 0):
+        raise DefinitionError(f"{what}(approval_timeout=...) must be a positive number of seconds, "
+                              f"got {approval_timeout!r}.")
 
 
 def caller_location(depth: int = 2) -> str:

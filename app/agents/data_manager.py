@@ -73,7 +73,7 @@ def _preview_delete(ctx: ToolContext, arguments: dict) -> str | None:
     return f"Deletes {oldest} of {total:,} rows in {table.name}."
 
 
-@tool(requires_confirmation=True, preview=_preview_delete)
+@tool(requires_confirmation=True, preview=_preview_delete, allow_always=False)  # each deletion asks
 def delete_records(ctx: ToolContext, table_name: DataTable, count: DeleteCount) -> str:
     """Permanently delete the oldest records (by creation time) from one data table: users, orders
     or events. The user is asked to confirm before it runs. At most 10,000 records per call.

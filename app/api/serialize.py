@@ -29,7 +29,7 @@ STATUS = {
 STATUS_FILTER = {name: [ours for ours, theirs in STATUS.items() if theirs == name] for name in set(STATUS.values())}
 
 PAUSED_CONTENT = "I have tools to execute, but I need confirmation."  # the reference's fixed text
-SETTLED = (CallStatus.DONE, CallStatus.FAILED, CallStatus.REJECTED, CallStatus.OUTCOME_UNKNOWN)
+SETTLED = (CallStatus.DONE, CallStatus.FAILED, CallStatus.REJECTED, CallStatus.OUTCOME_UNKNOWN, CallStatus.EXPIRED)
 FINAL_EVENTS = ("RunPaused", "RunCompleted", "RunError", "RunCancelled")
 
 
@@ -122,7 +122,8 @@ def tool_json(call: ToolCall, status: str | None = None) -> dict:
 
     `requires_confirmation` is true while the call waits for a decision (as in the reference, which
     clears it once decided); `confirmed` is null until a person decides, and stays null for calls that
-    needed no confirmation. `preview` (what the call would do) is ours."""
+    needed no confirmation. `preview` (what the call would do), `expires_at`, `approvers` and
+    `decided_by` are ours."""
     status = status or call.status
     settled = status in SETTLED
     if status == CallStatus.PENDING:
@@ -137,7 +138,8 @@ def tool_json(call: ToolCall, status: str | None = None) -> dict:
         "tool_args": tool_args(call),
         "tool_call_error": (status != CallStatus.DONE) if settled else None,
         "result": call.result if status == CallStatus.DONE
-        else tool_output(call) if status in (CallStatus.FAILED, CallStatus.OUTCOME_UNKNOWN) else None,
+        else tool_output(call) if status in (CallStatus.FAILED, CallStatus.OUTCOME_UNKNOWN, CallStatus.EXPIRED)
+        else None,
         "metrics": None,
         "child_run_id": None,
         "stop_after_tool_call": False,
@@ -155,6 +157,9 @@ def tool_json(call: ToolCall, status: str | None = None) -> dict:
         "approval_id": None,
         "parent_tool_call_id": None,
         "preview": call.preview if status == CallStatus.PENDING else None,
+        "expires_at": unix(call.expires_at) if call.expires_at else None,
+        "approvers": call.approvers,
+        "decided_by": None if status == CallStatus.PENDING else call.decided_by,
     }
 
 
@@ -226,7 +231,8 @@ def event_frames(view: RunView, event: RunEvent) -> list[dict]:
         case "tool_call_updated":
             call = next((c for c in view.calls if c.id == data.get("call_id")), None)
             status = data.get("status") or (call.status if call else None)
-            if call is None or status not in (CallStatus.EXECUTING, *SETTLED) or status == CallStatus.REJECTED:
+            if call is None or status not in (CallStatus.EXECUTING, *SETTLED) or status in (CallStatus.REJECTED,
+                                                                                              CallStatus.EXPIRED):
                 return []
             if status == CallStatus.EXECUTING:
                 return [_frame(view, "ToolCallStarted", at, tool=tool_json(call, status))]

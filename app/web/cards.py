@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
 
+from app import grants
+
 FOLD_CHARS = 160   # longer values (or several lines) are folded behind their first words
 SUMMARY_CHARS = 72
 
@@ -85,8 +87,15 @@ def utc_iso(moment) -> str:
     return moment.isoformat()
 
 
+def may_grant(call) -> bool:
+    from flask_login import current_user
+    return grants.may_grant(call, current_user if current_user.is_authenticated else None)
+
+
 def register(bp) -> None:
     bp.add_app_template_filter(utc_iso, "utc_iso")
+    bp.add_app_template_global(may_grant, "may_grant")
+    bp.add_app_template_global(grants.DURATIONS, "grant_durations")
     bp.add_app_template_global(approve_label, "approve_label")
     bp.add_app_template_global(is_destructive, "is_destructive")
     bp.add_app_template_global(shown_value, "shown_value")

@@ -10,6 +10,7 @@ from werkzeug.utils import secure_filename
 from app import chats, limits
 from app.agent import commands
 from app.agent.refusals import NotFound, Refusal
+from app.grants import GrantRequest
 from app.extensions import db
 from app.models import Run, utcnow
 from app.web import cards
@@ -245,7 +246,7 @@ def decide(run_id, call_id, decision):
         # An admin may decide anyone's call (the run's owner is then not the one who decides).
         call, cursor = commands.decide(None if current_user.is_admin else current_user.id, run_id, call_id,
                                      approve=decision == "approve", reason=request.form.get("reason"),
-                                     decider_id=current_user.id)
+                                     decider_id=current_user.id, always=_always_allow())
     except Refusal as exc:
         if isinstance(exc, NotFound):
             abort(404, str(exc))
@@ -262,6 +263,15 @@ def decide(run_id, call_id, decision):
     return answer_after_commit(
         lambda: render_template("chat/_decided.html", call=call, run=db.session.get(Run, run_id), cursor=cursor),
         f"{done} The page could not be updated just now: reload it to see the outcome.", call_id=call_id)
+
+
+def _always_allow() -> GrantRequest | None:
+    """The card's "Always allow" options, if the person approved with them."""
+    form = request.form
+    if form.get("always") != "1":
+        return None
+    return GrantRequest(scope=form.get("always_scope", "chat"), same_arguments=form.get("always_same_arguments") == "1",
+                        duration=form.get("always_for", "forever"))
 
 
 def _from_inbox() -> bool:
