@@ -29,11 +29,13 @@ class GrantRequest:
     same_arguments: bool = False
     duration: str = "forever"
 
-    def checked(self) -> "GrantRequest":
+    def checked(self, call: ToolCall | None = None) -> "GrantRequest":
+        """Itself, or Invalid (carrying `call`, so the card can be shown again with the message)."""
         if self.scope not in SCOPES:
-            raise Invalid(f"Always allow: the scope must be one of {', '.join(SCOPES)}, not {self.scope!r}.")
+            raise Invalid(f"Always allow: the scope must be one of {', '.join(SCOPES)}, not {self.scope!r}.", call=call)
         if self.duration not in DURATIONS:
-            raise Invalid(f"Always allow: the duration must be one of {', '.join(DURATIONS)}, not {self.duration!r}.")
+            raise Invalid(f"Always allow: the duration must be one of {', '.join(DURATIONS)}, not {self.duration!r}.",
+                          call=call)
         return self
 
 

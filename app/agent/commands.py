@@ -111,7 +111,7 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool, reaso
     approves with "Always allow" (app.grants)."""
     call = ToolCall.owned_by(owner_id, run_id, call_id) or _refuse_missing("No such tool call.")
     reason = (reason or "").strip()[:2000] or None
-    always = always.checked() if always is not None and approve else None
+    always = always.checked(call) if always is not None and approve else None
     cursor = Run.lock(run_id)
     _expire_due(run_id, [call])  # the sweeper may not have run yet
     _check_approver(call, decider_is_admin=owner_id is None)
