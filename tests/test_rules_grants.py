@@ -151,7 +151,9 @@ def test_always_allow_for_the_values_shown_in_this_chat_runs_matching_calls_with
 
     _, [other_values] = propose(harness, fake_model, chat, ModelCall("archive_table", {"table_name": "users"}))
     assert other_values.status == "pending", "only the values shown were allowed"
+    fake_model.script(Turn(text="Left alone."))
     harness.decide(member.account_id, other_values.run_id, other_values.id, False)
+    harness.wait(other_values.run_id, "completed")
     _, [other_chat] = propose(harness, fake_model, rules_chat(harness, member.account_id), ARCHIVE_EVENTS)
     assert other_chat.status == "pending", "only this chat was allowed"
     [record] = audit(member, decision="grant")
@@ -232,7 +234,8 @@ def test_the_sweeper_expires_an_overdue_call_from_its_stored_time_and_the_run_go
 
     requests = len(fake_model.requests)
     late = member.post(f"/runs/{run_id}/calls/{call.id}/approve")
-    assert late.status_code == 409 and "expired" in late.data.decode() and "call-expired" in late.data.decode()
+    assert late.status_code == 200 and "expired" in late.data.decode() and "call-expired" in late.data.decode()
+    assert member.post(f"/runs/{run_id}/calls/{call.id}/approve", htmx=False).status_code == 303
     api = Api(app).continue_(run_id, [{"tool_call_id": call.call_id, "confirmed": True}], agent="rules",
                              user_id=member.email)
     assert api.status_code == 409 and "expired" in api.get_json()["detail"]
@@ -250,7 +253,9 @@ def test_a_late_click_expires_the_call_itself_when_no_sweeper_has_run(app, harne
     assert "The approval of this call of export_table expired" in late and "nothing was run" in late
     harness.wait(run_id, "completed")
     assert harness.calls(run_id)[0].status == "expired" and ledger_lines(ledger) == []
-    assert member.post(f"/runs/{run_id}/calls/{call.id}/approve").status_code == 409
+    again = member.post(f"/runs/{run_id}/calls/{call.id}/reject")
+    assert again.status_code == 200 and "call-expired" in again.data.decode()
+    assert harness.calls(run_id)[0].status == "expired"
 
 
 def test_an_api_continue_after_the_time_gets_409_and_the_call_never_runs(app, harness, fake_model, member, ledger):

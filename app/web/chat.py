@@ -9,7 +9,7 @@ from werkzeug.utils import secure_filename
 
 from app import chats, limits
 from app.agent import commands
-from app.agent.refusals import NotFound, Refusal
+from app.agent.refusals import Expired, NotFound, Refusal
 from app.grants import GrantRequest
 from app.extensions import db
 from app.models import Run, utcnow
@@ -250,9 +250,15 @@ def decide(run_id, call_id, decision):
     except Refusal as exc:
         if isinstance(exc, NotFound):
             abort(404, str(exc))
+        # A late click is no error: the answer is the card as it is now, expired (the API says 409).
+        late = isinstance(exc, Expired)
         if not _wants_fragment():
+            if late:
+                return redirect(url_for("approvals.inbox") if _from_inbox() else
+                                url_for("chat.show", chat_id=exc.call.message.session_id, _anchor=f"call-{call_id}"), 303)
             abort(status_of(exc), str(exc))
-        return render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()), status_of(exc)
+        return (render_template("chat/_call.html", call=exc.call, notice=str(exc), inbox=_from_inbox()),
+                200 if late else status_of(exc))
     done = "Approved." if decision == "approve" else "Rejected."
     if not _wants_fragment():
         target = url_for("approvals.inbox") if _from_inbox() else url_for("chat.show", chat_id=call.message.session_id)
