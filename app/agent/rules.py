@@ -45,9 +45,9 @@ def approval_timeout(tool: Tool) -> float:
 def gate(tool: Tool, arguments: dict, ctx: ToolContext, agent_id: str, now: datetime) -> dict:
     """The ledger values of a new, valid call of `tool`: approved at once (decided_by auto, rule or
     grant) or pending with its approval options."""
-    options = {"approvers": tool.approvers, "allow_always": tool.allow_always and tool.requires_confirmation}
     if not tool.requires_confirmation:
-        return {**options, "status": CallStatus.APPROVED, "decided_by": "auto", "decided_at": now}
+        return {"status": CallStatus.APPROVED, "decided_by": "auto", "decided_at": now}
+    options = {"approvers": tool.approvers, "allow_always": tool.allow_always}
     if not needs_confirmation(tool, arguments, ctx):
         return {**options, "status": CallStatus.APPROVED, "decided_by": APPROVED_BY_RULE, "decided_at": now}
     grant = grants.matching(ctx.owner_id, agent_id, tool.name, ctx.session_id, arguments, now) \
