@@ -2,7 +2,8 @@
 its approved calls, call the model, record the calls it makes, and finish (pause, complete, fail).
 
     run:  queued -> running -> paused -> queued -> running -> ... -> completed | failed | cancelled
-    call: pending -> approved | rejected;  approved -> executing -> done | failed | outcome_unknown
+    call: pending -> approved | rejected | expired;  approved -> executing -> done | failed | outcome_unknown
+    (a new call may start approved: it needs no confirmation, its rule let it through, or a grant: app.agent.rules)
 
 Transactions are few and short and none stays open across a model call or a tool; every commit
 renews the lease and is the cancel check (`recovery.commit_owned`).
