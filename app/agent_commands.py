@@ -23,7 +23,9 @@ def list_agents():
     for agent in current_app.extensions["agents"].all():
         click.echo(f"{agent.id}  {agent.name}" + (f"  ({agent.location})" if agent.location else ""))
         for tool in agent.load_tools():
-            gate = "asks first" if tool.requires_confirmation else "runs at once"
+            gate = "asks by its rule" if tool.confirmation_rule else "asks first" if tool.requires_confirmation \
+                else "runs at once"
+            gate += ", admins decide" if tool.requires_confirmation and tool.approvers == "admin" else ""
             origin = "  [mcp, destructive]" if tool.source == "mcp" and tool.destructive else \
                 "  [mcp]" if tool.source == "mcp" else ""
             click.echo(f"    {tool.name:<28} {gate}{origin}")

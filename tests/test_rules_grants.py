@@ -83,6 +83,12 @@ def test_a_rule_lets_small_calls_run_as_approved_by_the_rule_and_asks_for_large_
     assert (record["id"], record["decision"], record["decided_by"]) == (small.id, "rule", "rule")
 
 
+def test_new_chat_says_which_tools_ask_by_a_rule_and_which_only_admins_decide(member):
+    tools = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", member.get("/chats/new").data.decode()))
+    assert "purge_events asks by its rule" in tools and "reset_password asks first admins decide" in tools
+    assert "archive_table asks first" in tools
+
+
 def test_a_rule_that_raises_asks_instead_of_running(harness, fake_model, member, ledger):
     chat = rules_chat(harness, member.account_id)
     run_id, [call] = propose(harness, fake_model, chat, ModelCall("compact_table", {"table_name": "events"}))
