@@ -24,7 +24,9 @@ def list_agents():
         click.echo(f"{agent.id}  {agent.name}" + (f"  ({agent.location})" if agent.location else ""))
         for tool in agent.load_tools():
             gate = ("done by a person" if tool.external_execution else "asks for input" if tool.requires_user_input
-                    else "asks first" if tool.requires_confirmation else "runs at once")
+                    else "asks by its rule" if tool.confirmation_rule else "asks first" if tool.requires_confirmation
+                    else "runs at once")
+            gate += ", admins decide" if tool.pauses and tool.approvers == "admin" else ""
             origin = "  [mcp, destructive]" if tool.source == "mcp" and tool.destructive else \
                 "  [mcp]" if tool.source == "mcp" else ""
             click.echo(f"    {tool.name:<28} {gate}{origin}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import Account, CallStatus, ChatSession, Run, ToolCall, iso_utc
+from app.models import Account, CallStatus, ChatSession, Run, ToolCall, iso_utc, utcnow
 
 MAX_LISTED = 200
 
@@ -24,8 +24,12 @@ class Pending:
 def _decidable_by(select, account_id: int | None):
     """Scope to the calls `account_id` may decide: their own runs' (None: anyone's, for admins and the
     service key). Trashed chats are hidden everywhere, so their calls are too."""
-    select = select.where(ToolCall.status == CallStatus.PENDING, ChatSession.deleted_at.is_(None))
-    return select if account_id is None else select.where(Run.owner_id == account_id)
+    select = select.where(ToolCall.status == CallStatus.PENDING, ChatSession.deleted_at.is_(None),
+                          sa.or_(ToolCall.expires_at.is_(None), ToolCall.expires_at > utcnow()))
+    if account_id is None:
+        return select
+    # A member decides their own runs' calls, except those only an admin may decide.
+    return select.where(Run.owner_id == account_id, sa.or_(ToolCall.approvers.is_(None), ToolCall.approvers != "admin"))
 
 
 def _joined(select):
@@ -59,6 +63,7 @@ def as_json(item: Pending, card_url: str, chat_url: str) -> dict:
         "tool_args": call.arguments, "preview": call.preview, "status": call.status,
         "kind": call.kind,  # confirm | input (fields to fill in) | external (the person runs it)
         "requester": item.owner.api_user_id or item.owner.display_name,
-        "created_at": iso_utc(call.created_at),
+        "created_at": iso_utc(call.created_at), "expires_at": iso_utc(call.expires_at),
+        "approvers": call.approvers,
         "card_url": card_url, "chat_url": chat_url,
     }

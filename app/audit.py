@@ -16,20 +16,21 @@ from typing import Iterator
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from app import grants
 from app.agent.context import changed_by_person
 from app.extensions import db
-from app.models import Account, CallStatus, ChatSession, Run, ToolCall, iso_utc
+from app.models import Account, ApprovalGrant, CallStatus, ChatSession, Run, ToolCall, iso_utc
 
 PER_PAGE = 50
 MAX_FILTER = 200
 
 # What became of the proposal, as a person reads it; `decision` filters by these.
-DECISIONS = ("pending", "approved", "rejected", "auto", "invalid")
+DECISIONS = ("pending", "approved", "rejected", "auto", "rule", "grant", "expired", "invalid")
 
 FIELDS = ("id", "proposed_at", "person", "agent_id", "chat_id", "chat_title", "tool", "tool_call_id",
           "arguments", "model_arguments", "requires_confirmation", "preview", "decision", "decided_by",
           "decided_at", "reason", "status", "result", "error", "updated_at", "kind", "original_arguments",
-          "changed")
+          "changed", "grant_id", "grant", "approvers", "expires_at")
 
 
 class AuditFilterError(ValueError):
@@ -90,9 +91,10 @@ Decider = so.aliased(Account)
 
 def _select(viewer_id: int | None, where: AuditFilter):
     """The calls `viewer_id` may audit (None: everyone's), filtered, newest first."""
-    select = (sa.select(ToolCall, Run, ChatSession, Account, Decider)
+    select = (sa.select(ToolCall, Run, ChatSession, Account, Decider, ApprovalGrant)
               .join(Run, Run.id == ToolCall.run_id).join(ChatSession, ChatSession.id == Run.session_id)
-              .join(Account, Account.id == Run.owner_id).outerjoin(Decider, Decider.id == ToolCall.decider_id))
+              .join(Account, Account.id == Run.owner_id).outerjoin(Decider, Decider.id == ToolCall.decider_id)
+              .outerjoin(ApprovalGrant, ApprovalGrant.id == ToolCall.grant_id))
     if viewer_id is not None:
         select = select.where(Run.owner_id == viewer_id)
     elif where.person:
@@ -116,6 +118,9 @@ def _decision_is(decision: str):
         "rejected": ToolCall.status == CallStatus.REJECTED,
         "approved": sa.and_(ToolCall.decided_by == "user", ToolCall.status != CallStatus.REJECTED),
         "auto": ToolCall.decided_by == "auto",
+        "rule": ToolCall.decided_by == "rule",
+        "grant": ToolCall.decided_by == "grant",
+        "expired": ToolCall.status == CallStatus.EXPIRED,
         "invalid": sa.and_(ToolCall.decided_by.is_(None), ToolCall.status != CallStatus.PENDING),
     }[decision]
 
@@ -139,7 +144,8 @@ def records(viewer_id: int | None, where: AuditFilter) -> Iterator[dict]:
         offset += 500
 
 
-def record(call: ToolCall, run: Run, chat: ChatSession, owner: Account, decider: Account | None) -> dict:
+def record(call: ToolCall, run: Run, chat: ChatSession, owner: Account, decider: Account | None,
+           grant: ApprovalGrant | None = None) -> dict:
     """One call as the audit shows it. Room for what decisions will add (edited arguments, rule or grant
     names, expiry): new keys, the existing ones unchanged."""
     return {
@@ -153,6 +159,8 @@ def record(call: ToolCall, run: Run, chat: ChatSession, owner: Account, decider:
         "kind": call.kind, "original_arguments": call.original_arguments,
         "changed": [f"{name}: {json.dumps(old, ensure_ascii=False)} → {json.dumps(new, ensure_ascii=False)}"
                     for name, old, new in changed_by_person(call)],
+        "grant_id": call.grant_id, "grant": grants.describe(grant) if grant else None,
+        "approvers": call.approvers, "expires_at": iso_utc(call.expires_at),
     }
 
 
@@ -161,16 +169,21 @@ def decision_of(call: ToolCall) -> str:
         return "pending"
     if call.status == CallStatus.REJECTED:
         return "rejected"
-    if call.decided_by == "auto":
-        return "auto"
+    if call.status == CallStatus.EXPIRED:
+        return "expired"
+    if call.decided_by in ("auto", "rule", "grant"):
+        return call.decided_by
     return "approved" if call.decided_by == "user" else "invalid"
 
 
 def decided_by(call: ToolCall, decider: Account | None) -> str | None:
-    """The account that decided; "auto" (the tool needs no confirmation); "API key" (the service key
-    decided, naming no account); None while undecided."""
-    if call.decided_by == "auto":
-        return "auto"
+    """The account that decided; "auto" (the tool needs no confirmation); "rule" (the tool's rule let
+    this call through); "grant #N" (the owner's "Always allow"); "expired" (nobody decided in time);
+    "API key" (the service key decided, naming no account); None while undecided."""
+    if call.decided_by in ("auto", "rule", "expired"):
+        return call.decided_by
+    if call.decided_by == "grant":
+        return f"grant #{call.grant_id}"
     if call.decided_by == "user":
         return decider.api_user_id or decider.display_name if decider else "API key"
     return None

@@ -186,6 +186,8 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "APPROVAL_WEBHOOK_BACKOFF": _positive(get("APPROVAL_WEBHOOK_BACKOFF", "10"), "APPROVAL_WEBHOOK_BACKOFF"),
         "APPROVAL_WEBHOOK_SCAN_SECONDS": _positive(get("APPROVAL_WEBHOOK_SCAN_SECONDS", "5"),
                                                    "APPROVAL_WEBHOOK_SCAN_SECONDS"),
+        # Seconds a call waits for its approval before it expires (a tool may set its own, approval_timeout=).
+        "APPROVAL_TIMEOUT": _positive(get("APPROVAL_TIMEOUT", "86400"), "APPROVAL_TIMEOUT"),
         # The address people open the app at, for links that leave it (the webhook's link to a card).
         "PUBLIC_URL": public_url.rstrip("/") if public_url else None,
     }

@@ -54,8 +54,9 @@ class CallStatus:
     DONE = "done"
     FAILED = "failed"              # invalid arguments or the tool refused / raised
     OUTCOME_UNKNOWN = "outcome_unknown"  # the process died while executing: never silently retried
+    EXPIRED = "expired"            # nobody decided before expires_at: never executes; the model is told
 
-    DECIDED = (APPROVED, REJECTED, EXECUTING, DONE, FAILED, OUTCOME_UNKNOWN)
+    DECIDED = (APPROVED, REJECTED, EXECUTING, DONE, FAILED, OUTCOME_UNKNOWN, EXPIRED)
 
 
 class CallKind:
@@ -268,11 +269,18 @@ class ToolCall(db.Model):
     original_arguments: so.Mapped[dict | None] = so.mapped_column(sa.JSON)
     status: so.Mapped[str] = so.mapped_column(sa.String(20), index=True)
     preview: so.Mapped[str | None] = so.mapped_column(sa.Text)
-    decided_by: so.Mapped[str | None] = so.mapped_column(sa.String(20))  # user | auto
+    decided_by: so.Mapped[str | None] = so.mapped_column(sa.String(20))  # user | auto | rule | grant | expired
     # Who decided (the run's owner, or an admin deciding for them); NULL for auto and API-key decisions.
     decider_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("accounts.id", ondelete="SET NULL"))
     decided_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
     reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    # The tool's approval options as they were when the call was made (app.agent.rules), so every card,
+    # the inbox and the decide paths enforce the same thing: who may decide ("admin": only admins),
+    # until when (then it expires), whether "Always allow" may be offered, and the grant that allowed it.
+    approvers: so.Mapped[str | None] = so.mapped_column(sa.String(20))
+    expires_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True), index=True)
+    allow_always: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    grant_id: so.Mapped[int | None] = so.mapped_column()  # the ApprovalGrant that approved it (decided_by grant)
     result: so.Mapped[str | None] = so.mapped_column(sa.Text)
     error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow, index=True)
@@ -288,10 +296,10 @@ class ToolCall(db.Model):
         return db.session.scalar(query if owner_id is None else query.where(Run.owner_id == owner_id))
 
     @classmethod
-    def transition(cls, call_id: str, expected: str | None, new: str, **values) -> bool:
-        """Compare-and-set the call's status (`expected` None: from any status)."""
+    def transition(cls, call_id: str, expected: str | None, new: str, extra_where=(), **values) -> bool:
+        """Compare-and-set the call's status (`expected` None: from any status; `extra_where` must hold too)."""
         table = cls.__table__
-        condition = [table.c.id == call_id]
+        condition = [table.c.id == call_id, *extra_where]
         if expected is not None:
             condition.append(table.c.status == expected)
         result = db.session.execute(sa.update(table).where(*condition).values(status=new, updated_at=utcnow(), **values))
@@ -333,3 +341,22 @@ class ApprovalNotification(db.Model):
     last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     delivered_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
     created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class ApprovalGrant(db.Model):
+    """"Always allow": a person's standing approval of one agent's tool (app.grants), in one chat or
+    all of theirs, optionally only for exact arguments, until `expires_at` (None: until revoked)."""
+    __tablename__ = "approval_grants"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    account_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    agent_id: so.Mapped[str] = so.mapped_column(sa.String(80))
+    tool_name: so.Mapped[str] = so.mapped_column(sa.String(120))
+    session_id: so.Mapped[str | None] = so.mapped_column(
+        sa.ForeignKey("chat_sessions.id", ondelete="CASCADE"))  # None: all the person's chats
+    arguments: so.Mapped[dict | None] = so.mapped_column(sa.JSON)  # None: any arguments
+    expires_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
+    revoked_at: so.Mapped[datetime | None] = so.mapped_column(sa.DateTime(timezone=True))
+    created_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    created_from_call_id: so.Mapped[str | None] = so.mapped_column(
+        sa.ForeignKey("tool_calls.id", ondelete="SET NULL"))

@@ -11,6 +11,8 @@ its imports replaced by::
   `Literal[...]`, enums) and the Google-style docstring (`Args:`), validated before a card is shown.
   A parameter `run_context: RunContext` receives the account, session and run ids and is not shown
   to the model. Raise (e.g. `ToolError("why")`) to report a failure; return text or JSON-able data.
+  Approval options: `requires_confirmation` may be a rule `(arguments, run_context) -> bool`;
+  `approvers="admin"`, `allow_always=False`, `approval_timeout=<seconds>` (app.agent.rules).
 - `OpenAIResponses(id=...)`, `OpenAIChat(id=...)`: which API and model id; the key and server come
   from OPENAI_API_KEY / OPENAI_BASE_URL.
 - `MCPTools(command=..., args=[...], env={...})` or `MCPTools(url=...)`, with `include_tools`,

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from app import accounts, notify
 from app.extensions import db
-from app.models import ApprovalNotification, NotificationStatus, Role, ToolCall
+from app.models import ApprovalNotification, NotificationStatus, Role
 from tests.api.conftest import KEY
 from tests.conftest import Browser, wait_for
 from tests.fake_openai import ToolCall as ModelToolCall, Turn

@@ -60,3 +60,15 @@ def test_closing_stops_the_helper_and_its_server(server):
     for pid in (helper.pid, mcp_server):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_approval_options_apply_to_the_servers_gated_tools(ledger):
+    tools = MCPTools(command=PYTHON, args=[str(HERE / "mcp_server.py")], env={"MCP_LEDGER": str(ledger)},
+                     approvers="admin", allow_always=False, approval_timeout=60)
+    try:
+        by_name = {tool.name: tool for tool in tools.load()}
+    finally:
+        tools.close()
+    gated = by_name["delete_records"]
+    assert (gated.requires_confirmation, gated.approvers, gated.allow_always, gated.approval_timeout) == (
+        True, "admin", False, 60)

@@ -10,7 +10,6 @@ import sqlalchemy as sa
 
 from app.agent.context import build_context
 from app.extensions import db
-from app.models import ToolCall as CallRow
 from tests.fake_openai import ToolCall, Turn
 
 

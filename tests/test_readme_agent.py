@@ -35,3 +35,15 @@ def test_the_readme_agent_asks_before_archiving_and_counts_at_once(harness, fake
     count, archive = harness.calls(run_id)
     assert count.result == f'{{"box": "spam", "messages": 42, "asked_by_account": {owner}}}'
     assert archive.result == "Archived the spam messages older than 30 days."
+
+
+def test_the_readmes_approval_options_define_what_it_says():
+    section = (ROOT / "README.md").read_text().split("## Write your own agent", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section, re.S)[1]
+    tools: dict = {}
+    exec("from app.sdk import tool\n" + block, tools)
+    purge, reset, wire = tools["purge_events"], tools["reset_password"], tools["wire_money"]
+    assert purge.requires_confirmation and purge.confirmation_rule({"count": 101}, None) is True
+    assert purge.confirmation_rule({"count": 100}, None) is False
+    assert (reset.approvers, reset.allow_always) == ("admin", True)
+    assert (wire.allow_always, wire.approval_timeout) == (False, 3600)

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import current_app
 
+from app import grants
 from app.agent import events
 from app.agent.decisions import PreviewChanged, resolve
 from app.agent.loop import RunRef, agent_of, interrupt_message
 from app.agent.recovery import submit
-from app.agent.refusals import Conflict, Invalid, NotFound, TooLarge, TooMany
+from app.agent.expiry import expire_if_due, is_due
+from app.agent.refusals import Conflict, Expired, Forbidden, Invalid, NotFound, TooLarge, TooMany
 from app.extensions import db
+from app.grants import GrantRequest
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
 
 
@@ -100,22 +103,27 @@ def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
 
 def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None, reason: str | None = None,
            decider_id: int | None = None, arguments: dict | None = None, user_input: dict | None = None,
-           result: str | None = None, seen: str | None = None) -> tuple[ToolCall, int]:
+           result: str | None = None, seen: str | None = None, always: GrantRequest | None = None
+           ) -> tuple[ToolCall, int]:
     """Decide one pending call from its card. Returns the call and the cursor to stream the run from.
 
     `approve` True/False approves or rejects; `arguments` is an edit (kept pending with its fresh
     preview when `approve` is None); `user_input` and `result` answer the other kinds of pause; `seen`
     is the fingerprint of the arguments and preview the person saw (app.agent.decisions): an approval
-    of anything else is refused with the call's new state. `owner_id` scopes the lookup to that
-    account's runs (None: an admin, for anyone's); `decider_id` is recorded as who decided. The second
-    of two racing decisions gets a 409 with the call's current state."""
+    of anything else is refused with the call's new state. `always` approves with "Always allow"
+    (app.grants). `owner_id` scopes the lookup to that account's runs (None: an admin, for anyone's);
+    `decider_id` is recorded as who decided. The second of two racing decisions gets a 409 with the
+    call's current state; a call whose approval expired is expired now (if the sweeper has not yet)
+    and refused."""
     call = ToolCall.owned_by(owner_id, run_id, call_id) or _refuse_missing("No such tool call.")
+    always = always.checked(call) if always is not None and approve else None
     cursor = Run.lock(run_id)
     db.session.refresh(call)  # read again under the lock: what another decision may have changed
+    _expire_due(run_id, [call])  # the sweeper may not have run yet
     if call.status != CallStatus.PENDING:
         db.session.rollback()
-        call = db.session.get(ToolCall, call.id)
-        raise Conflict(f"This call was already {call.status.replace('_', ' ')}.", call=call)
+        raise _settled(db.session.get(ToolCall, call.id))
+    _check_approver(call, decider_is_admin=owner_id is None)
     run = db.session.get(Run, run_id)
     ref = RunRef(run.id, run.session_id, run.owner_id, run.agent_id)
     decision = Decision(call.call_id, arguments=arguments, confirmed=approve, note=reason,
@@ -134,8 +142,9 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
     values = {**change.values, "decider_id": decider_id} if change.status != CallStatus.PENDING else change.values
     if not ToolCall.transition(call.id, CallStatus.PENDING, change.status, **values):
         db.session.rollback()
-        call = db.session.get(ToolCall, call.id)
-        raise Conflict(f"This call was already {call.status.replace('_', ' ')}.", call=call)
+        raise _settled(db.session.get(ToolCall, call.id))
+    if always is not None and change.status == CallStatus.APPROVED:
+        _grant_from(call, run_id, decider_id, owner_id is None, always, utcnow())
     events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": change.status})
     still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
         ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
@@ -157,6 +166,44 @@ def _show_new_preview(run_id: str, call_pk: str, preview: str | None) -> None:
     if ToolCall.transition(call_pk, CallStatus.PENDING, CallStatus.PENDING, preview=preview):
         events.append(run_id, "tool_call_updated", {"call_id": call_pk, "status": CallStatus.PENDING})
     db.session.commit()
+def _expire_due(run_id: str, calls) -> None:
+    """Expire the calls whose approval time has passed (committed: the refusal that follows must not
+    undo it); the run goes on if nothing of the turn is pending any more."""
+    due = [call for call in calls if is_due(call)]
+    if not due:
+        return
+    resumed = False
+    for call in due:
+        resumed = expire_if_due(call) or resumed
+    db.session.commit()
+    if resumed:
+        submit(run_id)
+    Run.lock(run_id)  # the caller goes on as under the lock it had taken
+
+
+def _check_approver(call: ToolCall, decider_is_admin: bool) -> None:
+    """A call only admins may decide (`approvers="admin"`) is refused to anyone else, the run's owner too."""
+    if call.approvers == "admin" and not decider_is_admin and call.status == CallStatus.PENDING:
+        db.session.rollback()
+        raise Forbidden(f"Only an admin can decide this call of {call.name}: it waits for an admin.", call=call)
+
+
+def _settled(call: ToolCall) -> Conflict:
+    """The refusal of a decision on a call that is no longer pending (expired: said so)."""
+    if call.status == CallStatus.EXPIRED:
+        return Expired(f"The approval of this call of {call.name} expired; it was not executed.", call=call)
+    return Conflict(f"This call was already {call.status.replace('_', ' ')}.", call=call)
+
+
+def _grant_from(call: ToolCall, run_id: str, decider_id: int | None, decider_is_admin: bool,
+                always: GrantRequest, now) -> None:
+    """"Always allow" with the approval: refused (nothing written) unless this person may grant it."""
+    run = db.session.get(Run, run_id)
+    refusal = grants.refusal_of(call, run.owner_id, decider_id, decider_is_admin)
+    if refusal:
+        db.session.rollback()
+        raise Forbidden(refusal, call=db.session.get(ToolCall, call.id))
+    grants.create(call, run.owner_id, run.agent_id, run.session_id, always, now)
 
 
 def retry(owner_id: int, run_id: str) -> tuple[Run, int]:
@@ -214,8 +261,8 @@ class Decision:
     external_result: str | None = None
 
 
-def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_id: int | None = None
-                 ) -> tuple[Run, int]:
+def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_id: int | None = None,
+                 decider_is_admin: bool = False) -> tuple[Run, int]:
     """Apply several decisions to a paused run at once. Returns the run and the cursor to stream from.
 
     All or nothing: every entry is checked before anything is written (422 for an unknown call, a
@@ -229,8 +276,10 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
     cursor = Run.lock(run.id)
     calls = {c.call_id: c for c in db.session.scalars(
         sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}
+    _expire_due(run.id, calls.values())
     try:
-        changes = _check_decisions(RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions)
+        changes = _check_decisions(RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions,
+                                   decider_is_admin)
     except PreviewChanged as exc:
         _show_new_preview(run.id, exc.call.id, exc.preview)
         raise Conflict(str(exc), run=db.session.get(Run, run.id)) from None
@@ -270,7 +319,8 @@ class _Lost(Exception):
     """A compare-and-set found the row already changed by someone else."""
 
 
-def _check_decisions(run: RunRef, calls: dict[str, ToolCall], decisions: list[Decision]) -> list:
+def _check_decisions(run: RunRef, calls: dict[str, ToolCall], decisions: list[Decision],
+                     decider_is_admin: bool = False) -> list:
     """Check every entry against the stored calls; return (call, new status, values) for the new
     decisions, in the calls' order (one lock order for every continue, so two cannot deadlock)."""
     agent = agent_of(run.agent_id)
@@ -285,6 +335,11 @@ def _check_decisions(run: RunRef, calls: dict[str, ToolCall], decisions: list[De
         if decision.tool_name is not None and decision.tool_name != call.name:
             raise Invalid(f"Tool call {call.call_id!r} is a call of {call.name}, not {decision.tool_name}.")
         edited = decision.arguments is not None and decision.arguments != call.arguments
+        if call.status == CallStatus.EXPIRED and (edited or decision.confirmed is not None):
+            raise _settled(call)
+        if edited or decision.confirmed is not None or decision.user_input is not None \
+                or decision.external_result is not None:
+            _check_approver(call, decider_is_admin)
         if call.status != CallStatus.PENDING:
             was_approved = None if call.decided_by is None else call.status != CallStatus.REJECTED
             if edited or (decision.confirmed is not None and decision.confirmed != was_approved):

@@ -14,6 +14,8 @@ OUTCOME_UNKNOWN_TEXT = ("Error: the outcome is unknown. The server stopped while
                         "it was not run again.")
 
 
+EXPIRED_TEXT = "Not executed: the approval expired."
+
 SUPERSEDED = "superseded"  # a message state: kept for the person, never shown to the model again
 
 
@@ -77,6 +79,8 @@ def _outcome(call: ToolCall) -> str:
         return f"Rejected by the user: {call.reason}" if call.reason else "Rejected by the user."
     if call.status == CallStatus.OUTCOME_UNKNOWN:
         return OUTCOME_UNKNOWN_TEXT
+    if call.status == CallStatus.EXPIRED:
+        return EXPIRED_TEXT
     if call.status == CallStatus.FAILED:
         return f"Error: {call.error}"
     return "Error: this call was not executed."

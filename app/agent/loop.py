@@ -2,7 +2,8 @@
 its approved calls, call the model, record the calls it makes, and finish (pause, complete, fail).
 
     run:  queued -> running -> paused -> queued -> running -> ... -> completed | failed | cancelled
-    call: pending -> approved | rejected;  approved -> executing -> done | failed | outcome_unknown
+    call: pending -> approved | rejected | expired;  approved -> executing -> done | failed | outcome_unknown
+    (a new call may start approved: it needs no confirmation, its rule let it through, or a grant: app.agent.rules)
 
 Transactions are few and short and none stays open across a model call or a tool; every commit
 renews the lease and is the cancel check (`recovery.commit_owned`).
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import current_app
 
-from app.agent import events
+from app.agent import events, rules
 from app.agent.context import build_context
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.recovery import WORKER_ID, commit_owned, lease_until
@@ -169,8 +170,9 @@ def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallReque
     for position, request in enumerate(requests):
         call = dict(id=new_id("tc"), run_id=run.id, message_id=message_id, position=position,
                     call_id=request.call_id, name=request.name, raw_arguments=request.arguments or "",
-                    arguments=None, requires_confirmation=False, kind="confirm", status=CallStatus.FAILED, error=None,
-                    preview=None, decided_by=None, decided_at=None, created_at=now, updated_at=now)
+                    arguments=None, requires_confirmation=False, kind="confirm", status=CallStatus.FAILED,
+                    error=None, preview=None, decided_by=None, decided_at=None, created_at=now, updated_at=now,
+                    approvers=None, expires_at=None, allow_always=False, grant_id=None)
         tool = agent.tool(request.name)
         if tool is None:
             call["error"] = f"Unknown tool {request.name!r}. Available: {', '.join(t.name for t in agent.tools)}."
@@ -181,11 +183,10 @@ def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallReque
             except ToolArgumentError as exc:
                 call["error"] = f"Invalid arguments: {exc}"
             else:
-                if tool.pauses:
+                call.update(rules.gate(tool, call["arguments"], ctx, run.agent_id, now))
+                if call["status"] == CallStatus.PENDING:
                     any_gated = True
-                    call.update(status=CallStatus.PENDING, preview=safe_preview(tool, ctx, call["arguments"]))
-                else:
-                    call.update(status=CallStatus.APPROVED, decided_by="auto", decided_at=now)
+                    call["preview"] = safe_preview(tool, ctx, call["arguments"])
         calls.append(call)
     return calls, any_gated
 

@@ -25,7 +25,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from app.agent.tools import DefinitionError, Tool, ToolError, caller_location
+from app.agent.tools import DefinitionError, Tool, ToolError, caller_location, check_approval_options
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +46,23 @@ class MCPTools:
     - `requires_confirmation_tools`: tools that always need confirmation (any tool not annotated
       `readOnlyHint: true` needs it anyway).
     - `timeout`: seconds a call may take (default 60, or MCP_TIMEOUT).
+    - `approvers="admin"`: only admins decide the calls of this server's gated tools;
+      `allow_always=False`: nobody may "Always allow" them; `approval_timeout`: seconds a call waits.
     """
 
     def __init__(self, command: str | None = None, *, args: list[str] | None = None,
                  env: dict[str, str] | None = None, cwd: str | None = None, url: str | None = None,
                  include_tools: list[str] | None = None, exclude_tools: list[str] | None = None,
                  requires_confirmation_tools: list[str] | None = None, timeout: float | None = None,
+                 approvers: str | None = None, allow_always: bool = True, approval_timeout: float | None = None,
                  **unsupported: Any):
         where = caller_location(2)
         if unsupported:
             raise DefinitionError(f"{where}: MCPTools({next(iter(unsupported))}=...) is not supported here; "
                                   "remove it (see README, \"Write your own agent\").")
+        check_approval_options(f"{where}: MCPTools", approvers, approval_timeout)
+        self.approval_options = {"approvers": approvers, "allow_always": allow_always,
+                                 "approval_timeout": approval_timeout}
         if bool(command) == bool(url):
             raise DefinitionError(f"{where}: MCPTools needs either command=... (stdio) or url=... (streamable HTTP).")
         if command and " " in command.strip() and not args:  # the reference accepts "python server.py"
@@ -142,7 +148,7 @@ class MCPTools:
             name, entry.get("description") or "", entry.get("input_schema") or {}, call,
             requires_confirmation=name in self.requires_confirmation_tools or not read_only,
             preview=(lambda _ctx, _args: note) if note else None,
-            source="mcp", destructive=destructive)
+            source="mcp", destructive=destructive, **self.approval_options)
 
     # -- calls ---------------------------------------------------------------------------------------
 

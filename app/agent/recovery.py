@@ -40,8 +40,9 @@ def submit(run_id: str, *, model_first: bool = False) -> None:
 
 
 def recover() -> None:
-    """Fail runs whose worker died (their executing calls become outcome_unknown, never re-run) and
-    pick up queued runs nobody is working on. Safe to call from every process at once."""
+    """Fail runs whose worker died (their executing calls become outcome_unknown, never re-run), expire
+    approvals past their time, and pick up queued runs nobody is working on. Safe to call from every
+    process at once."""
     now = utcnow()
     stale = db.session.scalars(sa.select(Run.id).where(
         Run.status == RunStatus.RUNNING, Run.lease_until < now)).all()
@@ -58,6 +59,8 @@ def recover() -> None:
                            .values(state="interrupted"))
         events.append(run_id, "run_failed")
         db.session.commit()
+    from app.agent.expiry import expire_overdue  # expiry queues runs through submit (this module)
+    expire_overdue()  # from the stored time, so approvals expire across restarts
     queued = db.session.scalars(sa.select(Run.id).where(Run.status == RunStatus.QUEUED)).all()
     db.session.rollback()
     for run_id in queued:

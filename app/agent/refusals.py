@@ -32,3 +32,11 @@ class TooLarge(Refusal):
 
 class TooMany(Refusal):
     """The account already has MAX_ACTIVE_RUNS runs queued or running."""
+
+
+class Forbidden(Refusal):
+    """Allowed for someone else, not for this person (a call only an admin may decide)."""
+
+
+class Expired(Conflict):
+    """The call's approval expired before this decision (a conflict: the call is settled)."""

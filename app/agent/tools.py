@@ -101,6 +101,12 @@ class Tool:
 
     `source` says where the tool comes from ("python", or "mcp" for a server's tool) and
     `destructive` what an MCP server's annotations say (None: not said).
+
+    Approval options (app.agent.rules): `confirmation_rule`, when set, is `(arguments, run_context)
+    -> bool` deciding per call whether it needs confirmation (`requires_confirmation` is then True:
+    the tool may ask); `approvers="admin"` lets only admins decide its calls; `allow_always` whether a
+    person may grant "Always allow"; `approval_timeout` seconds a call waits before it expires (None:
+    APPROVAL_TIMEOUT).
     """
 
     name: str
@@ -159,6 +165,10 @@ class Tool:
         if problems:
             raise ToolArgumentError(f"Invalid arguments for {self.name}: {'; '.join(problems)}.", problems)
         return copy.deepcopy(arguments)
+    confirmation_rule: Callable[[dict, ToolContext], bool] | None = None
+    approvers: str | None = None
+    allow_always: bool = True
+    approval_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.arguments_model is None:  # a schema from elsewhere: validate with jsonschema
@@ -224,10 +234,13 @@ class Tool:
         return {"name": self.name, "description": self.description, "parameters": copy.deepcopy(self.model_parameters)}
 
 
+APPROVERS = (None, "admin")
+
+
 def tool(
     func: Callable | None = None,
     *,
-    requires_confirmation: bool = False,
+    requires_confirmation: bool | Callable[[dict, ToolContext], bool] = False,
     name: str | None = None,
     description: str | None = None,
     preview: Callable[[ToolContext, dict], str | None] | None = None,
@@ -235,21 +248,32 @@ def tool(
     requires_user_input: bool = False,
     user_input_fields: list[str] | tuple[str, ...] | None = None,
     external_execution: bool = False,
+    approvers: str | None = None,
+    allow_always: bool = True,
+    approval_timeout: float | None = None,
     **unsupported: Any,
 ) -> Any:
     """Turn a function into a `Tool`; usable as `@tool` and as `@tool(requires_confirmation=True, ...)`.
+
+    `requires_confirmation` is a bool, or a rule `(arguments, run_context) -> bool` asked for each call
+    (a call it lets through is recorded as approved by the rule; a rule that raises asks). See `Tool`
+    for `approvers`, `allow_always` and `approval_timeout`.
 
     An option of the reference that is not supported here raises DefinitionError naming the file and
     line of the decorator."""
     if unsupported:
         option = next(iter(unsupported))
         raise DefinitionError(f"{caller_location()}: @tool({option}=...) is not supported.")
+    location = where = caller_location()
     if user_input_fields and not requires_user_input:
-        raise DefinitionError(f"{caller_location()}: @tool(user_input_fields=...) needs requires_user_input=True.")
+        raise DefinitionError(f"{where}: @tool(user_input_fields=...) needs requires_user_input=True.")
     if requires_user_input and external_execution:
-        raise DefinitionError(f"{caller_location()}: @tool takes requires_user_input or external_execution, "
-                              "not both.")
-    location = caller_location()
+        raise DefinitionError(f"{where}: @tool takes requires_user_input or external_execution, not both.")
+    check_approval_options(f"{where}: @tool", approvers, approval_timeout)
+    if not isinstance(requires_confirmation, bool) and not callable(requires_confirmation):
+        raise DefinitionError(f"{where}: @tool(requires_confirmation=...) must be True, False or a function "
+                              f"(arguments, run_context) -> bool, got {requires_confirmation!r}.")
+    rule = None if isinstance(requires_confirmation, bool) else requires_confirmation
 
     def wrap(f: Callable) -> Tool:
         doc = docstring_parser.parse(inspect.getdoc(f) or "")
@@ -259,7 +283,7 @@ def tool(
             name=name or f.__name__,
             description=description if description is not None else _doc_description(doc),
             parameters=schema,
-            requires_confirmation=requires_confirmation,
+            requires_confirmation=rule is not None or requires_confirmation,
             func=f,
             preview=preview,
             editable=editable,
@@ -268,6 +292,10 @@ def tool(
             requires_user_input=requires_user_input,
             user_input_fields=_input_fields(location, schema, user_input_fields),
             external_execution=external_execution,
+            confirmation_rule=rule,
+            approvers=approvers,
+            allow_always=allow_always,
+            approval_timeout=approval_timeout,
         )
 
     if func is not None:
@@ -285,6 +313,14 @@ def _input_fields(location: str, schema: dict, fields) -> tuple[str, ...]:
         raise DefinitionError(f"{location}: @tool(user_input_fields=...) names {', '.join(map(repr, unknown))}, "
                               f"which the function does not take.")
     return tuple(fields or ())
+def check_approval_options(what: str, approvers: str | None, approval_timeout: float | None) -> None:
+    """DefinitionError for approval options the app cannot honour (`what` names where they were given)."""
+    if approvers not in APPROVERS:
+        raise DefinitionError(f'{what}(approvers=...) must be "admin" or None, got {approvers!r}.')
+    if approval_timeout is not None and (isinstance(approval_timeout, bool) or not isinstance(
+            approval_timeout, (int, float)) or approval_timeout <= 0):
+        raise DefinitionError(f"{what}(approval_timeout=...) must be a positive number of seconds, "
+                              f"got {approval_timeout!r}.")
 
 
 def caller_location(depth: int = 2) -> str:

@@ -91,7 +91,7 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-@tool(requires_confirmation=True, preview=_preview_delete)
+@tool(requires_confirmation=True, preview=_preview_delete, allow_always=False)  # each deletion asks
 def delete_records(ctx: ToolContext, table_name: DataTable, count: DeleteCount) -> str:
     """Permanently delete the oldest records (by creation time) from one data table: users, orders
     or events. The user is asked to confirm before it runs. At most 10,000 records per call.

@@ -68,6 +68,11 @@ class Tool(Answer):
     approval_id: str | None
     parent_tool_call_id: str | None
     preview: str | None = Field(description="What the call would do (pending calls only).")
+    expires_at: int | None = Field(description="When a pending call's approval expires (Unix seconds); an "
+                                   "expired call is never executed.")
+    approvers: str | None = Field(description='"admin": only an admin may decide this call; null: its owner too.')
+    decided_by: str | None = Field(description="How it was decided: user, auto (needs no confirmation), rule "
+                                   "(the tool's rule let it through), grant (an \"Always allow\"), expired.")
 
 
 class FunctionCall(Answer):

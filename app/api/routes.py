@@ -175,7 +175,8 @@ def continue_run(agent_id, run_id):
     run, owner_id = _owned_run(agent_id, run_id, form.session_id)
     decisions = form.decisions()
     with _stream_slot(form.stream) as release_slot:
-        run, cursor = core.continue_run(owner_id, run_id, decisions, decider_id=owner_id)
+        run, cursor = core.continue_run(owner_id, run_id, decisions, decider_id=owner_id,
+                                        decider_is_admin=auth.acting_account().is_admin)
     return answer_after_commit(
         lambda: _answer(run_id, cursor, release_slot),
         "The decisions were recorded, but the run could not be read just now: "

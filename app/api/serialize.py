@@ -29,7 +29,7 @@ STATUS = {
 STATUS_FILTER = {name: [ours for ours, theirs in STATUS.items() if theirs == name] for name in set(STATUS.values())}
 
 PAUSED_CONTENT = "I have tools to execute, but I need confirmation."  # the reference's fixed text
-SETTLED = (CallStatus.DONE, CallStatus.FAILED, CallStatus.REJECTED, CallStatus.OUTCOME_UNKNOWN)
+SETTLED = (CallStatus.DONE, CallStatus.FAILED, CallStatus.REJECTED, CallStatus.OUTCOME_UNKNOWN, CallStatus.EXPIRED)
 FINAL_EVENTS = ("RunPaused", "RunCompleted", "RunError", "RunCancelled")
 
 
@@ -124,7 +124,7 @@ def tool_json(call: ToolCall, status: str | None = None, agent: Agent | None = N
     clears it once decided); `confirmed` is null until a person decides, and stays null for calls that
     needed no confirmation. A call that asks for input has `requires_user_input` and the fields in
     `user_input_schema` (`answered` once filled in); one the person runs has `external_execution_required`.
-    `preview` (what the call would do) is ours."""
+    `preview` (what the call would do), `expires_at`, `approvers` and `decided_by` are ours."""
     status = status or call.status
     kind = getattr(call, "kind", None) or CallKind.CONFIRM
     settled = status in SETTLED
@@ -140,7 +140,8 @@ def tool_json(call: ToolCall, status: str | None = None, agent: Agent | None = N
         "tool_args": tool_args(call),
         "tool_call_error": (status != CallStatus.DONE) if settled else None,
         "result": call.result if status == CallStatus.DONE
-        else tool_output(call) if status in (CallStatus.FAILED, CallStatus.OUTCOME_UNKNOWN) else None,
+        else tool_output(call) if status in (CallStatus.FAILED, CallStatus.OUTCOME_UNKNOWN, CallStatus.EXPIRED)
+        else None,
         "metrics": None,
         "child_run_id": None,
         "stop_after_tool_call": False,
@@ -158,6 +159,9 @@ def tool_json(call: ToolCall, status: str | None = None, agent: Agent | None = N
         "approval_id": None,
         "parent_tool_call_id": None,
         "preview": call.preview if status == CallStatus.PENDING else None,
+        "expires_at": unix(call.expires_at) if call.expires_at else None,
+        "approvers": call.approvers,
+        "decided_by": None if status == CallStatus.PENDING else call.decided_by,
     }
 
 
@@ -253,7 +257,8 @@ def event_frames(view: RunView, event: RunEvent) -> list[dict]:
         case "tool_call_updated":
             call = next((c for c in view.calls if c.id == data.get("call_id")), None)
             status = data.get("status") or (call.status if call else None)
-            if call is None or status not in (CallStatus.EXECUTING, *SETTLED) or status == CallStatus.REJECTED:
+            if call is None or status not in (CallStatus.EXECUTING, *SETTLED) or status in (CallStatus.REJECTED,
+                                                                                              CallStatus.EXPIRED):
                 return []
             if status == CallStatus.EXECUTING:
                 return [_frame(view, "ToolCallStarted", at, tool=tool_json(call, status, view.agent))]

@@ -1,4 +1,4 @@
-"""The account page: password, personal API tokens, signing out everywhere."""
+"""The account page: password, personal API tokens, "Always allow" grants, signing out everywhere."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -6,8 +6,9 @@ from datetime import timedelta
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_user
 
-from app import accounts
+from app import accounts, grants
 from app.accounts import AccountError
+from app.agent.refusals import Refusal
 from app.extensions import limiter
 
 bp = Blueprint("account", __name__, url_prefix="/account")
@@ -56,6 +57,15 @@ def revoke_token(token_id):
     return redirect(url_for("account.show"), 303)
 
 
+@bp.post("/grants/<int:grant_id>/revoke")
+def revoke_grant(grant_id):
+    try:
+        grants.revoke(current_user.id, grant_id)
+    except Refusal as exc:
+        return _page(grant_error=str(exc), status=404)
+    return redirect(url_for("account.show", _anchor="grants-heading"), 303)
+
+
 @bp.post("/sign-out-everywhere")
 def sign_out_everywhere():
     accounts.end_all_login_sessions(current_user.id)
@@ -64,4 +74,9 @@ def sign_out_everywhere():
 
 def _page(status: int = 200, **context):
     return render_template("account/page.html", tokens=accounts.list_api_tokens(current_user.id),
-                           **context), status
+                           grants=grants.list_for(current_user.id), agent_name=_agent_name, **context), status
+
+
+def _agent_name(agent_id: str) -> str:
+    agent = current_app.extensions["agents"].get(agent_id)
+    return agent.name if agent else agent_id

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import timezone
 
 from flask import current_app
+from flask_login import current_user
 
+from app import grants
 from app.agent.context import changed_by_person
 from app.agent.decisions import fingerprint
 from app.extensions import db
@@ -167,12 +169,18 @@ def problems_of(refusal) -> list[str]:
     return [text]
 
 
+def may_grant(call) -> bool:
+    return grants.may_grant(call, current_user if current_user.is_authenticated else None)
+
+
 def register(bp) -> None:
     bp.add_app_template_global(edit_fields, "edit_fields")
     bp.add_app_template_global(input_fields, "input_fields")
     bp.add_app_template_global(seen, "seen_fingerprint")
     bp.add_app_template_global(changed_by_person, "changed_by_person")
     bp.add_app_template_filter(utc_iso, "utc_iso")
+    bp.add_app_template_global(may_grant, "may_grant")
+    bp.add_app_template_global(grants.DURATIONS, "grant_durations")
     bp.add_app_template_global(approve_label, "approve_label")
     bp.add_app_template_global(is_destructive, "is_destructive")
     bp.add_app_template_global(shown_value, "shown_value")

@@ -10,7 +10,8 @@ from werkzeug.utils import secure_filename
 from app import chats, limits
 from app.agent import commands
 from app.agent.decisions import refresh_previews
-from app.agent.refusals import Invalid, NotFound, Refusal
+from app.agent.refusals import Expired, Invalid, NotFound, Refusal
+from app.grants import GrantRequest
 from app.extensions import db
 from app.models import Run, utcnow
 from app.web import cards
@@ -251,17 +252,24 @@ def decide(run_id, call_id, decision):
     try:
         choice, typed = cards.decision_from_form(owner_id, run_id, call_id, decision, request.form)
         call, cursor = commands.decide(owner_id, run_id, call_id, decider_id=current_user.id,
-                                       reason=request.form.get("reason"), seen=request.form.get("seen"), **choice)
+                                       reason=request.form.get("reason"), seen=request.form.get("seen"),
+                                       always=_always_allow() if decision == "approve" else None, **choice)
     except Refusal as exc:
         if isinstance(exc, NotFound):
             abort(404, str(exc))
+        # A late click is no error: the answer is the card as it is now, expired (the API says 409).
+        late = isinstance(exc, Expired)
         if not _wants_fragment():
+            if late:
+                return redirect(url_for("approvals.inbox") if _from_inbox() else
+                                url_for("chat.show", chat_id=exc.call.message.session_id, _anchor=f"call-{call_id}"), 303)
             abort(status_of(exc), str(exc))
         typed = getattr(exc, "typed", typed)
         form_back = isinstance(exc, Invalid) and typed is not None  # the form again, as typed, with why
-        return render_template("chat/_call.html", call=exc.call, notice=None if form_back else str(exc),
+        card = render_template("chat/_call.html", call=exc.call, notice=None if form_back else str(exc),
                                problems=cards.problems_of(exc) if form_back else None, typed=typed,
-                               editing_open=form_back and decision == "edit", inbox=_from_inbox()), status_of(exc)
+                               editing_open=form_back and decision == "edit", inbox=_from_inbox())
+        return card, 200 if late else status_of(exc)
     done = {"approve": "Approved.", "reject": "Rejected.", "edit": "Edited: check it and approve.",
             "input": "Sent.", "result": "Handed back."}[decision]
     if not _wants_fragment():
@@ -273,6 +281,15 @@ def decide(run_id, call_id, decision):
     return answer_after_commit(
         lambda: render_template("chat/_decided.html", call=call, run=db.session.get(Run, run_id), cursor=cursor),
         f"{done} The page could not be updated just now: reload it to see the outcome.", call_id=call_id)
+
+
+def _always_allow() -> GrantRequest | None:
+    """The card's "Always allow" options, if the person approved with them."""
+    form = request.form
+    if form.get("always") != "1":
+        return None
+    return GrantRequest(scope=form.get("always_scope", "chat"), same_arguments=form.get("always_same_arguments") == "1",
+                        duration=form.get("always_for", "forever"))
 
 
 def _from_inbox() -> bool:

@@ -17,7 +17,7 @@ DATABASE_UNAVAILABLE = (DBAPIError, PoolTimeout)
 
 
 # The one mapping from the core's refusals to HTTP (the HTML views and the REST API both use it).
-REFUSAL_STATUS = {refusals.NotFound: 404, refusals.Conflict: 409, refusals.Invalid: 422,
+REFUSAL_STATUS = {refusals.NotFound: 404, refusals.Forbidden: 403, refusals.Conflict: 409, refusals.Invalid: 422,
                   refusals.TooLarge: 413, refusals.TooMany: 429}
 
 

@@ -357,3 +357,33 @@ def test_user_input_fields_are_left_out_of_the_models_schema_and_checked_when_me
 
 def test_tools_are_hashable():
     assert len({sample, sample}) == 1
+
+
+def test_approval_options_the_app_cannot_honour_are_a_definition_error_naming_the_line():
+    from app.agent.tools import DefinitionError
+
+    for options, said in (({"approvers": "root"}, 'approvers=...\\) must be "admin"'),
+                          ({"approval_timeout": 0}, r"approval_timeout=...\) must be a positive"),
+                          ({"approval_timeout": True}, r"approval_timeout=...\) must be a positive"),
+                          ({"requires_confirmation": "yes"}, r"requires_confirmation=...\) must be True")):
+        with pytest.raises(DefinitionError, match=rf"test_tools.py:\d+: @tool\({said}"):
+            tool(**options)
+
+
+def test_a_confirmation_rule_asks_when_it_says_so_or_raises():
+    from app.agent.rules import needs_confirmation
+
+    @tool(requires_confirmation=lambda arguments, run_context: arguments["n"] > 1)
+    def ruled(n: int) -> str:
+        """Ruled."""
+        return "ran"
+
+    @tool(requires_confirmation=lambda arguments, run_context: 1 / 0)
+    def broken(n: int) -> str:
+        """Broken."""
+        return "ran"
+
+    assert ruled.requires_confirmation and (ruled.approvers, ruled.allow_always) == (None, True)
+    assert [needs_confirmation(ruled, {"n": n}, ToolContext()) for n in (1, 2)] == [False, True]
+    assert needs_confirmation(broken, {"n": 1}, ToolContext()) is True
+    assert needs_confirmation(sample, {}, ToolContext()) is sample.requires_confirmation
