@@ -73,7 +73,8 @@ def check_active_runs(owner_id: int) -> None:
     cap = current_app.config.get("MAX_ACTIVE_RUNS")
     if not cap:
         return
-    db.session.execute(sa.select(Account.id).where(Account.id == owner_id).with_for_update())
+    if db.session.get_bind().dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE already serialises
+        db.session.execute(sa.select(Account.id).where(Account.id == owner_id).with_for_update())
     active = db.session.scalar(sa.select(sa.func.count()).select_from(Run).where(
         Run.owner_id == owner_id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])))
     if active >= cap:

@@ -89,12 +89,11 @@ def _model_turn(run: RunRef, agent, model) -> str:
     """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
     chains = getattr(model, "chains", False)
     context = build_context(run.session_id, from_chain_head=chains)
-    message_id = db.session.execute(sa.insert(Message).values(
-        session_id=run.session_id, run_id=run.id, role="assistant", state="streaming", content="",
-        created_at=utcnow()).returning(Message.id)).scalar_one()
-    events.append(run.id, "message_started", {"message_id": message_id})
-    if not commit_owned(run.id):  # no transaction stays open while the model streams
-        return "stopped"
+    # Nothing more is written before the model call: the reply's row is made with its first words (or
+    # at the turn's end), in the transaction that numbers them. The commit ends the run's taking, if
+    # it is still open; no transaction stays open while the model streams.
+    db.session.commit()
+    message_id = None
 
     def full_context() -> list[ContextItem]:
         """The whole conversation, for a provider whose chain was forgotten (read, then let go)."""
@@ -116,7 +115,11 @@ def _model_turn(run: RunRef, agent, model) -> str:
             if isinstance(event, TextDelta):
                 pending_text += event.text
                 if time.monotonic() - last_flush >= FLUSH_SECONDS:
-                    if not _flush_text(run.id, message_id, written, pending_text):
+                    if message_id is None:
+                        message_id = _start_message(run, pending_text)
+                        if not commit_owned(run.id):
+                            return "stopped"
+                    elif not _flush_text(run.id, message_id, written, pending_text):
                         return "stopped"
                     written += len(pending_text)
                     pending_text, last_flush = "", time.monotonic()
@@ -127,17 +130,25 @@ def _model_turn(run: RunRef, agent, model) -> str:
     except ModelError as exc:
         db.session.rollback()
         Run.hold(run.id)
-        if pending_text:
+        if message_id is None:
+            message_id = _start_message(run, pending_text)
+        elif pending_text:
             _append_text(run.id, message_id, written, pending_text)
         interrupt_message(run.id, message_id)
         _finish(run.id, RunStatus.FAILED, "run_failed", error=str(exc))
         return "stopped"
 
-    # The turn's end is one transaction: the last words, the message, its calls, the new state. Its
-    # first statement numbers the events, checks and renews the lease and sets the run's new state
-    # (so it also takes the run's row first: the lock order); the calls' previews are made before it.
+    # The turn's end is one transaction: the last words, the message, its calls, the new state. The
+    # events' numbering also checks and renews the lease and sets the run's new state, and it takes the
+    # run's row before any existing row (the lock order; a reply inserted now is new, see
+    # _start_message); the calls' previews are made before the transaction begins.
     calls, gated = _new_calls(run, agent, message_id, requests)
-    if pending_text:
+    made_whole = message_id is None
+    if made_whole:  # no words flushed yet (a turn of tool calls): its reply is made now, whole
+        message_id = _start_message(run, pending_text, state="done", response_id=response_id)
+        for call in calls:
+            call["message_id"] = message_id
+    elif pending_text:
         events.append(run.id, "text", {"message_id": message_id, "text": pending_text, "at": written})
     events.append(run.id, "message_completed", {"message_id": message_id, "state": "done"})
     if calls:
@@ -150,9 +161,10 @@ def _model_turn(run: RunRef, agent, model) -> str:
             "status": ended, "error": None, "lease_owner": None, "lease_until": None}):
         db.session.rollback()
         return "stopped"  # cancelled meanwhile, or recovered by another worker
-    messages = Message.__table__
-    db.session.execute(sa.update(messages).where(messages.c.id == message_id).values(
-        state="done", response_id=response_id, content=messages.c.content + pending_text))
+    if not made_whole:
+        messages = Message.__table__
+        db.session.execute(sa.update(messages).where(messages.c.id == message_id).values(
+            state="done", response_id=response_id, content=messages.c.content + pending_text))
     if calls:
         db.session.execute(sa.insert(ToolCall.__table__), calls)  # Core: no unit of work on the hot path
     db.session.commit()
@@ -244,6 +256,19 @@ def safe_preview(tool, ctx, arguments) -> str | None:
     except Exception:  # a preview is a courtesy; the card works without it
         log.exception("preview of %s failed", tool.name)
         return None
+
+
+def _start_message(run: RunRef, text: str, state: str = "streaming", response_id: str | None = None) -> int:
+    """Insert the turn's reply with its first words (and queue `message_started` and their `text`
+    event). A new row nobody else can see or lock yet, so it may come before the run's row is taken
+    (`events.write`) without breaking the lock order."""
+    message_id = db.session.execute(sa.insert(Message).values(
+        session_id=run.session_id, run_id=run.id, role="assistant", state=state, content=text,
+        response_id=response_id, created_at=utcnow()).returning(Message.id)).scalar_one()
+    events.append(run.id, "message_started", {"message_id": message_id})
+    if text:
+        events.append(run.id, "text", {"message_id": message_id, "text": text, "at": 0})
+    return message_id
 
 
 def _append_text(run_id: str, message_id: int, at: int, text: str) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import sqlalchemy as sa
+
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.utils import secure_filename
@@ -24,10 +26,6 @@ bp.add_app_template_global(lambda items: chats.group_by_date(items, utcnow().dat
 
 def _owned_chat_or_404(chat_id: str):
     return chats.get_chat(current_user.id, chat_id) or abort(404, "No such chat.")
-
-
-def _owned_run_or_404(run_id: str) -> Run:
-    return Run.owned_by(current_user.id, run_id) or abort(404, "No such run.")
 
 
 def _wants_fragment() -> bool:
@@ -301,13 +299,14 @@ def run_events(run_id):
 
     `hold=1` (the page's stream while a run waits for a decision) stays open through the pause, so a
     decision made elsewhere (another tab, the REST API) shows up live."""
-    _owned_run_or_404(run_id)
+    run = db.session.execute(sa.select(Run.id, Run.session_id, Run.agent_id).where(
+        Run.id == run_id, Run.owner_id == current_user.id)).first() or abort(404, "No such run.")
     try:
         cursor = int(request.headers.get("Last-Event-ID") or request.args.get("after") or 0)
     except ValueError:
         abort(400, "The cursor must be a number.")
     release_slot = limits.take_stream_slot()  # 429 beyond MAX_STREAMS_PER_ACCOUNT
-    view = StreamView(run_id)  # what this stream remembers between batches
+    view = StreamView(run_id, run)  # what this stream remembers between batches
     stream = follow_run(
         run_id, cursor,
         render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, view)),
