@@ -701,8 +701,9 @@ async def phase_db_and_growth(b: Bench, turns: int, budget_s: float) -> None:
 
     def summary(counts):
         writes = sum(v for k, v in counts.items() if k.startswith("app.") and k.split(".")[1] in
-                     ("INSERT", "UPDATE", "DELETE") and not k.endswith(".rows"))
-        return (f"{writes:.0f} writes (INSERT {counts.get('app.INSERT', 0):.0f}, UPDATE {counts.get('app.UPDATE', 0):.0f}) "
+                     ("INSERT", "UPDATE", "DELETE", "WITH") and not k.endswith(".rows"))
+        with_cte = f", WITH … UPDATE … INSERT {counts['app.WITH']:.0f}" if counts.get("app.WITH") else ""
+        return (f"{writes:.0f} writes (INSERT {counts.get('app.INSERT', 0):.0f}, UPDATE {counts.get('app.UPDATE', 0):.0f}{with_cte}) "
                 f"in {counts.get('app.COMMIT', 0):.0f} commits; {counts.get('app.SELECT', 0):.0f} SELECTs; "
                 f"workspace {sum(v for k, v in counts.items() if k.startswith('workspace.') and k.split('.')[1] != 'COMMIT'):.0f} statements")
     b.row("database", "App database statements per pause+continue cycle (2 model turns, 1 tool call)",

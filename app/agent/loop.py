@@ -55,15 +55,19 @@ def execute(run_id: str) -> None:
 
     Transactions are few and short: taking the run shares one with the first step (a tool call's
     `executing`, or the model turn's new message), and none stays open across a model call or a tool."""
+    # The same statement says whether any call waits to be executed (none: a new run's first step is
+    # the model, with no query for its calls).
+    has_approved = sa.exists().where(ToolCall.run_id == run_id, ToolCall.status == CallStatus.APPROVED)
     taken = db.session.execute(
         sa.update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
         .values(status=RunStatus.RUNNING, lease_owner=WORKER_ID, lease_until=lease_until(), updated_at=utcnow())
-        .returning(Run.session_id, Run.owner_id, Run.agent_id)
+        .returning(Run.session_id, Run.owner_id, Run.agent_id, has_approved)
         .execution_options(synchronize_session=False)).first()
     if taken is None:
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
-    run = RunRef(run_id, *taken)
+    run = RunRef(run_id, *taken[:3])
+    calls_waiting = bool(taken[3])
     agent = agent_of(run.agent_id)
     if agent is None:
         _finish(run.id, RunStatus.FAILED, "run_failed",
@@ -72,8 +76,9 @@ def execute(run_id: str) -> None:
     model = current_app.extensions["models"].for_agent(agent)
     try:
         for _ in range(MAX_MODEL_TURNS):
-            if not _execute_approved_calls(run, agent):
+            if calls_waiting and not _execute_approved_calls(run, agent):
                 return
+            calls_waiting = True  # after a model turn, its auto-approved calls may wait
             outcome = _model_turn(run, agent, model)
             if outcome != "tools":
                 return

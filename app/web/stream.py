@@ -13,21 +13,23 @@ from types import SimpleNamespace
 import sqlalchemy as sa
 from flask import current_app, render_template, stream_with_context
 
-from app.agent.events import Event
+from app.agent.events import Event, Watch
 from app.agent.follow import STATUS_AFTER, follow
 from app.extensions import db
 from app.models import Message, Run, RunStatus, ToolCall
 
 def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
-               finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False) -> Iterator[str]:
+               finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False,
+               watch: Watch | None = None, first_read=None) -> Iterator[str]:
     """The run's events after `cursor` as server-sent events: `first`, then what `app.agent.follow`
-    yields (rendered by `render`, closed by `finish(status)`), with a comment as keep-alive."""
+    yields (rendered by `render`, closed by `finish(status)`), with a comment as keep-alive.
+    `watch` and `first_read`: see `app.agent.follow.follow`."""
     db.session.remove()
 
     def stream():
         if first:
             yield first
-        for chunk in follow(run_id, cursor, render, finish, hold_paused=hold_paused):
+        for chunk in follow(run_id, cursor, render, finish, hold_paused=hold_paused, watch=watch, first=first_read):
             yield ": ping\n\n" if chunk is None else chunk
 
     return stream_with_context(stream())
