@@ -192,6 +192,9 @@ def signed_in_account(token: str) -> Account | None:
         Account.disabled_at.is_(None)))
     if account is not None:
         account.login_token = token
+        # The request's signed-in account, read once: out of the session, a commit does not expire it
+        # (no reload on the next `current_user` access). Changes to an account load it anew by id.
+        db.session.expunge(account)
     return account
 
 

@@ -1,8 +1,10 @@
 """Statement counters for the benchmark's counting server (see bench/gunicorn_counting.py).
 
 Every statement the app sends is counted by database (app / workspace) and verb (SELECT, INSERT,
-UPDATE, DELETE, BEGIN...), plus commits and rollbacks; each worker writes its totals to
-<dir>/<pid>.json four times a second, which the benchmark sums.
+UPDATE, DELETE, BEGIN...), plus commits and rollbacks, and the app database's statements by what
+issued them (`kind.<method> <route>` for a request or the stream it returns, `kind.background` for
+the executor); each worker writes its totals to <dir>/<pid>.json four times a second, which the
+benchmark sums.
 """
 from __future__ import annotations
 
@@ -23,10 +25,21 @@ def install(directory: str, app_url: str) -> None:
     def which(conn) -> str:
         return "app" if Path(conn.engine.url.database or "").name == app_db else "workspace"
 
+    def kind() -> str:
+        from flask import has_request_context, request
+        if not has_request_context():
+            return "background"
+        rule = request.url_rule.rule if request.url_rule is not None else "?"
+        return f"{request.method} {rule}"
+
     @sa.event.listens_for(sa.engine.Engine, "before_cursor_execute")
     def _statement(conn, cursor, statement, parameters, context, executemany):
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
         counts[f"{which(conn)}.{verb}"] += 1
+        if which(conn) == "app" and verb not in ("BEGIN", "SAVEPOINT", "RELEASE"):
+            counts[f"kind.{kind()}"] += 1
+            if os.environ.get("BENCH_COUNT_SQL"):  # which statements, to see what a change removed
+                counts[f"sql.{kind()}: {' '.join(statement.split())[:110]}"] += 1
         if executemany and parameters:
             counts[f"{which(conn)}.{verb}.rows"] += len(parameters)
 

@@ -701,14 +701,24 @@ async def phase_db_and_growth(b: Bench, turns: int, budget_s: float) -> None:
 
     def summary(counts):
         writes = sum(v for k, v in counts.items() if k.startswith("app.") and k.split(".")[1] in
-                     ("INSERT", "UPDATE", "DELETE") and not k.endswith(".rows"))
-        return (f"{writes:.0f} writes (INSERT {counts.get('app.INSERT', 0):.0f}, UPDATE {counts.get('app.UPDATE', 0):.0f}) "
+                     ("INSERT", "UPDATE", "DELETE", "WITH") and not k.endswith(".rows"))
+        with_cte = f", WITH … UPDATE … INSERT {counts['app.WITH']:.0f}" if counts.get("app.WITH") else ""
+        return (f"{writes:.0f} writes (INSERT {counts.get('app.INSERT', 0):.0f}, UPDATE {counts.get('app.UPDATE', 0):.0f}{with_cte}) "
                 f"in {counts.get('app.COMMIT', 0):.0f} commits; {counts.get('app.SELECT', 0):.0f} SELECTs; "
                 f"workspace {sum(v for k, v in counts.items() if k.startswith('workspace.') and k.split('.')[1] != 'COMMIT'):.0f} statements")
     b.row("database", "App database statements per pause+continue cycle (2 model turns, 1 tool call)",
           summary(per_cycle))
     b.row("database", f"App database statements per streamed reply ({20} tokens at {b.args.token_rate}/s)",
           summary(per_stream))
+    def by_kind(counts):
+        kinds = sorted(((k[5:], v) for k, v in counts.items() if k.startswith("kind.")), key=lambda kv: -kv[1])
+        return "; ".join(f"{kind} {v:.1f}" for kind, v in kinds)
+    b.row("database", "App database statements per cycle, by what issued them (a request and the stream it "
+          "returns; background: the executor)", by_kind(per_cycle))
+    b.row("database", "App database statements per streamed reply, by what issued them", by_kind(per_stream))
+    for label, counts in (("cycle", per_cycle), ("streamed reply", per_stream)):
+        for key, v in sorted(((k, v) for k, v in counts.items() if k.startswith("sql.")), key=lambda kv: -kv[1]):
+            log(f"  per {label} {v:5.1f}  {key[4:]}")
     if pg0 and pg1:
         d = {k: (pg1[k] - pg0[k]) / n_cycles for k in pg0}
         b.row("database", "PostgreSQL pg_stat_database per cycle (includes the streams' reads)",

@@ -334,6 +334,22 @@ def test_cancel_stops_a_streaming_run(harness, app, fake_model):
     assert harness.run(run_id).status == "cancelled"
 
 
+def test_a_stop_while_the_model_is_silent_stores_none_of_its_late_reply(harness, app, fake_model):
+    # Nothing of a turn is written before its first words, so a Stop before them leaves no reply
+    # behind, and the words that come after the Stop are never stored.
+    fake_model.script(Turn(text="Too late to matter.", delay=1.0))
+    owner, chat = harness.chat()
+    run_id = harness.send(chat, "think first")
+    harness.wait(run_id, "running")
+    with app.app_context():
+        from app.agent import commands
+        commands.cancel(owner, run_id)
+    import time
+    time.sleep(1.5)  # the model has answered by now
+    assert harness.run(run_id).status == "cancelled"
+    assert [role for role, _ in harness.messages(chat)] == ["user"]
+
+
 def test_a_stop_arriving_mid_flush_never_deadlocks(harness, app, fake_model, caplog):
     """Stop locks the run and then its streaming message; a flush of streamed text must take them in
     the same order. Here the executor is held right after its flush touched the message, until the

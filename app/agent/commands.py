@@ -22,7 +22,7 @@ from app.agent.expiry import expire_if_due, is_due
 from app.agent.refusals import Conflict, Expired, Forbidden, Invalid, NotFound, TooLarge, TooMany
 from app.extensions import db
 from app.grants import GrantRequest
-from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
+from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
 
 
 MAX_MESSAGE_CHARS = 8000
@@ -49,16 +49,21 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
         agent = agent_of(chat.agent_id)
         if agent is None:
             raise Conflict(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.")
-        run = Run(session_id=chat.id, owner_id=chat.owner_id, agent_id=chat.agent_id, input=text,
-                  status=RunStatus.QUEUED, model=current_app.extensions["models"].for_agent(agent).label)
+        # A new run's two events are numbered here (last_seq 2): no UPDATE of its row to number them.
+        run = Run(id=new_id("run"), session_id=chat.id, owner_id=chat.owner_id, agent_id=chat.agent_id,
+                  input=text, status=RunStatus.QUEUED, last_seq=2,
+                  model=current_app.extensions["models"].for_agent(agent).label)
         db.session.add(run)
-        db.session.flush()
+        db.session.flush()  # before its message (no relationship orders the two inserts)
         cursor = 0
-        events.append(run.id, "run_started")
+        events.append_to_new_run(run.id, 1, "run_started")
     message = Message(session_id=chat.id, run_id=run.id, role="user", content=text)
     db.session.add(message)
     db.session.flush()
-    events.append(run.id, "user_message", {"message_id": message.id})
+    if answers_cards:
+        events.append(run.id, "user_message", {"message_id": message.id})
+    else:
+        events.append_to_new_run(run.id, 2, "user_message", {"message_id": message.id})
     if chat.title == "New chat":
         chat.title = _title_from(text)
     chat.updated_at = utcnow()
@@ -76,7 +81,8 @@ def check_active_runs(owner_id: int) -> None:
     cap = current_app.config.get("MAX_ACTIVE_RUNS")
     if not cap:
         return
-    db.session.execute(sa.select(Account.id).where(Account.id == owner_id).with_for_update())
+    if db.session.get_bind().dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE already serialises
+        db.session.execute(sa.select(Account.id).where(Account.id == owner_id).with_for_update())
     active = db.session.scalar(sa.select(sa.func.count()).select_from(Run).where(
         Run.owner_id == owner_id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])))
     if active >= cap:

@@ -23,27 +23,38 @@ def build_context(session_id: str, from_chain_head: bool = False) -> list[Contex
     """The conversation as provider-neutral items. `from_chain_head`: only from the newest answered
     turn the model can chain from (Responses API `previous_response_id`), so a turn's cost does not
     grow with the session; the provider asks for the whole conversation if the chain was forgotten."""
-    query = sa.select(Message).where(Message.session_id == session_id)
+    # One statement: the messages with their calls joined (Core rows, no ORM units on the hot path).
+    query = sa.select(Message.id, Message.role, Message.content, Message.state, Message.response_id,
+                      ToolCall.call_id, ToolCall.name, ToolCall.raw_arguments, ToolCall.status, ToolCall.result,
+                      ToolCall.reason, ToolCall.error, ToolCall.kind, ToolCall.arguments,
+                      ToolCall.original_arguments) \
+        .outerjoin(ToolCall, ToolCall.message_id == Message.id).where(Message.session_id == session_id)
     if from_chain_head:
         head = sa.select(sa.func.max(Message.id)).where(
             Message.session_id == session_id, Message.role == "assistant", Message.state == "done",
             Message.response_id.is_not(None)).scalar_subquery()
-        query = query.where(Message.id >= sa.func.coalesce(head, 0))  # one statement, not two
+        query = query.where(Message.id >= sa.func.coalesce(head, 0))
+    messages: dict[int, tuple] = {}
+    for row in db.session.execute(query.order_by(Message.id, ToolCall.position)):
+        _, calls = messages.setdefault(row.id, (row, []))
+        if row.call_id is not None:
+            calls.append(row)
     items: list[ContextItem] = []
-    for message in db.session.scalars(query.order_by(Message.id)):
+    for message, calls in messages.values():
         if message.state == SUPERSEDED:  # an exchange the person edited or regenerated (app.chats.resend)
             continue
         if message.role == "user":
             items.append(ContextItem("user", message.content))
         elif message.state == "done":
             items.append(ContextItem("assistant", message.content, response_id=message.response_id, tool_calls=[
-                {"call_id": c.call_id, "name": c.name, "arguments": c.raw_arguments} for c in message.tool_calls]))
-            items.extend(ContextItem("tool", tool_output(c), call_id=c.call_id) for c in message.tool_calls)
+                {"call_id": c.call_id, "name": c.name, "arguments": c.raw_arguments} for c in calls]))
+            items.extend(ContextItem("tool", tool_output(c), call_id=c.call_id) for c in calls)
     return items
 
 
-def tool_output(call: ToolCall) -> str:
-    """What the model reads back for a call (told first what the person changed of its arguments)."""
+def tool_output(call) -> str:
+    """What the model reads back for a call, told first what the person changed of its arguments (a
+    ToolCall, or a row with its status, result, reason, error, kind and arguments)."""
     told = _what_the_person_changed(call)
     return f"{told}\n{_outcome(call)}" if told else _outcome(call)
 

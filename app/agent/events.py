@@ -37,6 +37,7 @@ RECENT_EVENTS = 256           # events kept in memory per watched run
 READ_ONLY = {"read_only": True}
 _PENDING = "run_events.pending"
 _WRITTEN = "run_events.written"
+_NUMBERED = "run_events.numbered"  # events of runs created in this transaction (append_to_new_run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,14 @@ class Event:
 def append(run_id: str, type: str, data: dict | None = None) -> None:
     """Queue an event in the current transaction; it is numbered and written when that commits."""
     db.session.info.setdefault(_PENDING, []).append((run_id, type, data or {}))
+
+
+def append_to_new_run(run_id: str, seq: int, type: str, data: dict | None = None) -> None:
+    """Queue an event of a run inserted by this same transaction, already numbered: the caller gave the
+    new row `last_seq` = the highest of these numbers, so nothing needs the row's lock or an UPDATE
+    (nobody else can see the run before the commit)."""
+    db.session.info.setdefault(_NUMBERED, []).append(
+        {"run_id": run_id, "seq": seq, "type": type, "data": data or {}, "created_at": utcnow()})
 
 
 def write(run_id: str, lease_owner: str | None = None, lease_until: datetime | None = None,
@@ -78,25 +87,52 @@ def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_
             .values(**{"lease_until": lease_until, **(run_values or {})})
     elif not mine:
         return True
-    returning = [runs.c.last_seq]
+    now = utcnow()
     if mine and session.get_bind().dialect.name == "postgresql":
-        # Delivered at commit; repeats within one transaction collapse into one.
-        returning.append(sa.func.pg_notify(CHANNEL, runs.c.id))
-    last_seq = session.execute(update.returning(*returning)).scalar()
+        # One statement: the UPDATE numbers the events in a CTE, the INSERT writes them from its row
+        # (none when the lease check failed). The NOTIFY is delivered at commit; repeats within one
+        # transaction collapse into one.
+        last_seq = _number_and_insert(session, update, run_id, mine, now)
+    else:
+        last_seq = session.execute(update.returning(runs.c.last_seq)).scalar()
+        if last_seq is not None and mine:
+            session.execute(sa.insert(RunEvent.__table__), _rows(run_id, last_seq, mine, now))
     if last_seq is None:
         return False
     if mine:
-        now = utcnow()
-        first = last_seq - len(mine) + 1
-        rows = [{"run_id": run_id, "seq": first + i, "type": type, "data": data, "created_at": now}
-                for i, (_, type, data) in enumerate(mine)]
-        session.execute(sa.insert(RunEvent.__table__), rows)
-        session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in rows)
+        session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in _rows(run_id, last_seq, mine, now))
     return True
+
+
+def _rows(run_id: str, last_seq: int, mine: list, now: datetime) -> list[dict]:
+    first = last_seq - len(mine) + 1
+    return [{"run_id": run_id, "seq": first + i, "type": type, "data": data, "created_at": now}
+            for i, (_, type, data) in enumerate(mine)]
+
+
+def _number_and_insert(session, update, run_id: str, mine: list, now: datetime) -> int | None:
+    """PostgreSQL: number the run's events and insert them in one statement; the new last_seq, or None
+    when the UPDATE matched no row (the run is no longer ours)."""
+    runs, events_table = Run.__table__, RunEvent.__table__
+    # The payload names the new last_seq too: a process that wrote these events itself need not read them.
+    payload = runs.c.id + " " + sa.cast(runs.c.last_seq, sa.Text)
+    bumped = update.returning(runs.c.last_seq, sa.func.pg_notify(CHANNEL, payload)).cte("bumped")
+    queued = sa.values(sa.column("ord", sa.Integer), sa.column("type", sa.String(40)), sa.column("data", sa.JSON),
+                       name="queued").data([(i, type, data) for i, (_, type, data) in enumerate(mine)])
+    numbered = sa.select(sa.literal(run_id, sa.String(40)), bumped.c.last_seq - len(mine) + 1 + queued.c.ord,
+                         queued.c.type, queued.c.data, sa.literal(now, sa.DateTime(timezone=True))) \
+        .select_from(bumped).join(queued, sa.true())
+    seqs = session.execute(sa.insert(events_table).from_select(
+        ["run_id", "seq", "type", "data", "created_at"], numbered).returning(events_table.c.seq)).scalars().all()
+    return max(seqs) if seqs else None
 
 
 @sa.event.listens_for(sa.orm.Session, "before_commit")
 def _write_queued(session: sa.orm.Session) -> None:
+    if numbered := session.info.pop(_NUMBERED, None):
+        session.flush()  # the new runs' rows first
+        session.execute(sa.insert(RunEvent.__table__), numbered)
+        session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in numbered)
     while queued := session.info.get(_PENDING):
         _write(session, queued[0][0], None, None)
 
@@ -116,6 +152,7 @@ def _publish_written(session: sa.orm.Session) -> None:
 @sa.event.listens_for(sa.orm.Session, "after_rollback")
 def _forget_queued(session: sa.orm.Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_NUMBERED, None)
     session.info.pop(_WRITTEN, None)
 
 
@@ -149,11 +186,19 @@ class _Channel:
             self.changed.notify_all()
 
 
+@dataclass(frozen=True, slots=True)
+class _RunFields:
+    id: str
+    session_id: str
+    agent_id: str
+
+
 class Watch:
     """A stream's view of one run: read what came after a cursor, and wait for more."""
 
-    def __init__(self, hub: "Hub", run_id: str, channel: _Channel):
-        self.hub, self.run_id, self.channel = hub, run_id, channel
+    def __init__(self, hub: "Hub", run_id: str, channel: _Channel, owner_id: int | None = None):
+        self.hub, self.run_id, self.channel, self.owner_id = hub, run_id, channel, owner_id
+        self.run = None  # the run's id, session_id and agent_id, from the last database read
         self._external_seen = -1  # the first read always asks the database
 
     @property
@@ -166,7 +211,8 @@ class Watch:
 
         Events this process committed come from memory. Whenever another process may have written
         (a NOTIFY, a poll), and on the first read, the database is asked, for the events and the
-        run's status in one statement (so both are one snapshot)."""
+        run's status in one statement (so both are one snapshot). With `owner_id`, another account's
+        run reads as "gone"."""
         channel = self.channel
         if channel.external == self._external_seen:
             batch, seq = [], cursor + 1
@@ -177,16 +223,21 @@ class Watch:
                 return batch, None  # a gap after it (evicted, or published out of order) is read next time
         self._external_seen = channel.external
         try:
-            db.session.connection(execution_options=READ_ONLY)
-            rows = db.session.execute(
-                sa.select(Run.status, RunEvent.seq, RunEvent.type, RunEvent.data, RunEvent.created_at)
-                .select_from(Run).outerjoin(RunEvent, sa.and_(RunEvent.run_id == Run.id, RunEvent.seq > cursor))
-                .where(Run.id == self.run_id).order_by(RunEvent.seq).limit(limit)).all()
+            if not db.session().in_transaction():  # a request's first read joins its transaction
+                db.session.connection(execution_options=READ_ONLY)
+            query = sa.select(Run.status, Run.session_id, Run.agent_id, RunEvent.seq, RunEvent.type, RunEvent.data,
+                              RunEvent.created_at) \
+                .select_from(Run).outerjoin(RunEvent, sa.and_(RunEvent.run_id == Run.id, RunEvent.seq > cursor)) \
+                .where(Run.id == self.run_id).order_by(RunEvent.seq).limit(limit)
+            if self.owner_id is not None:
+                query = query.where(Run.owner_id == self.owner_id)
+            rows = db.session.execute(query).all()
         except Exception:
             self._external_seen = -1  # not read: the next read asks the database again
             raise
         if not rows:
             return [], "gone"
+        self.run = _RunFields(self.run_id, rows[0].session_id, rows[0].agent_id)
         batch = [Event(self.run_id, row.seq, row.type, row.data or {}, row.created_at)
                  for row in rows if row.seq is not None]
         if batch:
@@ -219,14 +270,17 @@ class Hub:
         if channel is not None:
             channel.wake(events)
 
-    def notify(self, run_id: str) -> None:
-        """Another process changed the run (a NOTIFY): its watchers read the database again."""
+    def notify(self, note: str) -> None:
+        """Another process may have changed the run (a NOTIFY "<run id> <last_seq>", or a run id from
+        the poller): its watchers read the database again, unless this process already has that event
+        (it wrote it)."""
+        run_id, _, seq = note.partition(" ")
         channel = self._channels.get(run_id)
-        if channel is not None:
+        if channel is not None and not (seq.isdigit() and int(seq) <= channel.highest):
             channel.wake()
 
     @contextmanager
-    def watch(self, run_id: str) -> Iterator[Watch]:
+    def watch(self, run_id: str, owner_id: int | None = None) -> Iterator[Watch]:
         with self._lock:
             channel = self._channels.get(run_id)
             if channel is None:
@@ -236,7 +290,7 @@ class Hub:
                 self._poller = threading.Thread(target=self._poll, name="run-events-poller", daemon=True)
                 self._poller.start()
         try:
-            yield Watch(self, run_id, channel)
+            yield Watch(self, run_id, channel, owner_id)
         finally:
             with self._lock:
                 channel.watchers -= 1

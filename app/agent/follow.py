@@ -13,11 +13,12 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import TypeVar
 
 from flask import current_app
 
-from app.agent.events import READ_ONLY, Event
+from app.agent.events import READ_ONLY, Event, Watch
 from app.extensions import TRANSIENT_DB_ERRORS, db
 from app.models import RunStatus
 
@@ -46,24 +47,31 @@ def status_after(batch: list[Event], status: str | None) -> str | None:
 
 def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
            finish: Callable[[str | None], Chunk], *, hold_paused: bool = False,
-           timeout: float | None = None, wait_out_errors: bool = True) -> Iterator[Chunk | None]:
+           timeout: float | None = None, wait_out_errors: bool = True, watch: Watch | None = None,
+           first: tuple[int, list[Event], str | None] | None = None) -> Iterator[Chunk | None]:
     """Yield `render(events)` for each batch after `cursor` (skipping falsy results), then
     `finish(status)` once the run has stopped (paused; with `hold_paused` only finished; None: the run
     is gone), then end. Yields None after PING_SECONDS without output (a caller may send a keep-alive).
     With `timeout`, ends after that many seconds without `finish`. `render` and `finish` may read the
     database: on SQLite, from a read-only snapshot that never waits for the write lock.
-    `wait_out_errors` False raises a failed read at once (an answer not yet begun can still say 503)."""
+    `wait_out_errors` False raises a failed read at once (an answer not yet begun can still say 503).
+    `watch` (opened by the caller, who closes it) and `first` (the generation before it read, and what
+    `watch.read_after(cursor)` returned) let a caller check the run before its answer begins, with the
+    same statement that reads the first events."""
     hub = current_app.extensions["run_events"]
     deadline = None if timeout is None else time.monotonic() + timeout
     db.session.remove()
-    with hub.watch(run_id) as watch:
+    with (nullcontext(watch) if watch is not None else hub.watch(run_id)) as watch:
         status: str | None = None
         last_sent = time.monotonic()
         failures = 0
         while True:
             seen = watch.generation
             try:
-                batch, read_status = watch.read_after(cursor)
+                if first is not None:
+                    (seen, batch, read_status), first = first, None
+                else:
+                    batch, read_status = watch.read_after(cursor)
                 if read_status is not None:  # read from the database: the status of the same snapshot
                     status = None if read_status == "gone" else read_status
                 else:

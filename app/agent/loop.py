@@ -56,15 +56,19 @@ def execute(run_id: str) -> None:
 
     Transactions are few and short: taking the run shares one with the first step (a tool call's
     `executing`, or the model turn's new message), and none stays open across a model call or a tool."""
+    # The same statement says whether any call waits to be executed (none: a new run's first step is
+    # the model, with no query for its calls).
+    has_approved = sa.exists().where(ToolCall.run_id == run_id, ToolCall.status == CallStatus.APPROVED)
     taken = db.session.execute(
         sa.update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
         .values(status=RunStatus.RUNNING, lease_owner=WORKER_ID, lease_until=lease_until(), updated_at=utcnow())
-        .returning(Run.session_id, Run.owner_id, Run.agent_id)
+        .returning(Run.session_id, Run.owner_id, Run.agent_id, has_approved)
         .execution_options(synchronize_session=False)).first()
     if taken is None:
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
-    run = RunRef(run_id, *taken)
+    run = RunRef(run_id, *taken[:3])
+    calls_waiting = bool(taken[3])
     agent = agent_of(run.agent_id)
     if agent is None:
         _finish(run.id, RunStatus.FAILED, "run_failed",
@@ -73,8 +77,9 @@ def execute(run_id: str) -> None:
     model = current_app.extensions["models"].for_agent(agent)
     try:
         for _ in range(MAX_MODEL_TURNS):
-            if not _execute_approved_calls(run, agent):
+            if calls_waiting and not _execute_approved_calls(run, agent):
                 return
+            calls_waiting = True  # after a model turn, its auto-approved calls may wait
             outcome = _model_turn(run, agent, model)
             if outcome != "tools":
                 return
@@ -90,12 +95,11 @@ def _model_turn(run: RunRef, agent, model) -> str:
     """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
     chains = getattr(model, "chains", False)
     context = build_context(run.session_id, from_chain_head=chains)
-    message_id = db.session.execute(sa.insert(Message).values(
-        session_id=run.session_id, run_id=run.id, role="assistant", state="streaming", content="",
-        created_at=utcnow()).returning(Message.id)).scalar_one()
-    events.append(run.id, "message_started", {"message_id": message_id})
-    if not commit_owned(run.id):  # no transaction stays open while the model streams
-        return "stopped"
+    # Nothing more is written before the model call: the reply's row is made with its first words (or
+    # at the turn's end), in the transaction that numbers them. The commit ends the run's taking, if
+    # it is still open; no transaction stays open while the model streams.
+    db.session.commit()
+    message_id = None
 
     def full_context() -> list[ContextItem]:
         """The whole conversation, for a provider whose chain was forgotten (read, then let go)."""
@@ -117,7 +121,11 @@ def _model_turn(run: RunRef, agent, model) -> str:
             if isinstance(event, TextDelta):
                 pending_text += event.text
                 if time.monotonic() - last_flush >= FLUSH_SECONDS:
-                    if not _flush_text(run.id, message_id, written, pending_text):
+                    if message_id is None:
+                        message_id = _start_message(run, pending_text)
+                        if not commit_owned(run.id):
+                            return "stopped"
+                    elif not _flush_text(run.id, message_id, written, pending_text):
                         return "stopped"
                     written += len(pending_text)
                     pending_text, last_flush = "", time.monotonic()
@@ -128,17 +136,25 @@ def _model_turn(run: RunRef, agent, model) -> str:
     except ModelError as exc:
         db.session.rollback()
         Run.hold(run.id)
-        if pending_text:
+        if message_id is None:
+            message_id = _start_message(run, pending_text)
+        elif pending_text:
             _append_text(run.id, message_id, written, pending_text)
         interrupt_message(run.id, message_id)
         _finish(run.id, RunStatus.FAILED, "run_failed", error=str(exc))
         return "stopped"
 
-    # The turn's end is one transaction: the last words, the message, its calls, the new state. Its
-    # first statement numbers the events, checks and renews the lease and sets the run's new state
-    # (so it also takes the run's row first: the lock order); the calls' previews are made before it.
+    # The turn's end is one transaction: the last words, the message, its calls, the new state. The
+    # events' numbering also checks and renews the lease and sets the run's new state, and it takes the
+    # run's row before any existing row (the lock order; a reply inserted now is new, see
+    # _start_message); the calls' previews are made before the transaction begins.
     calls, gated = _new_calls(run, agent, message_id, requests)
-    if pending_text:
+    made_whole = message_id is None
+    if made_whole:  # no words flushed yet (a turn of tool calls): its reply is made now, whole
+        message_id = _start_message(run, pending_text, state="done", response_id=response_id)
+        for call in calls:
+            call["message_id"] = message_id
+    elif pending_text:
         events.append(run.id, "text", {"message_id": message_id, "text": pending_text, "at": written})
     events.append(run.id, "message_completed", {"message_id": message_id, "state": "done"})
     if calls:
@@ -151,9 +167,10 @@ def _model_turn(run: RunRef, agent, model) -> str:
             "status": ended, "error": None, "lease_owner": None, "lease_until": None}):
         db.session.rollback()
         return "stopped"  # cancelled meanwhile, or recovered by another worker
-    messages = Message.__table__
-    db.session.execute(sa.update(messages).where(messages.c.id == message_id).values(
-        state="done", response_id=response_id, content=messages.c.content + pending_text))
+    if not made_whole:
+        messages = Message.__table__
+        db.session.execute(sa.update(messages).where(messages.c.id == message_id).values(
+            state="done", response_id=response_id, content=messages.c.content + pending_text))
     if calls:
         db.session.execute(sa.insert(ToolCall.__table__), calls)  # Core: no unit of work on the hot path
     db.session.commit()
@@ -245,6 +262,19 @@ def safe_preview(tool, ctx, arguments) -> str | None:
     except Exception:  # a preview is a courtesy; the card works without it
         log.exception("preview of %s failed", tool.name)
         return None
+
+
+def _start_message(run: RunRef, text: str, state: str = "streaming", response_id: str | None = None) -> int:
+    """Insert the turn's reply with its first words (and queue `message_started` and their `text`
+    event). A new row nobody else can see or lock yet, so it may come before the run's row is taken
+    (`events.write`) without breaking the lock order."""
+    message_id = db.session.execute(sa.insert(Message).values(
+        session_id=run.session_id, run_id=run.id, role="assistant", state=state, content=text,
+        response_id=response_id, created_at=utcnow()).returning(Message.id)).scalar_one()
+    events.append(run.id, "message_started", {"message_id": message_id})
+    if text:
+        events.append(run.id, "text", {"message_id": message_id, "text": text, "at": 0})
+    return message_id
 
 
 def _append_text(run_id: str, message_id: int, at: int, text: str) -> None:

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
+from types import SimpleNamespace
+
+import sqlalchemy as sa
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -13,7 +17,7 @@ from app.agent.decisions import refresh_previews
 from app.agent.refusals import Expired, Invalid, NotFound, Refusal
 from app.grants import GrantRequest
 from app.extensions import db
-from app.models import Run, utcnow
+from app.models import Run, RunStatus, ToolCall, utcnow
 from app.web import cards
 from app.web.errors import answer_after_commit, status_of
 from app.web.stream import StreamView, follow_run, render_batch, sse
@@ -26,10 +30,6 @@ bp.add_app_template_global(lambda items: chats.group_by_date(items, utcnow().dat
 
 def _owned_chat_or_404(chat_id: str):
     return chats.get_chat(current_user.id, chat_id) or abort(404, "No such chat.")
-
-
-def _owned_run_or_404(run_id: str) -> Run:
-    return Run.owned_by(current_user.id, run_id) or abort(404, "No such run.")
 
 
 def _wants_fragment() -> bool:
@@ -209,7 +209,7 @@ class _RemovedAgent:
 def send(chat_id):
     chat = _owned_chat_or_404(chat_id)
     text = request.form.get("message", "")
-    first_message = chat.title == "New chat"
+    first_message, agent_id = chat.title == "New chat", chat.agent_id  # read before the command commits
     try:
         run, cursor = commands.start_run(chat, text)
     except Refusal as exc:
@@ -219,8 +219,11 @@ def send(chat_id):
         return render_template("chat/_send_error.html", message=str(exc), text=text), status_of(exc)
     if not _wants_fragment():
         return redirect(url_for("chat.show", chat_id=chat_id), 303)
+    # The run as start_run left it (queued), not read back: the stream from `cursor` shows the rest.
+    started = SimpleNamespace(id=sa.inspect(run).identity[0], session_id=chat_id, agent_id=agent_id,
+                              status=RunStatus.QUEUED)
     return answer_after_commit(
-        lambda: render_template("chat/_run_started.html", chat=chat, run=run, cursor=cursor,
+        lambda: render_template("chat/_run_started.html", chat=chat, run=started, cursor=cursor,
                                 first_message=first_message, chats=chats.list_chats(current_user.id)),
         "Your message was sent. The page could not be updated just now: reload it to follow the reply.")
 
@@ -279,7 +282,7 @@ def decide(run_id, call_id, decision):
         return answer_after_commit(lambda: render_template("approvals/_decided.html", call=call),
                                    f"{done} Reload the page to see the outcome.", call_id=call_id)
     return answer_after_commit(
-        lambda: render_template("chat/_decided.html", call=call, run=db.session.get(Run, run_id), cursor=cursor),
+        lambda: render_template("chat/_decided.html", cursor=cursor, **_call_and_run(call_id, run_id)),
         f"{done} The page could not be updated just now: reload it to see the outcome.", call_id=call_id)
 
 
@@ -290,6 +293,13 @@ def _always_allow() -> GrantRequest | None:
         return None
     return GrantRequest(scope=form.get("always_scope", "chat"), same_arguments=form.get("always_same_arguments") == "1",
                         duration=form.get("always_for", "forever"))
+
+
+def _call_and_run(call_id: str, run_id: str) -> dict:
+    """The decided call and its run as they are now, read back in one statement."""
+    call, run = db.session.execute(sa.select(ToolCall, Run).join(Run, ToolCall.run_id == Run.id).where(
+        ToolCall.id == call_id, Run.id == run_id)).one()
+    return {"call": call, "run": run}
 
 
 def _from_inbox() -> bool:
@@ -329,20 +339,35 @@ def run_events(run_id):
 
     `hold=1` (the page's stream while a run waits for a decision) stays open through the pause, so a
     decision made elsewhere (another tab, the REST API) shows up live."""
-    _owned_run_or_404(run_id)
     try:
         cursor = int(request.headers.get("Last-Event-ID") or request.args.get("after") or 0)
     except ValueError:
         abort(400, "The cursor must be a number.")
-    release_slot = limits.take_stream_slot()  # 429 beyond MAX_STREAMS_PER_ACCOUNT
-    view = StreamView(run_id)  # what this stream remembers between batches
+    # Watching starts before the first read (no wake-up is missed), and that read is also the owner
+    # check: another account's run, or none, is a 404 before the stream begins.
+    # End the sign-in's transaction first: starting to watch may switch greenlets, which must never
+    # happen while holding SQLite's write lock; the read below then needs no lock (a plain BEGIN).
+    db.session.remove()
+    watching = ExitStack()
+    watch = watching.enter_context(current_app.extensions["run_events"].watch(run_id, owner_id=current_user.id))
+    try:
+        seen = watch.generation
+        batch, status = watch.read_after(cursor)
+        if status == "gone":
+            abort(404, "No such run.")
+        release_slot = limits.take_stream_slot()  # 429 beyond MAX_STREAMS_PER_ACCOUNT
+    except BaseException:
+        watching.close()
+        raise
+    watching.callback(release_slot)
+    view = StreamView(run_id, watch.run)  # what this stream remembers between batches
     stream = follow_run(
         run_id, cursor,
         render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, view)),
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
-        hold_paused=request.args.get("hold") == "1")
+        hold_paused=request.args.get("hold") == "1", watch=watch, first_read=(seen, batch, status))
     response = Response(stream, mimetype="text/event-stream",
                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    response.call_on_close(release_slot)
+    response.call_on_close(watching.close)
     return response

@@ -13,21 +13,23 @@ from types import SimpleNamespace
 import sqlalchemy as sa
 from flask import current_app, render_template, stream_with_context
 
-from app.agent.events import Event
+from app.agent.events import Event, Watch
 from app.agent.follow import STATUS_AFTER, follow
 from app.extensions import db
 from app.models import Message, Run, RunStatus, ToolCall
 
 def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
-               finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False) -> Iterator[str]:
+               finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False,
+               watch: Watch | None = None, first_read=None) -> Iterator[str]:
     """The run's events after `cursor` as server-sent events: `first`, then what `app.agent.follow`
-    yields (rendered by `render`, closed by `finish(status)`), with a comment as keep-alive."""
+    yields (rendered by `render`, closed by `finish(status)`), with a comment as keep-alive.
+    `watch` and `first_read`: see `app.agent.follow.follow`."""
     db.session.remove()
 
     def stream():
         if first:
             yield first
-        for chunk in follow(run_id, cursor, render, finish, hold_paused=hold_paused):
+        for chunk in follow(run_id, cursor, render, finish, hold_paused=hold_paused, watch=watch, first=first_read):
             yield ": ping\n\n" if chunk is None else chunk
 
     return stream_with_context(stream())
@@ -50,18 +52,49 @@ class StreamView:
     says where their words go; read from the database once when the stream joined mid-reply or
     missed words), and when each reply was last rendered (see render_batch)."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, run=None):
         self.run_id = run_id
         self.texts: dict[int, str] = {}
         self.last_text: dict[int, float] = {}
-        self._run = None
+        self.approved: dict[str, SimpleNamespace] = {}  # cards last shown approved, by call id
+        self._run = run
+        self._held: list = []
 
     def run(self):
-        """The run's id, session_id and agent_id (they never change)."""
+        """The run's id, session_id and agent_id (they never change; the view may hand them in)."""
         if self._run is None:
             self._run = db.session.execute(sa.select(Run.id, Run.session_id, Run.agent_id)
                                            .where(Run.id == self.run_id)).one()
         return self._run
+
+    def card(self, call_id: str, status: str | None):
+        """The call as its card shows it. `executing` after a card this stream showed approved comes
+        from memory (that transition changes nothing else); every other state is read, from the rows
+        `prefetch` loaded for the batch."""
+        known = self.approved.pop(call_id, None)
+        if status == "executing" and known is not None:
+            return SimpleNamespace(**{**vars(known), "status": status})
+        call = db.session.get(ToolCall, call_id)
+        if call is not None and call.status == "approved":
+            self.approved[call_id] = SimpleNamespace(
+                **{column.key: getattr(call, column.key) for column in ToolCall.__table__.columns},
+                decider=call.decider if call.decider_id is not None else None)
+        return call
+
+    def prefetch(self, batch: list[Event]) -> None:
+        """Load the person's messages and the cards the batch shows in one statement each (into the
+        session's identity map, where render_event's `Session.get` finds them)."""
+        message_ids = [e.data["message_id"] for e in batch if e.type == "user_message"]
+        call_ids = {call_id for e in batch if e.type == "tool_calls" for call_id in e.data["call_ids"]}
+        call_ids.update(e.data["call_id"] for e in batch if e.type == "tool_call_updated" and not (
+            e.data.get("status") == "executing" and e.data["call_id"] in self.approved))
+        held = []  # the identity map holds rows weakly: keep them until the batch is rendered
+        if message_ids:
+            held += db.session.scalars(sa.select(Message).where(Message.id.in_(message_ids))
+                                       .options(sa.orm.lazyload(Message.tool_calls))).all()
+        if call_ids:
+            held += db.session.scalars(sa.select(ToolCall).where(ToolCall.id.in_(call_ids))).all()
+        self._held = held
 
     def started(self, message_id: int) -> None:
         self.texts[message_id] = ""
@@ -98,6 +131,7 @@ def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]
     `message_completed` every reply ends with (also after Stop or a failure), shows all of it."""
     now = time.monotonic()
     newest = {event.data["message_id"]: event.seq for event in batch if event.type == "text"}
+    view.prefetch(batch)
     shown = []
     for event in batch:
         if event.type == "message_started":
@@ -133,19 +167,24 @@ def render_event(event: Event, view: StreamView) -> str:
             return (env.get_template("chat/events/_message_replace.html").render(message=reply)
                     + (env.get_template("chat/events/_activity.html").render(activity="Writing…")
                        if state == "streaming" else ""))
-        case "user_message" | "message_started":
-            # These fragments never show the message's cards: skip loading its tool calls.
+        case "message_started":
+            # A new reply is empty and streaming: its shell needs no query (text events fill it).
+            run = view.run()
+            reply = SimpleNamespace(id=data["message_id"], role="assistant", content="", state="streaming",
+                                    session_id=run.session_id, created_at=event.created_at, tool_calls=[])
+            return render_template("chat/events/_message_append.html", message=reply, agent_id=run.agent_id)
+        case "user_message":
+            # This fragment never shows the message's cards: skip loading its tool calls.
             message = db.session.get(Message, data["message_id"], options=[sa.orm.lazyload(Message.tool_calls)])
             if message is None:
                 return ""
-            return render_template("chat/events/_message_append.html", message=message,
-                                   agent_id=view.run().agent_id if message.role == "assistant" else None)
+            return render_template("chat/events/_message_append.html", message=message, agent_id=None)
         case "tool_calls":
             calls = [db.session.get(ToolCall, call_id) for call_id in data["call_ids"]]
             return render_template("chat/events/_calls_append.html", message_id=data["message_id"],
                                    calls=[c for c in calls if c is not None])
         case "tool_call_updated":
-            call = db.session.get(ToolCall, data["call_id"])
+            call = view.card(data["call_id"], data.get("status"))
             if call is None:
                 return ""
             fragment = render_template("chat/events/_call_replace.html", call=call)
