@@ -4,17 +4,23 @@ can try each one with the offline demo model (its suggested prompts are on its e
 - confirm, with a live preview: `delete_records` and `send_notification` (from the Data Manager);
 - edit, then approve: a delete of far more rows than anyone would want ("Delete 5000 ... events");
 - ask for input: `schedule_maintenance` asks the person for the window (requires_user_input);
-- hand over: `restart_service` is done by the person, who hands back what happened (external_execution).
+- hand over: `restart_service` is done by the person, who hands back what happened (external_execution);
+- a rule: `archive_events` asks only above 100 events (requires_confirmation=callable), offers "Always
+  allow" and expires after 5 minutes (approval_timeout);
+- an admin's approval: `reset_password` (approvers="admin").
 """
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
+
+import sqlalchemy as sa
+from pydantic import Field
 
 from app.agent.definition import Agent
 from app.agent.tools import ToolContext, tool
 from app.agents.data_manager import DataTable, delete_records, list_tables, send_notification
-from app.workspace import outbox
+from app.workspace import MAX_DELETE, count_rows, events, outbox
 
 MaintenanceWindow = Literal["tonight 22:00", "Saturday 06:00", "Sunday 02:00"]
 Service = Literal["web", "worker", "database"]
@@ -48,8 +54,42 @@ def restart_service(ctx: ToolContext, service: Service, reason: str) -> str:
     raise RuntimeError("restart_service is run by a person, never on the server")  # external_execution
 
 
-# -- RULE-GATED TOOL (issue 12 item 4, branch `rules`): the lead adds here, after merging, a tool whose
-# -- requires_confirmation is a callable (e.g. asks only when count > 100), and its prompt to SUGGESTIONS.
+def _many(arguments: dict, run_context: ToolContext) -> bool:
+    """archive_events' rule: a small archive runs at once; over 100 events asks first."""
+    return arguments["count"] > 100
+
+
+def _preview_archive(ctx: ToolContext, arguments: dict) -> str | None:
+    total = count_rows(ctx.workspace, events)
+    count = min(arguments.get("count", 0), total)
+    return f"Archives (removes) the {count:,} oldest of {total:,} events."
+
+
+@tool(requires_confirmation=_many, approval_timeout=300, preview=_preview_archive)
+def archive_events(ctx: ToolContext, count: Annotated[int, Field(ge=1, le=MAX_DELETE)]) -> str:
+    """Archive the oldest events: they leave the events table. Asks first only above 100 events.
+
+    Args:
+        count (int): How many of the oldest events to archive, 1 to 10,000.
+    """
+    with ctx.workspace.begin() as conn:
+        oldest = sa.select(events.c.id).order_by(events.c.created_at.asc(), events.c.id.asc()).limit(count)
+        archived = conn.execute(sa.delete(events).where(events.c.id.in_(oldest))).rowcount
+        remaining = count_rows(conn, events)
+    return f"Archived {archived:,} events; {remaining:,} remain."
+
+
+@tool(requires_confirmation=True, approvers="admin")
+def reset_password(ctx: ToolContext, email: Annotated[str, Field(min_length=3, max_length=255)]) -> str:
+    """Send a user a password-reset link. Only an admin may approve it.
+
+    Args:
+        email (str): The user's email address.
+    """
+    with ctx.workspace.begin() as conn:
+        conn.execute(outbox.insert().values(owner_id=ctx.owner_id, run_id=ctx.run_id, recipient=email,
+                                            message="Someone asked to reset your password: use the link in this message."))
+    return f"A password-reset link was sent to {email}."
 
 
 def demo_script(text: str, available: set[str]):
@@ -70,6 +110,14 @@ def demo_script(text: str, available: set[str]):
     if match := re.search(r"\brestart\s+(?:the\s+)?(\w+)", lowered):
         return (f"I cannot restart **{match.group(1)}** myself: the card says what to do; tell me how it went.\n\n",
                 ("restart_service", {"service": match.group(1), "reason": "Requested in the Ops Desk."}))
+    if match := re.search(r"\barchive\s+(\d+)\b", lowered):
+        count = int(match.group(1))
+        how = "That is few enough to run at once, by the tool's rule." if count <= 100 else \
+            "Over 100 asks first; the card offers **Always allow** and expires in 5 minutes."
+        return (f"I'll archive the {count:,} oldest events. {how}\n\n", ("archive_events", {"count": count}))
+    if match := re.search(r"\breset\s+(?:the\s+)?password\s+(?:of|for)\s+(\S+@\S+?)[.!?]?$", lowered):
+        return (f"I'll send **{match.group(1)}** a reset link. Only an admin may approve that.\n\n",
+                ("reset_password", {"email": match.group(1)}))
     if re.search(r"\b(what|which|list|show)\b.*\btables?\b", lowered):
         return ("Here are the tables.\n\n", ("list_tables", {}))
     return ("I'm the **Ops Desk** on the offline demo model. Each of these stops for you in a different way:\n\n"
@@ -81,15 +129,20 @@ SUGGESTIONS = ("Delete 50 old records from the users table",
                "Delete 5000 old records from the events table",
                "Notify alice@example.com that the export is ready",
                "Schedule maintenance for the orders table",
-               "Restart the worker service")
+               "Restart the worker service",
+               "Archive 50 old events",
+               "Archive 500 old events",
+               "Reset the password of alice@example.com")
 
 OPS_DESK = Agent(
     id="ops_desk",
     name="Ops Desk",
     instructions="You help run the workspace. Deleting and notifying need approval; scheduling maintenance "
-                 "needs the person's window; restarting a service is done by the person.",
-    tools=[list_tables, delete_records, send_notification, schedule_maintenance, restart_service],
-    description="Shows every kind of pause: approve, edit, fill in, hand over.",
+                 "needs the person's window; restarting a service is done by the person; archiving over 100 "
+                 "events needs approval; a password reset needs an admin's.",
+    tools=[list_tables, delete_records, send_notification, schedule_maintenance, restart_service, archive_events,
+           reset_password],
+    description="Shows every kind of pause: approve, edit, fill in, hand over, a rule, an admin's approval.",
 )
 OPS_DESK.demo = demo_script
 OPS_DESK.suggestions = SUGGESTIONS

@@ -34,3 +34,35 @@ def test_the_demo_model_deletes_after_approval(page, harness):
     page.locator(".call-pending").get_by_role("button", name="Approve").click()
     expect(page.locator("#outbox")).to_contain_text("To alice@example.com")
     expect(page.locator("#outbox")).to_contain_text("the export is ready")
+
+
+def test_the_ops_desk_demo_shows_a_rule_an_always_allow_card_and_an_admins_approval(page, harness):
+    """The second demo agent with no key: a small archive runs by its rule, a large one asks (with Always
+    allow and an expiry), and a password reset waits for an admin (the first account is one)."""
+    before = harness.rows("events")
+    page.goto("/chats/new?agent_id=ops_desk")
+    expect(page.get_by_role("button", name="Archive 500 old events")).to_be_visible()  # a suggested prompt
+
+    def say(text: str) -> None:
+        expect(page.get_by_role("button", name="Send")).to_be_visible()  # Enter waits while the agent works
+        page.locator("#composer-input").fill(text)
+        page.locator("#composer-input").press("Enter")
+
+    say("Archive 50 old events")
+    expect(page.locator(".call-by-rule")).to_contain_text("Approved by rule")
+    expect(page.locator(".call-done").last).to_contain_text(f"Archived 50 events; {before - 50:,} remain.")
+
+    say("Archive 500 old events")
+    card = page.locator(".call-pending")
+    expect(card).to_contain_text(f"Archives (removes) the 500 oldest of {before - 50:,} events.")
+    expect(card.locator(".call-expires")).to_contain_text("Expires")
+    expect(card.get_by_text("Always allow archive_events…")).to_be_visible()
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator(".call-done").last).to_contain_text(f"{before - 550:,} remain.")
+
+    say("Reset the password of bo@example.com")
+    card = page.locator(".call-pending")
+    expect(card.locator(".call-expires")).to_contain_text("only an admin can decide it")
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator(".call-done").last).to_contain_text("A password-reset link was sent to bo@example.com.")
+    assert harness.rows("events") == before - 550
