@@ -86,7 +86,8 @@ def test_a_model_silent_for_longer_than_the_lease_is_not_taken_for_a_dead_worker
 
 
 class workspace_locked:
-    """Hold a lock on the workspace's users table (SQLite: the whole file) until the block ends."""
+    """Hold a write lock on the workspace's users table (SQLite: the whole file) until the block ends.
+    Reads go on: approving makes the card's preview again, and only the tool's delete must wait."""
 
     def __init__(self, databases):
         self.databases = databases
@@ -94,11 +95,11 @@ class workspace_locked:
     def __enter__(self):
         if self.databases.backend == "sqlite":
             self.conn = sqlite3.connect(sa.make_url(self.databases.workspace_url).database, isolation_level=None)
-            self.conn.execute("BEGIN EXCLUSIVE")
+            self.conn.execute("BEGIN IMMEDIATE")
         else:
             self.engine = sa.create_engine(self.databases.workspace_url)
             self.conn = self.engine.connect()
-            self.conn.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            self.conn.exec_driver_sql("LOCK TABLE users IN EXCLUSIVE MODE")
         return self
 
     def __exit__(self, *exc):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from flask import current_app
@@ -255,8 +255,12 @@ def tool_context(run: RunRef) -> ToolContext:
 
 
 def safe_preview(tool, ctx, arguments) -> str | None:
+    """What the card says a call would do. The preview reads the workspace as a reader only (on SQLite
+    a snapshot, not the write lock), so showing or approving a card never waits for a busy writer."""
     if not tool.preview:
         return None
+    if ctx.workspace is not None:
+        ctx = replace(ctx, workspace=ctx.workspace.execution_options(read_only=True))
     try:
         return tool.preview(ctx, arguments)
     except Exception:  # a preview is a courtesy; the card works without it
