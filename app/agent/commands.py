@@ -15,7 +15,7 @@ from flask import current_app
 
 from app import grants
 from app.agent import events
-from app.agent.decisions import PreviewChanged, resolve
+from app.agent.decisions import PreviewChanged, resolve, store_previews
 from app.agent.loop import RunRef, agent_of, interrupt_message
 from app.agent.recovery import submit
 from app.agent.expiry import expire_if_due, is_due
@@ -166,12 +166,9 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
 
 
 def _show_new_preview(run_id: str, call_pk: str, preview: str | None) -> None:
-    """Store a call's changed preview (it stays pending) and tell every open card; commits."""
+    """Store a call's changed preview (it stays pending), in a transaction of its own; commits."""
     db.session.rollback()
-    Run.lock(run_id)
-    if ToolCall.transition(call_pk, CallStatus.PENDING, CallStatus.PENDING, preview=preview):
-        events.append(run_id, "tool_call_updated", {"call_id": call_pk, "status": CallStatus.PENDING})
-    db.session.commit()
+    store_previews(run_id, {call_pk: preview})
 def _expire_due(run_id: str, calls) -> None:
     """Expire the calls whose approval time has passed (committed: the refusal that follows must not
     undo it); the run goes on if nothing of the turn is pending any more."""

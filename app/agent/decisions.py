@@ -15,10 +15,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from app.agent.loop import RunRef, safe_preview, tool_context
+import sqlalchemy as sa
+
+from app.agent import events
+from app.agent.loop import RunRef, agent_of, safe_preview, tool_context
 from app.agent.refusals import Conflict, Invalid
 from app.agent.tools import ToolArgumentError
-from app.models import CallKind, CallStatus, ToolCall, utcnow
+from app.extensions import db
+from app.models import CallKind, CallStatus, Run, RunStatus, ToolCall, utcnow
 
 MAX_RESULT_CHARS = 20_000
 
@@ -132,13 +136,6 @@ def refresh_previews(run_id: str | None) -> int:
     """Make the previews of a paused run's pending calls again (previews have no side effects) and store
     those that changed, so a card shows what approving it would do now (approval checks once more).
     Returns how many changed; commits only then."""
-    import sqlalchemy as sa
-
-    from app.agent import events
-    from app.agent.loop import agent_of
-    from app.extensions import db
-    from app.models import Run, RunStatus
-
     run = db.session.get(Run, run_id) if run_id else None
     if run is None or run.status != RunStatus.PAUSED:
         return 0
@@ -154,9 +151,15 @@ def refresh_previews(run_id: str | None) -> int:
                 fresh[call.id] = preview
     if not fresh:
         return 0
-    Run.lock(run.id)
-    for call_pk, preview in fresh.items():
-        if ToolCall.transition(call_pk, CallStatus.PENDING, CallStatus.PENDING, preview=preview):
-            events.append(run.id, "tool_call_updated", {"call_id": call_pk, "status": CallStatus.PENDING})
-    db.session.commit()
+    store_previews(run.id, fresh)
     return len(fresh)
+
+
+def store_previews(run_id: str, previews: dict[str, str | None]) -> None:
+    """Store the new previews of pending calls (by row id; they stay pending) and tell every open card;
+    commits."""
+    Run.lock(run_id)
+    for call_pk, preview in previews.items():
+        if ToolCall.transition(call_pk, CallStatus.PENDING, CallStatus.PENDING, preview=preview):
+            events.append(run_id, "tool_call_updated", {"call_id": call_pk, "status": CallStatus.PENDING})
+    db.session.commit()
