@@ -198,9 +198,13 @@ class Run(db.Model):
         return self.status in RunStatus.ACTIVE
 
     @classmethod
-    def owned_by(cls, owner_id: int, run_id: str) -> "Run | None":
-        """The run if it is this account's (None also for another account's: it must look missing)."""
-        return db.session.scalar(sa.select(cls).where(cls.id == run_id, cls.owner_id == owner_id))
+    def owned_by(cls, owner_id: int, run_id: str, lock: bool = False) -> "Run | None":
+        """The run if it is this account's (None also for another account's: it must look missing).
+        With `lock`, also `Run.lock` in the same statement (the row read afresh under the lock)."""
+        query = sa.select(cls).where(cls.id == run_id, cls.owner_id == owner_id)
+        if lock:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return db.session.scalar(query)
 
     @classmethod
     def latest_in(cls, session_id: str) -> "Run | None":
@@ -296,14 +300,31 @@ class ToolCall(db.Model):
         return db.session.scalar(query if owner_id is None else query.where(Run.owner_id == owner_id))
 
     @classmethod
-    def transition(cls, call_id: str, expected: str | None, new: str, extra_where=(), **values) -> bool:
-        """Compare-and-set the call's status (`expected` None: from any status; `extra_where` must hold too)."""
+    def owned_with_run(cls, owner_id: int | None, run_id: str, call_id: str):
+        """`owned_by` that also takes the run's row lock (the lock order: run first) and reads the run's
+        fields, in one statement: (call, run row with last_seq, session_id, owner_id, agent_id) or None.
+        The call is read afresh (what another decision may have changed before we got the lock)."""
+        query = sa.select(cls, Run.last_seq, Run.session_id, Run.owner_id, Run.agent_id) \
+            .join(Run, cls.run_id == Run.id).where(cls.id == call_id, cls.run_id == run_id) \
+            .with_for_update(of=Run).execution_options(populate_existing=True)
+        row = db.session.execute(query if owner_id is None else query.where(Run.owner_id == owner_id)).first()
+        return None if row is None else (row[0], row)
+
+    @classmethod
+    def cas(cls, call_id: str, expected: str | None, new: str, extra_where=(), **values):
+        """The compare-and-set UPDATE of the call's status (`expected` None: from any status; `extra_where`
+        must hold too), as a Core statement returning the call's id."""
         table = cls.__table__
         condition = [table.c.id == call_id, *extra_where]
         if expected is not None:
             condition.append(table.c.status == expected)
-        result = db.session.execute(sa.update(table).where(*condition).values(status=new, updated_at=utcnow(), **values))
-        return result.rowcount == 1
+        return sa.update(table).where(*condition).values(status=new, updated_at=utcnow(), **values) \
+            .returning(table.c.id)
+
+    @classmethod
+    def transition(cls, call_id: str, expected: str | None, new: str, extra_where=(), **values) -> bool:
+        """Compare-and-set the call's status: True if it was `expected` (and `extra_where` held) and is now `new`."""
+        return db.session.execute(cls.cas(call_id, expected, new, extra_where, **values)).first() is not None
 
 
 class RunEvent(db.Model):

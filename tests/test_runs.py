@@ -216,6 +216,35 @@ def test_two_gated_calls_each_get_their_own_outcome(harness, fake_model):
     assert harness.rows("users") == before - 50
 
 
+def test_deciding_the_last_pending_card_resumes_the_run_once_and_the_event_log_has_no_gap(harness, fake_model):
+    # The decision's compare-and-set, its event and the run's resumption are written together: the
+    # first decision leaves the run paused, the second resumes it, every event numbered in order.
+    from app.models import RunEvent
+    notify = ToolCall("send_notification", {"recipient": "ops@example.com", "message": "cleanup done"})
+    fake_model.script(Turn(tool_calls=[DELETE_50, notify]), Turn(text="Done."))
+    owner, chat = harness.chat()
+    run_id = harness.send(chat, "delete and notify")
+    delete_call, notify_call = harness.calls(harness.wait(run_id, "paused").id)
+    paused_at = harness.run(run_id).last_seq
+    harness.decide(owner, run_id, delete_call.id, approve=True)
+    assert harness.run(run_id).status == "paused", "the other card still waits"
+    assert harness.run(run_id).last_seq == paused_at + 1, "one event: the card's, no resumption"
+    harness.decide(owner, run_id, notify_call.id, approve=True)
+    run = harness.wait(run_id, "completed")
+    with harness.app.app_context():
+        logged = db.session.execute(sa.select(RunEvent.seq, RunEvent.type, RunEvent.data)
+                                    .where(RunEvent.run_id == run_id).order_by(RunEvent.seq)).all()
+    assert [seq for seq, _, _ in logged] == list(range(1, run.last_seq + 1))
+    after_pause = [(type, data.get("call_id"), data.get("status")) for seq, type, data in logged if seq > paused_at]
+    assert after_pause[:6] == [
+        ("tool_call_updated", delete_call.id, "approved"),
+        ("tool_call_updated", notify_call.id, "approved"), ("run_resumed", None, None),
+        ("tool_call_updated", delete_call.id, "executing"), ("tool_call_updated", delete_call.id, "done"),
+        ("tool_call_updated", notify_call.id, "executing"),
+    ]
+    assert [c.status for c in harness.calls(run_id)] == ["done", "done"]
+
+
 def test_a_message_typed_while_a_card_waits_rejects_it_with_that_reason(harness, fake_model):
     fake_model.script(Turn(tool_calls=[DELETE_50]), Turn(text="OK, I will not delete anything."))
     _, chat = harness.chat()

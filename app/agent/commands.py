@@ -121,17 +121,15 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
     `decider_id` is recorded as who decided. The second of two racing decisions gets a 409 with the
     call's current state; a call whose approval expired is expired now (if the sweeper has not yet)
     and refused."""
-    call = ToolCall.owned_by(owner_id, run_id, call_id) or _refuse_missing("No such tool call.")
+    call, run = ToolCall.owned_with_run(owner_id, run_id, call_id) or _refuse_missing("No such tool call.")
     always = always.checked(call) if always is not None and approve else None
-    cursor = Run.lock(run_id)
-    db.session.refresh(call)  # read again under the lock: what another decision may have changed
+    cursor = run.last_seq
     _expire_due(run_id, [call])  # the sweeper may not have run yet
     if call.status != CallStatus.PENDING:
         db.session.rollback()
         raise _settled(db.session.get(ToolCall, call.id))
     _check_approver(call, decider_is_admin=owner_id is None)
-    run = db.session.get(Run, run_id)
-    ref = RunRef(run.id, run.session_id, run.owner_id, run.agent_id)
+    ref = RunRef(run_id, run.session_id, run.owner_id, run.agent_id)
     decision = Decision(call.call_id, arguments=arguments, confirmed=approve, note=reason,
                         user_input=user_input, external_result=result)
     try:
@@ -146,21 +144,20 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
         db.session.rollback()
         return call, cursor
     values = {**change.values, "decider_id": decider_id} if change.status != CallStatus.PENDING else change.values
-    if not ToolCall.transition(call.id, CallStatus.PENDING, change.status, **values):
+    if always is not None and change.status == CallStatus.APPROVED:
+        _grant_from(call, ref, decider_id, owner_id is None, always, utcnow())
+    # The call's compare-and-set, its event and (when nothing else is pending) the run's resumption,
+    # in one statement on PostgreSQL, three on SQLite.
+    events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": change.status})
+    written = events.write_with_call(run_id, ToolCall.cas(call.id, CallStatus.PENDING, change.status, **values),
+                                     resume_after=None if change.status == CallStatus.PENDING else call.id)
+    if not written.ok:
         db.session.rollback()
         raise _settled(db.session.get(ToolCall, call.id))
-    if always is not None and change.status == CallStatus.APPROVED:
-        _grant_from(call, run_id, decider_id, owner_id is None, always, utcnow())
-    events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": change.status})
-    still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
-        ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
-    resumed = still_pending == 0 and Run.transition(run_id, RunStatus.PAUSED, RunStatus.QUEUED)
-    if resumed:
-        events.append(run_id, "run_resumed")
     db.session.commit()
     # Nothing reads the database after the commit here: a caller that then loses it must still be
     # able to say the decision was recorded (its attributes load again when next read).
-    if resumed:
+    if written.resumed:
         submit(run_id)
     return call, cursor
 
@@ -198,10 +195,9 @@ def _settled(call: ToolCall) -> Conflict:
     return Conflict(f"This call was already {call.status.replace('_', ' ')}.", call=call)
 
 
-def _grant_from(call: ToolCall, run_id: str, decider_id: int | None, decider_is_admin: bool,
+def _grant_from(call: ToolCall, run: RunRef, decider_id: int | None, decider_is_admin: bool,
                 always: GrantRequest, now) -> None:
     """"Always allow" with the approval: refused (nothing written) unless this person may grant it."""
-    run = db.session.get(Run, run_id)
     refusal = grants.refusal_of(call, run.owner_id, decider_id, decider_is_admin)
     if refusal:
         db.session.rollback()
@@ -275,8 +271,8 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
     with the current run. Calls left out or with `confirmed` None stay pending, and the run stays
     paused until none is. A failed run is retried (so a continue whose model call failed can simply
     be sent again); any other state is a 409, and no model is called."""
-    run = _owned_run(owner_id, run_id)
-    cursor = Run.lock(run.id)
+    run = Run.owned_by(owner_id, run_id, lock=True) or _refuse_missing("No such run.")
+    cursor = run.last_seq
     calls = {c.call_id: c for c in db.session.scalars(
         sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}
     _expire_due(run.id, calls.values())
@@ -293,19 +289,7 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
         db.session.rollback()
         raise Conflict(f"This run is not waiting for a decision: it is {run.status}.", run=run)
     try:
-        for call, status, values in changes:
-            if status != CallStatus.PENDING:
-                values = {**values, "decider_id": decider_id}
-            if not ToolCall.transition(call.id, CallStatus.PENDING, status, **values):
-                raise _Lost()
-            events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
-        still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
-            ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
-        resumed = still_pending == 0
-        if resumed:
-            if not Run.transition(run_id, RunStatus.PAUSED, RunStatus.QUEUED):
-                raise _Lost()
-            events.append(run_id, "run_resumed")
+        resumed = _write_decisions(run_id, changes, decider_id)
         db.session.commit()
     except (_Lost, sa.exc.OperationalError) as exc:
         if isinstance(exc, sa.exc.OperationalError) and getattr(exc.orig, "sqlstate", None) != "40P01":
@@ -316,6 +300,35 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
     if resumed:
         submit(run_id)
     return run, cursor  # read again when used (nothing is read after the commit, see decide)
+
+
+def _write_decisions(run_id: str, changes: list, decider_id: int | None) -> bool:
+    """Each change's compare-and-set; the last one also writes the events and resumes the run when
+    nothing is pending any more (events.write_with_call). True if the run was resumed."""
+    for number, (call, status, values) in enumerate(changes, start=1):
+        if status != CallStatus.PENDING:
+            values = {**values, "decider_id": decider_id}
+        events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
+        update = ToolCall.cas(call.id, CallStatus.PENDING, status, **values)
+        if number < len(changes):
+            if db.session.execute(update).first() is None:
+                raise _Lost()
+            continue
+        # A call left pending (kept with an edit) keeps the run paused.
+        written = events.write_with_call(run_id, update,
+                                         resume_after=None if status == CallStatus.PENDING else call.id)
+        if not written.ok:
+            raise _Lost()
+        return written.resumed
+    # No new decision (echoes only): the run goes on if none of its calls is pending.
+    still_pending = db.session.scalar(sa.select(sa.func.count()).select_from(ToolCall).where(
+        ToolCall.run_id == run_id, ToolCall.status == CallStatus.PENDING))
+    if still_pending:
+        return False
+    if not Run.transition(run_id, RunStatus.PAUSED, RunStatus.QUEUED):
+        raise _Lost()
+    events.append(run_id, "run_resumed")
+    return True
 
 
 class _Lost(Exception):

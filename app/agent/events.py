@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.extensions import db
-from app.models import Run, RunEvent, RunStatus, utcnow
+from app.models import CallStatus, Run, RunEvent, RunStatus, ToolCall, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +75,31 @@ def write(run_id: str, lease_owner: str | None = None, lease_until: datetime | N
     return _write(db.session(), run_id, lease_owner, lease_until, run_values)
 
 
-def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_until: datetime | None,
-           run_values: dict | None = None) -> bool:
+def _take_queued(session: sa.orm.Session, run_id: str) -> list:
     queued = session.info.get(_PENDING) or []
-    mine = [event for event in queued if event[0] == run_id]
     session.info[_PENDING] = [event for event in queued if event[0] != run_id]
+    return [event for event in queued if event[0] == run_id]
+
+
+def _numbering(run_id: str, count, lease_owner: str | None, lease_until: datetime | None,
+               run_values: dict | None = None):
+    """The UPDATE that numbers `count` new events of the run (and, with `lease_owner`, checks and
+    renews the lease of the running run we own)."""
     runs = Run.__table__  # Core statements: this is the hottest write path
-    update = sa.update(runs).where(runs.c.id == run_id).values(last_seq=runs.c.last_seq + len(mine))
+    update = sa.update(runs).where(runs.c.id == run_id).values(last_seq=runs.c.last_seq + count, updated_at=utcnow())
     if lease_owner is not None:
         update = update.where(runs.c.status == RunStatus.RUNNING, runs.c.lease_owner == lease_owner) \
-            .values(**{"lease_until": lease_until, **(run_values or {})})
-    elif not mine:
+            .values(lease_until=lease_until)
+    return update.values(**run_values) if run_values else update
+
+
+def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_until: datetime | None,
+           run_values: dict | None = None) -> bool:
+    mine = _take_queued(session, run_id)
+    runs = Run.__table__
+    if lease_owner is None and not mine:
         return True
+    update = _numbering(run_id, len(mine), lease_owner, lease_until, run_values)
     now = utcnow()
     if mine and session.get_bind().dialect.name == "postgresql":
         # One statement: the UPDATE numbers the events in a CTE, the INSERT writes them from its row
@@ -113,18 +126,103 @@ def _rows(run_id: str, last_seq: int, mine: list, now: datetime) -> list[dict]:
 def _number_and_insert(session, update, run_id: str, mine: list, now: datetime) -> int | None:
     """PostgreSQL: number the run's events and insert them in one statement; the new last_seq, or None
     when the UPDATE matched no row (the run is no longer ours)."""
+    events_table = RunEvent.__table__
+    _, insert = _numbered_insert(update, run_id, mine, now)
+    seqs = session.execute(insert.returning(events_table.c.seq)).scalars().all()
+    return max(seqs) if seqs else None
+
+
+def _numbered_insert(update, run_id: str, mine: list, now: datetime, resumed=None):
+    """PostgreSQL: the run's UPDATE as a CTE ("bumped": last_seq, and whether it `resumed`) and the INSERT
+    of its events numbered from it. With `resumed` (a boolean SQL expression), the last of `mine` is
+    written only when it holds (the UPDATE then counted it too)."""
     runs, events_table = Run.__table__, RunEvent.__table__
     # The payload names the new last_seq too: a process that wrote these events itself need not read them.
     payload = runs.c.id + " " + sa.cast(runs.c.last_seq, sa.Text)
-    bumped = update.returning(runs.c.last_seq, sa.func.pg_notify(CHANNEL, payload)).cte("bumped")
+    bumped = update.returning(runs.c.last_seq, sa.func.pg_notify(CHANNEL, payload),
+                              (sa.false() if resumed is None else resumed).label("resumed")).cte("bumped")
+    always = len(mine) if resumed is None else len(mine) - 1  # the events written in any case
     queued = sa.values(sa.column("ord", sa.Integer), sa.column("type", sa.String(40)), sa.column("data", sa.JSON),
                        name="queued").data([(i, type, data) for i, (_, type, data) in enumerate(mine)])
-    numbered = sa.select(sa.literal(run_id, sa.String(40)), bumped.c.last_seq - len(mine) + 1 + queued.c.ord,
+    count = always + sa.case((bumped.c.resumed, len(mine) - always), else_=0)
+    numbered = sa.select(sa.literal(run_id, sa.String(40)), bumped.c.last_seq - count + 1 + queued.c.ord,
                          queued.c.type, queued.c.data, sa.literal(now, sa.DateTime(timezone=True))) \
-        .select_from(bumped).join(queued, sa.true())
-    seqs = session.execute(sa.insert(events_table).from_select(
-        ["run_id", "seq", "type", "data", "created_at"], numbered).returning(events_table.c.seq)).scalars().all()
-    return max(seqs) if seqs else None
+        .select_from(bumped).join(queued, sa.or_(queued.c.ord < always, bumped.c.resumed))
+    return bumped, sa.insert(events_table).from_select(["run_id", "seq", "type", "data", "created_at"], numbered)
+
+
+@dataclass(frozen=True, slots=True)
+class CallWritten:
+    """What `write_with_call` did: `ours` False when the run's row did not match (with a lease: no longer
+    ours); `call` the call's RETURNING row (None: it matched nothing); `resumed` the run was queued again."""
+    ours: bool
+    call: sa.Row | None
+    resumed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.ours and self.call is not None
+
+
+def write_with_call(run_id: str, call_update, lease_owner: str | None = None, lease_until: datetime | None = None,
+                    resume_after: str | None = None) -> CallWritten:
+    """Write the run's queued events with the change of one of its calls (`call_update`: a Core UPDATE
+    of tool_calls with RETURNING): on PostgreSQL one statement that takes the run's row first (the lock
+    order), on SQLite three. With `lease_owner` the run must still be running under our lease (renewed).
+    With `resume_after` (the id of a call just decided and no longer pending) a paused run is queued again,
+    with a `run_resumed` event, when none of its other calls is pending. Unless `.ok`, the caller rolls
+    back (events may have been written)."""
+    session = db.session()
+    runs, calls = Run.__table__, ToolCall.__table__
+    resume = None
+    if resume_after is not None:
+        # Aliases: as subqueries of an UPDATE of these tables they must read the rows as they were.
+        others, before = calls.alias("other_calls"), runs.alias("run_before")
+        others_pending = sa.exists().where(others.c.run_id == run_id, others.c.status == CallStatus.PENDING,
+                                           others.c.id != resume_after)
+        resume = sa.select(sa.and_(before.c.status == RunStatus.PAUSED, ~others_pending)) \
+            .where(before.c.id == run_id).scalar_subquery()
+    now = utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        mine = _take_queued(session, run_id)
+        count, extra = len(mine), {}
+        if resume is not None:
+            mine.append((run_id, "run_resumed", {}))
+            count += sa.case((resume, 1), else_=0)
+            extra = {"status": sa.case((resume, RunStatus.QUEUED), else_=runs.c.status)}
+        bumped, insert = _numbered_insert(_numbering(run_id, count, lease_owner, lease_until, extra),
+                                          run_id, mine, now, resume)
+        # An uncorrelated EXISTS runs first: the run's row is taken before the call's (the lock order).
+        changed = call_update.where(sa.exists(sa.select(bumped.c.last_seq))) \
+            .returning(sa.true().label("matched")).cte("changed")
+        row = session.execute(sa.select(bumped.c.last_seq, bumped.c.resumed, changed)
+                              .select_from(bumped).outerjoin(changed, sa.true())
+                              .add_cte(insert.cte("inserted"))).first()
+        if row is None:
+            return CallWritten(False, None)
+        resumed = bool(row.resumed)
+        if resume is not None and not resumed:
+            mine.pop()
+        last_seq = row.last_seq
+        call = row if row.matched else None
+    else:
+        call = session.execute(call_update if resume is None else call_update.returning(resume.label("resumed"))).first()
+        mine = _take_queued(session, run_id)
+        if call is None:
+            return CallWritten(True, None)
+        resumed = resume is not None and bool(call.resumed)
+        if resumed:
+            mine.append((run_id, "run_resumed", {}))
+        last_seq = session.execute(_numbering(run_id, len(mine), lease_owner, lease_until,
+                                              {"status": RunStatus.QUEUED} if resumed else None)
+                                   .returning(runs.c.last_seq)).scalar()
+        if last_seq is None:
+            return CallWritten(False, call)
+        if mine:
+            session.execute(sa.insert(RunEvent.__table__), _rows(run_id, last_seq, mine, now))
+    if mine:
+        session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in _rows(run_id, last_seq, mine, now))
+    return CallWritten(True, call, resumed)
 
 
 @sa.event.listens_for(sa.orm.Session, "before_commit")

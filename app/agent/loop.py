@@ -56,19 +56,18 @@ def execute(run_id: str) -> None:
 
     Transactions are few and short: taking the run shares one with the first step (a tool call's
     `executing`, or the model turn's new message), and none stays open across a model call or a tool."""
-    # The same statement says whether any call waits to be executed (none: a new run's first step is
+    # The same statement names the first call waiting to be executed (none: a new run's first step is
     # the model, with no query for its calls).
-    has_approved = sa.exists().where(ToolCall.run_id == run_id, ToolCall.status == CallStatus.APPROVED)
     taken = db.session.execute(
         sa.update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
         .values(status=RunStatus.RUNNING, lease_owner=WORKER_ID, lease_until=lease_until(), updated_at=utcnow())
-        .returning(Run.session_id, Run.owner_id, Run.agent_id, has_approved)
+        .returning(Run.session_id, Run.owner_id, Run.agent_id, _next_approved(run_id))
         .execution_options(synchronize_session=False)).first()
     if taken is None:
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
     run = RunRef(run_id, *taken[:3])
-    calls_waiting = bool(taken[3])
+    next_call = taken[3]
     agent = agent_of(run.agent_id)
     if agent is None:
         _finish(run.id, RunStatus.FAILED, "run_failed",
@@ -77,9 +76,9 @@ def execute(run_id: str) -> None:
     model = current_app.extensions["models"].for_agent(agent)
     try:
         for _ in range(MAX_MODEL_TURNS):
-            if calls_waiting and not _execute_approved_calls(run, agent):
+            if next_call is not None and not _execute_approved_calls(run, agent, next_call):
                 return
-            calls_waiting = True  # after a model turn, its auto-approved calls may wait
+            next_call = _UNKNOWN  # after a model turn, its auto-approved calls may wait
             outcome = _model_turn(run, agent, model)
             if outcome != "tools":
                 return
@@ -208,20 +207,41 @@ def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallReque
     return calls, any_gated
 
 
-def _execute_approved_calls(run: RunRef, agent) -> bool:
-    """Run every approved call once: `executing` is committed before the side effect starts, and
-    the outcome is committed as soon as it is known."""
+_UNKNOWN = ""  # "ask the database which approved call comes first"
+
+
+def _next_approved(run_id: str, calls=None):
+    """The id of the run's first approved call (None: none waits), as a scalar subquery. An alias when
+    it is part of an UPDATE of tool_calls: it must read the other rows, not the one being updated."""
+    calls = ToolCall.__table__ if calls is None else calls
+    return sa.select(calls.c.id).where(calls.c.run_id == run_id, calls.c.status == CallStatus.APPROVED) \
+        .order_by(calls.c.created_at, calls.c.position).limit(1).scalar_subquery()
+
+
+def _execute_approved_calls(run: RunRef, agent, next_call: str) -> bool:
+    """Run every approved call once, from `next_call` (_UNKNOWN: look it up): `executing` is committed
+    before the side effect starts, and the outcome is committed as soon as it is known. Each of the
+    two is one statement on PostgreSQL (the call, the run's lease and numbering, the event), and the
+    outcome's statement names the next approved call, so no query lists them."""
     ctx = tool_context(run)
-    calls = db.session.execute(sa.select(ToolCall.id, ToolCall.name, ToolCall.arguments).where(
-        ToolCall.run_id == run.id, ToolCall.status == CallStatus.APPROVED)
-        .order_by(ToolCall.created_at, ToolCall.position)).all()
-    for call_id, name, arguments in calls:
-        Run.hold(run.id)
-        if not ToolCall.transition(call_id, CallStatus.APPROVED, CallStatus.EXECUTING):
-            continue  # decided otherwise meanwhile (the run was stopped): it never starts
+    if next_call == _UNKNOWN:
+        next_call = db.session.scalar(sa.select(_next_approved(run.id)))
+    calls = ToolCall.__table__
+    while next_call is not None:
+        call_id, next_call = next_call, None
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.EXECUTING})
-        if not commit_owned(run.id):
+        started = events.write_with_call(
+            run.id, ToolCall.cas(call_id, CallStatus.APPROVED, CallStatus.EXECUTING)
+            .returning(calls.c.name, calls.c.arguments), WORKER_ID, lease_until())
+        if not started.ours:
+            db.session.rollback()
             return False  # cancelled between approval and execution: the side effect never starts
+        if started.call is None:  # decided otherwise meanwhile (the run was stopped): it never starts
+            db.session.rollback()
+            next_call = db.session.scalar(sa.select(_next_approved(run.id)))
+            continue
+        db.session.commit()
+        name, arguments = started.call.name, started.call.arguments
         tool = agent.tool(name)
         if tool is None:  # an MCP tool listed by another worker: list it here (no transaction is open)
             agent.load_tools()
@@ -236,9 +256,17 @@ def _execute_approved_calls(run: RunRef, agent) -> bool:
             log.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
             values = {"status": CallStatus.FAILED, "error": _raised(exc)}
         status = values.pop("status")
-        Run.hold(run.id)
-        ToolCall.transition(call_id, CallStatus.EXECUTING, status, **values)
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": status})
+        # The outcome is recorded even after a Stop (the side effect happened); not when another worker
+        # has recovered the run meanwhile (the call is then outcome_unknown, and stays so).
+        ended = events.write_with_call(
+            run.id, ToolCall.cas(call_id, CallStatus.EXECUTING, status, **values)
+            .returning(_next_approved(run.id, calls.alias("later")).label("next_call")))
+        if not ended.ok:
+            db.session.rollback()
+            next_call = db.session.scalar(sa.select(_next_approved(run.id)))
+            continue
+        next_call = ended.call.next_call
         db.session.commit()  # the ledger records the outcome before anything else can go wrong
     return True
 
