@@ -54,14 +54,6 @@ def refusal_of(call: ToolCall, owner_id: int, decider_id: int | None, decider_is
     return None
 
 
-def may_grant(call: ToolCall, account) -> bool:
-    """Whether `account` may be offered "Always allow" on this pending call's card."""
-    if not call.allow_always or account is None:
-        return False
-    owner_id = db.session.scalar(sa.select(Run.owner_id).where(Run.id == call.run_id))
-    return refusal_of(call, owner_id, account.id, account.is_admin) is None
-
-
 def create(call: ToolCall, owner_id: int, agent_id: str, session_id: str, request: GrantRequest,
            now: datetime) -> ApprovalGrant:
     """The grant made by approving `call` with "Always allow" (in the decision's transaction)."""

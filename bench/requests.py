@@ -203,6 +203,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--postgres", help="an admin URL: a temporary database is created on it")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the request thread (after warm-up) into FILE")
     parser.add_argument("--sql", action="store_true", help="also print the last cycle's statements per kind")
     args = parser.parse_args()
     fake = BenchFake().start()
@@ -219,13 +220,21 @@ def main() -> None:
             api = app.test_client()
             warm = max(1, args.cycles // 10)
             chat_id = None
+            profile = None
             for i in range(warm + args.cycles):
                 m.recording = i >= warm
+                if args.profile and i == warm:
+                    import cProfile
+                    profile = cProfile.Profile()
+                    profile.enable()
                 if i % 10 == 0:
                     response = page.client.post("/chats", data={}, headers={"X-CSRFToken": page.csrf})
                     chat_id = response.headers["Location"].rsplit("/", 1)[-1]
                 page_cycle(page, chat_id, m)
                 api_cycle(api, f"bench-{i // 10}", "bench-api", m)
+            if profile is not None:
+                profile.disable()
+                profile.dump_stats(args.profile)
             backend = "PostgreSQL" if args.postgres else "SQLite"
             print(f"{backend}, {args.cycles} cycles after {warm} to warm up; CPU of the request's thread\n")
             print(m.table())

@@ -361,6 +361,7 @@ def run_events(run_id):
         raise
     watching.callback(release_slot)
     view = StreamView(run_id, watch.run)  # what this stream remembers between batches
+    cards.know_run(run_id, current_user.id, watch.run.agent_id)  # the cards it shows need no run read
     stream = follow_run(
         run_id, cursor,
         render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, view)),
