@@ -69,6 +69,18 @@ def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
                                                           ChatSession.owner_id == owner_id, LIVE))
 
 
+def get_chat_heading_list(owner_id: int, chat_id: str) -> tuple[ChatSession, bool] | None:
+    """The owner's chat, and whether it already heads their chat list (no other listed chat is as new),
+    in one statement: a message sent to it then leaves the list as it is."""
+    other = sa.orm.aliased(ChatSession)
+    said = sa.select(Message.id).where(Message.session_id == other.id).exists()
+    newer = sa.select(other.id).where(other.owner_id == owner_id, other.deleted_at.is_(None), other.id != chat_id,
+                                      other.updated_at >= ChatSession.updated_at, said).exists()
+    row = db.session.execute(sa.select(ChatSession, ~newer).where(
+        ChatSession.id == chat_id, ChatSession.owner_id == owner_id, LIVE)).one_or_none()
+    return (row[0], bool(row[1])) if row is not None else None
+
+
 def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:
     """A new chat with this agent (the first agent if None); LookupError for an unknown agent."""
     agent_id = agent_id or agents().default().id

@@ -207,9 +207,11 @@ class _RemovedAgent:
 @bp.post("/chats/<chat_id>/messages")
 @limits.messages
 def send(chat_id):
-    chat = _owned_chat_or_404(chat_id)
+    chat, heads_list = chats.get_chat_heading_list(current_user.id, chat_id) or abort(404, "No such chat.")
     text = request.form.get("message", "")
     first_message, agent_id = chat.title == "New chat", chat.agent_id  # read before the command commits
+    # The sidebar changes only if this chat moves to its top, gets its title or changes its date group.
+    relist = first_message or not heads_list or chat.updated_at.date() != utcnow().date()
     try:
         run, cursor = commands.start_run(chat, text)
     except Refusal as exc:
@@ -224,7 +226,8 @@ def send(chat_id):
                               status=RunStatus.QUEUED)
     return answer_after_commit(
         lambda: render_template("chat/_run_started.html", chat=chat, run=started, cursor=cursor,
-                                first_message=first_message, chats=chats.list_chats(current_user.id)),
+                                first_message=first_message,
+                                chats=chats.list_chats(current_user.id) if relist else None),
         "Your message was sent. The page could not be updated just now: reload it to follow the reply.")
 
 
