@@ -133,9 +133,11 @@ MAX_TITLE = 200
 
 
 def find_api_chat(owner_id: int, session_id: str) -> ChatSession | None:
-    """The owner's chat with this id, else the one the client named so."""
-    return get_chat(owner_id, session_id) or db.session.scalar(sa.select(ChatSession).where(
-        ChatSession.owner_id == owner_id, ChatSession.external_id == session_id, LIVE))
+    """The owner's chat with this id, else the one the client named so (one statement)."""
+    by_id = ChatSession.id == session_id
+    return db.session.scalar(sa.select(ChatSession).where(
+        ChatSession.owner_id == owner_id, LIVE, sa.or_(by_id, ChatSession.external_id == session_id))
+        .order_by(by_id.desc()).limit(1))
 
 
 def api_chat(owner_id: int, agent_id: str, session_id: str | None) -> ChatSession:

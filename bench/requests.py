@@ -225,7 +225,7 @@ def main() -> None:
                 m.recording = i >= warm
                 if args.profile and i == warm:
                     import cProfile
-                    profile = cProfile.Profile()
+                    profile = cProfile.Profile(time.thread_time)
                     profile.enable()
                 if i % 10 == 0:
                     response = page.client.post("/chats", data={}, headers={"X-CSRFToken": page.csrf})
