@@ -187,8 +187,12 @@ def render_event(event: Event, view: StreamView) -> str:
             call = view.card(data["call_id"], data.get("status"))
             if call is None:
                 return ""
-            fragment = render_template("chat/events/_call_replace.html", call=call)
-            if data.get("status", call.status) == "executing":
+            # The outbox changed when the notification was sent: its `done` event (a card read as done
+            # at an earlier event's turn shows it then, and that event still follows).
+            status = data.get("status", call.status)
+            fragment = render_template("chat/events/_call_replace.html", call=call,
+                                       outbox=call.name == "send_notification" and status == "done")
+            if status == "executing":
                 fragment += render_template("chat/events/_activity.html", activity=f"Calling {call.name}…")
             return fragment
         case _:
