@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import sqlalchemy as sa
 
-from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.utils import secure_filename
 
-from app import chats, limits
+from app import approvals, chats, limits
 from app.agent import commands
 from app.agent.decisions import refresh_previews
 from app.agent.refusals import Expired, Invalid, NotFound, Refusal
@@ -299,9 +299,11 @@ def _always_allow() -> GrantRequest | None:
 
 
 def _call_and_run(call_id: str, run_id: str) -> dict:
-    """The decided call and its run as they are now, read back in one statement."""
-    call, run = db.session.execute(sa.select(ToolCall, Run).join(Run, ToolCall.run_id == Run.id).where(
-        ToolCall.id == call_id, Run.id == run_id)).one()
+    """The decided call and its run as they are now, and the calls still waiting for this person (the
+    sidebar's count), read back in one statement."""
+    waiting = approvals.pending_count_select(approvals.scope_of(current_user)).scalar_subquery().correlate(None)
+    call, run, g.approvals_waiting = db.session.execute(sa.select(ToolCall, Run, waiting).join(
+        Run, ToolCall.run_id == Run.id).where(ToolCall.id == call_id, Run.id == run_id)).one()
     return {"call": call, "run": run}
 
 
