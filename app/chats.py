@@ -72,13 +72,21 @@ def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
 def get_chat_heading_list(owner_id: int, chat_id: str) -> tuple[ChatSession, bool] | None:
     """The owner's chat, and whether it already heads their chat list (no other listed chat is as new),
     in one statement: a message sent to it then leaves the list as it is."""
+    row = db.session.execute(_HEADING_LIST, {"owner_id": owner_id, "chat_id": chat_id}).one_or_none()
+    return (row[0], bool(row[1])) if row is not None else None
+
+
+def _heading_list_statement() -> sa.Select:
+    """Built once (an aliased class's statement costs as much to build as to run)."""
     other = sa.orm.aliased(ChatSession)
+    owner_id, chat_id = sa.bindparam("owner_id"), sa.bindparam("chat_id")
     said = sa.select(Message.id).where(Message.session_id == other.id).exists()
     newer = sa.select(other.id).where(other.owner_id == owner_id, other.deleted_at.is_(None), other.id != chat_id,
                                       other.updated_at >= ChatSession.updated_at, said).exists()
-    row = db.session.execute(sa.select(ChatSession, ~newer).where(
-        ChatSession.id == chat_id, ChatSession.owner_id == owner_id, LIVE)).one_or_none()
-    return (row[0], bool(row[1])) if row is not None else None
+    return sa.select(ChatSession, ~newer).where(ChatSession.id == chat_id, ChatSession.owner_id == owner_id, LIVE)
+
+
+_HEADING_LIST = _heading_list_statement()
 
 
 def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:
