@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from bench.client import CALL_RE, STREAM_RE
 from bench.fakemodel import BenchFake
-from bench.server import server_env
+from bench.server import Databases, server_env
 
 API_KEY = "bench-api-key-" + "0" * 32
 PASSWORD = "bench password 1234"
@@ -117,26 +117,9 @@ class Page:
         return self.client.post(url, data=data or {}, headers={"X-CSRFToken": self.csrf, "HX-Request": "true"})
 
 
-def build_app(postgres: str | None, model_url: str, tmp: Path):
+def build_app(dbs: Databases, model_url: str):
     from app import create_app
-    from app.extensions import db
 
-    names = []
-    if postgres:
-        admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-        names = [f"bench_req_{secrets.token_hex(4)}", f"bench_req_ws_{secrets.token_hex(4)}"]
-        with admin.connect() as conn:
-            for name in names:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        base = sa.make_url(postgres)
-        app_url, ws_url = (base.set(database=n).render_as_string(hide_password=False) for n in names)
-    else:
-        app_url, ws_url = f"sqlite:///{tmp / 'app.db'}", f"sqlite:///{tmp / 'workspace.db'}"
-
-    class Dbs:
-        pass
-    dbs = Dbs()
-    dbs.app_url, dbs.workspace_url = app_url, ws_url
     os.environ.update({**server_env(dbs, model_url), "OS_SECURITY_KEY": API_KEY})
     app = create_app(cli=True)
     from flask_migrate import upgrade
@@ -144,7 +127,7 @@ def build_app(postgres: str | None, model_url: str, tmp: Path):
         upgrade()
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    return app, app_url, names
+    return app
 
 
 def make_person(app) -> str:
@@ -207,11 +190,12 @@ def main() -> None:
     parser.add_argument("--sql", action="store_true", help="also print the last cycle's statements per kind")
     args = parser.parse_args()
     fake = BenchFake().start()
-    names: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
+        dbs = Databases.create(Path(tmp), args.postgres)
+        app = None
         try:
-            app, app_url, names = build_app(args.postgres, fake.base_url, Path(tmp))
-            counter = Counter(app_url)
+            app = build_app(dbs, fake.base_url)
+            counter = Counter(dbs.app_url)
             counter.install()
             if args.sql:
                 counter.log = []
@@ -235,26 +219,17 @@ def main() -> None:
             if profile is not None:
                 profile.disable()
                 profile.dump_stats(args.profile)
-            backend = "PostgreSQL" if args.postgres else "SQLite"
-            print(f"{backend}, {args.cycles} cycles after {warm} to warm up; CPU of the request's thread\n")
+            print(f"{dbs.backend}, {args.cycles} cycles after {warm} to warm up; CPU of the request's thread\n")
             print(m.table())
             for name, statements in m.sql.items():
                 print(f"\n{name}:")
                 print("\n".join(f"  {line}" for line in statements))
         finally:
             fake.stop()
-            if names:
-                from app.extensions import db
-                with app.app_context():
-                    db.session.remove()
-                    for engine in db.engines.values():
-                        engine.dispose()
-                app.extensions["run_events"].stop()
-                app.extensions["run_executor"].shutdown()
-                admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-                with admin.connect() as conn:
-                    for name in names:
-                        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if app is not None:
+                from tests.conftest import stop_app
+                stop_app(app)
+            dbs.drop()
 
 
 if __name__ == "__main__":
