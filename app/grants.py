@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app.agent.refusals import Invalid, NotFound
 from app.extensions import db
-from app.models import ApprovalGrant, ChatSession, Run, ToolCall, utcnow
+from app.models import ApprovalGrant, ChatSession, ToolCall, utcnow
 
 DURATIONS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "forever": None}
 SCOPES = ("chat", "all")
