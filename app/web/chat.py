@@ -304,6 +304,7 @@ def _call_and_run(call_id: str, run_id: str) -> dict:
     waiting = approvals.pending_count_select(approvals.scope_of(current_user)).scalar_subquery().correlate(None)
     call, run, g.approvals_waiting = db.session.execute(sa.select(ToolCall, Run, waiting).join(
         Run, ToolCall.run_id == Run.id).where(ToolCall.id == call_id, Run.id == run_id)).one()
+    cards.know_run(run.id, run.owner_id, run.agent_id)
     return {"call": call, "run": run}
 
 
