@@ -33,7 +33,9 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     app.config.update(overrides or {})
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # lean fragments on the wire
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _instance_secret(app)
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    # PostgreSQL engines ping a connection before use (_size_postgres_pools); a SQLite file has no server
+    # that could have dropped it, so its engines skip that round on every checkout.
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     _size_postgres_pools(app.config)
     app.config.setdefault("SEED_WORKSPACE", True)
 

@@ -187,15 +187,23 @@ def signed_in_account(token: str) -> Account | None:
     """The enabled account whose live login session this cookie token names, or None."""
     if not token or len(token) > 100:
         return None
-    account = db.session.scalar(sa.select(Account).join(LoginSession, LoginSession.account_id == Account.id).where(
-        LoginSession.token_hash == digest(token), LoginSession.expires_at > utcnow(),
-        Account.disabled_at.is_(None)))
-    if account is not None:
-        account.login_token = token
-        # The request's signed-in account, read once: out of the session, a commit does not expire it
-        # (no reload on the next `current_user` access). Changes to an account load it anew by id.
-        db.session.expunge(account)
+    # One Core statement on a connection of its own that only reads (on SQLite: no write lock), so the
+    # request's own transaction begins when its view first needs the database.
+    with db.engine.connect().execution_options(read_only=True) as conn:
+        row = conn.execute(_SIGNED_IN, {"token_hash": digest(token), "now": utcnow()}).one_or_none()
+    if row is None:
+        return None
+    # The request's signed-in account, read once: detached, so no commit expires it (no reload on the
+    # next `current_user` access). Changes to an account load it anew by id.
+    account = Account(**row._mapping)
+    sa.orm.make_transient_to_detached(account)
+    account.login_token = token
     return account
+
+
+_SIGNED_IN = sa.select(*Account.__table__.c).join(LoginSession, LoginSession.account_id == Account.id).where(
+    LoginSession.token_hash == sa.bindparam("token_hash"), LoginSession.expires_at > sa.bindparam("now"),
+    Account.disabled_at.is_(None))
 
 
 def end_login_session(token: str) -> None:

@@ -51,7 +51,12 @@ def pending_calls(account_id: int | None, limit: int = MAX_LISTED) -> list[Pendi
 
 def pending_count(account_id: int | None) -> int:
     """How many calls wait for this person (one COUNT: it is on every page)."""
-    return db.session.scalar(_decidable_by(_joined(sa.select(sa.func.count()).select_from(ToolCall)), account_id))
+    return db.session.scalar(pending_count_select(account_id))
+
+
+def pending_count_select(account_id: int | None) -> sa.Select:
+    """pending_count's statement, to fold into another one as a scalar subquery (`.correlate(None)`)."""
+    return _decidable_by(_joined(sa.select(sa.func.count()).select_from(ToolCall)), account_id)
 
 
 def as_json(item: Pending, card_url: str, chat_url: str) -> dict:

@@ -69,6 +69,26 @@ def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
                                                           ChatSession.owner_id == owner_id, LIVE))
 
 
+def get_chat_heading_list(owner_id: int, chat_id: str) -> tuple[ChatSession, bool] | None:
+    """The owner's chat, and whether it already heads their chat list (no other listed chat is as new),
+    in one statement: a message sent to it then leaves the list as it is."""
+    row = db.session.execute(_HEADING_LIST, {"owner_id": owner_id, "chat_id": chat_id}).one_or_none()
+    return (row[0], bool(row[1])) if row is not None else None
+
+
+def _heading_list_statement() -> sa.Select:
+    """Built once (an aliased class's statement costs as much to build as to run)."""
+    other = sa.orm.aliased(ChatSession)
+    owner_id, chat_id = sa.bindparam("owner_id"), sa.bindparam("chat_id")
+    said = sa.select(Message.id).where(Message.session_id == other.id).exists()
+    newer = sa.select(other.id).where(other.owner_id == owner_id, other.deleted_at.is_(None), other.id != chat_id,
+                                      other.updated_at >= ChatSession.updated_at, said).exists()
+    return sa.select(ChatSession, ~newer).where(ChatSession.id == chat_id, ChatSession.owner_id == owner_id, LIVE)
+
+
+_HEADING_LIST = _heading_list_statement()
+
+
 def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:
     """A new chat with this agent (the first agent if None); LookupError for an unknown agent."""
     agent_id = agent_id or agents().default().id
@@ -121,9 +141,11 @@ MAX_TITLE = 200
 
 
 def find_api_chat(owner_id: int, session_id: str) -> ChatSession | None:
-    """The owner's chat with this id, else the one the client named so."""
-    return get_chat(owner_id, session_id) or db.session.scalar(sa.select(ChatSession).where(
-        ChatSession.owner_id == owner_id, ChatSession.external_id == session_id, LIVE))
+    """The owner's chat with this id, else the one the client named so (one statement)."""
+    by_id = ChatSession.id == session_id
+    return db.session.scalar(sa.select(ChatSession).where(
+        ChatSession.owner_id == owner_id, LIVE, sa.or_(by_id, ChatSession.external_id == session_id))
+        .order_by(by_id.desc()).limit(1))
 
 
 def api_chat(owner_id: int, agent_id: str, session_id: str | None) -> ChatSession:

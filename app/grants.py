@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app.agent.refusals import Invalid, NotFound
 from app.extensions import db
-from app.models import ApprovalGrant, ChatSession, Run, ToolCall, utcnow
+from app.models import ApprovalGrant, ChatSession, ToolCall, utcnow
 
 DURATIONS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "forever": None}
 SCOPES = ("chat", "all")
@@ -52,14 +52,6 @@ def refusal_of(call: ToolCall, owner_id: int, decider_id: int | None, decider_is
     if call.approvers == "admin" and not decider_is_admin:
         return f"Only an admin can allow {call.name} always."
     return None
-
-
-def may_grant(call: ToolCall, account) -> bool:
-    """Whether `account` may be offered "Always allow" on this pending call's card."""
-    if not call.allow_always or account is None:
-        return False
-    owner_id = db.session.scalar(sa.select(Run.owner_id).where(Run.id == call.run_id))
-    return refusal_of(call, owner_id, account.id, account.is_admin) is None
 
 
 def create(call: ToolCall, owner_id: int, agent_id: str, session_id: str, request: GrantRequest,

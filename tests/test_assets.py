@@ -47,6 +47,11 @@ def test_pages_and_fragments_are_compressed(browser):
     assert "Content-Encoding" not in plain.headers, "only for clients that ask"
 
 
+def test_pages_are_compressed_with_brotli_for_clients_that_ask(browser):
+    page = browser.get("/chats/new", headers={"Accept-Encoding": "br"})
+    assert page.headers["Content-Encoding"] == "br" and b"composer-input" in brotli.decompress(page.data)
+
+
 def test_an_event_stream_is_never_compressed(browser, harness, fake_model):
     fake_model.script(Turn(text="word " * 400))
     chat = browser.new_chat()

@@ -144,3 +144,17 @@ def test_chats_are_grouped_by_date():
     assert [(label, len(group)) for label, group in groups] == [
         ("Today", 1), ("Yesterday", 1), ("Previous 7 days", 1), ("Previous 30 days", 1),
         ("October 2026", 1), ("September 2026", 1)]
+
+
+def test_a_message_moves_its_chat_to_the_top_of_the_sidebar_which_is_sent_only_when_it_changes(browser, harness,
+                                                                                                fake_model):
+    fake_model.script(Turn(text="ok"), Turn(text="ok"), Turn(text="ok"), Turn(text="ok"))
+    older = chat_with(browser, harness, "older chat")
+    chat_with(browser, harness, "newer chat")
+    moved = browser.post(f"/chats/{older}/messages", {"message": "again"}).data.decode()
+    listed = re.findall(r'class="chat-link[^"]*"[^>]*>([^<]*)', moved)
+    assert 'id="chat-list"' in moved and listed == ["older chat", "newer chat"], "the answer moves it to the top"
+    harness.wait(harness.latest_run(older))
+    again = browser.post(f"/chats/{older}/messages", {"message": "once more"}).data.decode()
+    assert 'id="run-status"' in again and 'id="chat-list"' not in again, "already on top: the list stays as it is"
+    assert titles(browser) == ["older chat", "newer chat"]

@@ -235,6 +235,12 @@ def test_the_outbox_shows_sent_notifications(browser, harness, fake_model):
     live = "".join(e["data"] for e in browser.events(run, after=cursor))
     assert 'id="outbox"' in live and "Backup finished" in live, "the outbox updates live"
     assert b"To ops@example.com" in browser.get(f"/chats/{chat}").data
+    # A late reader gets the card's updates in one batch: the card as it is now, once, with the
+    # outbox once and the "Calling …" line of its executing step.
+    replay = "".join(e["data"] for e in browser.events(run, after=0))
+    assert replay.count('id="outbox"') == 1 and replay.count("Calling send_notification…") == 1
+    cards = re.findall(rf'class="call call-(\w+)[^"]*" id="call-{call}"', replay)
+    assert cards == ["done", "done"], "appended, then replaced once (each as the call is now)"
 
 
 def test_a_command_response_streams_from_its_cursor_even_if_the_run_already_finished(app, harness, fake_model):

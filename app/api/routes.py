@@ -93,22 +93,22 @@ def _answer(run_id: str, cursor: int, release_slot):
         response = _event_stream(run_id, cursor)
         response.call_on_close(release_slot)
         return response
-    run = _settled(run_id, cursor, current_app.config.get("API_WAIT_SECONDS", 120.0))
-    if run is None:  # its session was deleted meanwhile
+    view = _settled(run_id, cursor, current_app.config.get("API_WAIT_SECONDS", 120.0))
+    if view is None:  # its session was deleted meanwhile
         _not_found(f"No runs found for run ID {run_id}")
-    body = _run(run)
+    run, body = view.run, serialize.run_json(view)
     if run.status == RunStatus.FAILED:
         return jsonify({**body, "detail": run.error or "The run failed."}, 502)
     return jsonify(body, 202 if run.status in RunStatus.ACTIVE else 200)
 
 
-def _settled(run_id: str, cursor: int, timeout: float) -> Run:
+def _settled(run_id: str, cursor: int, timeout: float) -> serialize.RunView | None:
     """Follow the run (holding no database connection between reads) until it pauses, completes,
     fails or is cancelled; after `timeout` answer it as it is (still RUNNING: 202)."""
     for _ in core.follow(run_id, cursor, render=lambda batch: None, finish=lambda status: None, timeout=timeout,
                     wait_out_errors=False):
         pass
-    return db.session.get(Run, run_id)
+    return serialize.load_run_by_id(run_id)
 
 
 def _event_stream(run_id: str, cursor: int) -> Response:
@@ -118,7 +118,7 @@ def _event_stream(run_id: str, cursor: int) -> Response:
 
     def render(batch):
         nonlocal ended
-        view = serialize.load_run(db.session.get(Run, run_id))
+        view = serialize.load_run_by_id(run_id)
         frames = [frame for event in batch for frame in serialize.event_frames(view, event)]
         if frames:
             ended = frames[-1]["event"] in serialize.FINAL_EVENTS
@@ -127,7 +127,7 @@ def _event_stream(run_id: str, cursor: int) -> Response:
     def finish(status):
         if ended or status not in serialize.FINAL_KIND:
             return ""
-        view = serialize.load_run(db.session.get(Run, run_id))
+        view = serialize.load_run_by_id(run_id)
         return "".join(serialize.sse(frame) for frame in serialize.final_frames(view, serialize.FINAL_KIND[status]))
 
     return Response(core.follow_run(run_id, cursor, render, finish), mimetype="text/event-stream",
@@ -155,9 +155,11 @@ def create_run(agent_id):
     agent = _agent(agent_id)
     form = _form(rq.RunForm)
     account = auth.acting_account(create=True)
-    core.check_active_runs(account.id)  # the limits first: no new session for a run that cannot start
+    chat = core.find_api_chat(account.id, form.session_id) if form.session_id else None
+    if chat is None:  # the limits first: no new session for a run that cannot start (start_run checks them too)
+        core.check_active_runs(account.id)
     with _stream_slot(form.stream) as release_slot:
-        chat = core.api_chat(account.id, agent.id, form.session_id)
+        chat = chat or core.api_chat(account.id, agent.id, form.session_id)
         if chat.agent_id != agent.id:
             raise ApiError(f"Session {form.session_id} belongs to agent {chat.agent_id}.", 409)
         run, cursor = core.start_run(chat, form.message)

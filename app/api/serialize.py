@@ -75,13 +75,29 @@ def api_session_id(chat: ChatSession) -> str:
 
 
 def load_run(run: Run) -> RunView:
-    chat = db.session.get(ChatSession, run.session_id)
-    owner = db.session.get(Account, run.owner_id)
-    calls = list(db.session.scalars(sa.select(ToolCall).where(ToolCall.run_id == run.id)
+    return load_run_by_id(run.id)
+
+
+def load_run_by_id(run_id: str) -> RunView | None:
+    """The run as the API shows it, in three statements: the run with its chat's and owner's names, its
+    calls, its messages (None: no such run)."""
+    row = db.session.execute(_RUN_WITH_NAMES, {"run_id": run_id}).one_or_none()
+    if row is None:
+        return None
+    run = row.Run
+    calls = list(db.session.scalars(sa.select(ToolCall).where(ToolCall.run_id == run_id)
                                     .order_by(ToolCall.created_at, ToolCall.position)))
-    messages = list(db.session.scalars(sa.select(Message).where(Message.run_id == run.id).order_by(Message.id)))
-    return RunView(run, _agents().get(run.agent_id), owner.api_user_id if owner else None, api_session_id(chat),
+    messages = list(db.session.scalars(sa.select(Message).where(Message.run_id == run_id).order_by(Message.id)
+                                       .options(sa.orm.lazyload(Message.tool_calls))))  # calls: from `calls`
+    owner_name = row.owner_external_id or row.owner_email  # Account.api_user_id
+    return RunView(run, _agents().get(run.agent_id), owner_name, row.chat_external_id or row.chat_id,
                    calls, messages)
+
+
+_RUN_WITH_NAMES = sa.select(Run, ChatSession.id.label("chat_id"), ChatSession.external_id.label("chat_external_id"),
+                            Account.external_id.label("owner_external_id"), Account.email.label("owner_email")) \
+    .join(ChatSession, ChatSession.id == Run.session_id).outerjoin(Account, Account.id == Run.owner_id) \
+    .where(Run.id == sa.bindparam("run_id"))
 
 
 def run_json(view: RunView) -> dict:

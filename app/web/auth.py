@@ -89,6 +89,18 @@ def requested_user_id() -> str | None:
 def acting_account(create: bool = False) -> Account | None:
     """The account this request acts as. With `create`, an unknown user_id gets its account now;
     without, it is None (it owns nothing yet, so every lookup is a 404 or an empty list)."""
+    if g.get("acting_account") is not None:  # found once per request (the rate limit's key asks first)
+        return g.acting_account
+    account = _acting_account(create)
+    if account is not None:
+        if sa.inspect(account).expired_attributes:
+            db.session.refresh(account)  # just created (and committed)
+        db.session.expunge(account)  # loaded once: no commit of the request expires (and reloads) it
+        g.acting_account = account
+    return account
+
+
+def _acting_account(create: bool) -> Account | None:
     principal = authenticate()
     user_id = requested_user_id()
     if principal.account_id is not None:  # a personal token: its own account, whatever it is called

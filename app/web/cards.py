@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
 
-from flask import current_app
+import sqlalchemy as sa
+from flask import current_app, g
 from flask_login import current_user
 
 from app import grants
@@ -96,10 +97,24 @@ def utc_iso(moment) -> str:
     return moment.isoformat()
 
 
+def run_facts(run_id: str) -> tuple[int, str] | None:
+    """A run's owner id and agent id, read once per request (they never change; a stream, which knows
+    them from its first read, hands them in with `know_run`)."""
+    known = g.setdefault("run_facts", {})
+    if run_id not in known:
+        row = db.session.execute(sa.select(Run.owner_id, Run.agent_id).where(Run.id == run_id)).one_or_none()
+        known[run_id] = (row.owner_id, row.agent_id) if row is not None else None
+    return known[run_id]
+
+
+def know_run(run_id: str, owner_id: int, agent_id: str) -> None:
+    g.setdefault("run_facts", {})[run_id] = (owner_id, agent_id)
+
+
 def tool_of(call):
     """The tool of a call, from the agent of its run (None if that agent or tool is gone)."""
-    run = db.session.get(Run, call.run_id)
-    agent = current_app.extensions["agents"].get(run.agent_id) if run else None
+    facts = run_facts(call.run_id)
+    agent = current_app.extensions["agents"].get(facts[1]) if facts else None
     return agent.tool(call.name) if agent else None
 
 
@@ -170,7 +185,10 @@ def problems_of(refusal) -> list[str]:
 
 
 def may_grant(call) -> bool:
-    return grants.may_grant(call, current_user if current_user.is_authenticated else None)
+    if not call.allow_always or not current_user.is_authenticated:
+        return False
+    facts = run_facts(call.run_id)
+    return facts is not None and grants.refusal_of(call, facts[0], current_user.id, current_user.is_admin) is None
 
 
 def register(bp) -> None:

@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import sqlalchemy as sa
 
-from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.utils import secure_filename
 
-from app import chats, limits
+from app import approvals, chats, limits
 from app.agent import commands
 from app.agent.decisions import refresh_previews
 from app.agent.refusals import Expired, Invalid, NotFound, Refusal
@@ -207,9 +207,11 @@ class _RemovedAgent:
 @bp.post("/chats/<chat_id>/messages")
 @limits.messages
 def send(chat_id):
-    chat = _owned_chat_or_404(chat_id)
+    chat, heads_list = chats.get_chat_heading_list(current_user.id, chat_id) or abort(404, "No such chat.")
     text = request.form.get("message", "")
     first_message, agent_id = chat.title == "New chat", chat.agent_id  # read before the command commits
+    # The sidebar changes only if this chat moves to its top, gets its title or changes its date group.
+    relist = first_message or not heads_list or chat.updated_at.date() != utcnow().date()
     try:
         run, cursor = commands.start_run(chat, text)
     except Refusal as exc:
@@ -224,7 +226,8 @@ def send(chat_id):
                               status=RunStatus.QUEUED)
     return answer_after_commit(
         lambda: render_template("chat/_run_started.html", chat=chat, run=started, cursor=cursor,
-                                first_message=first_message, chats=chats.list_chats(current_user.id)),
+                                first_message=first_message,
+                                chats=chats.list_chats(current_user.id) if relist else None),
         "Your message was sent. The page could not be updated just now: reload it to follow the reply.")
 
 
@@ -296,9 +299,12 @@ def _always_allow() -> GrantRequest | None:
 
 
 def _call_and_run(call_id: str, run_id: str) -> dict:
-    """The decided call and its run as they are now, read back in one statement."""
-    call, run = db.session.execute(sa.select(ToolCall, Run).join(Run, ToolCall.run_id == Run.id).where(
-        ToolCall.id == call_id, Run.id == run_id)).one()
+    """The decided call and its run as they are now, and the calls still waiting for this person (the
+    sidebar's count), read back in one statement."""
+    waiting = approvals.pending_count_select(approvals.scope_of(current_user)).scalar_subquery().correlate(None)
+    call, run, g.approvals_waiting = db.session.execute(sa.select(ToolCall, Run, waiting).join(
+        Run, ToolCall.run_id == Run.id).where(ToolCall.id == call_id, Run.id == run_id)).one()
+    cards.know_run(run.id, run.owner_id, run.agent_id)
     return {"call": call, "run": run}
 
 
@@ -361,6 +367,7 @@ def run_events(run_id):
         raise
     watching.callback(release_slot)
     view = StreamView(run_id, watch.run)  # what this stream remembers between batches
+    cards.know_run(run_id, current_user.id, watch.run.agent_id)  # the cards it shows need no run read
     stream = follow_run(
         run_id, cursor,
         render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, view)),

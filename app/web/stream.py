@@ -131,9 +131,14 @@ def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]
     `message_completed` every reply ends with (also after Stop or a failure), shows all of it."""
     now = time.monotonic()
     newest = {event.data["message_id"]: event.seq for event in batch if event.type == "text"}
+    last_update = {event.data["call_id"]: event.seq for event in batch if event.type == "tool_call_updated"}
     view.prefetch(batch)
     shown = []
     for event in batch:
+        if event.type == "tool_call_updated" and last_update[event.data["call_id"]] != event.seq:
+            # A card shows its row as it is now: the batch's last update of this call renders it.
+            shown.append((event, _activity(event, view)))
+            continue
         if event.type == "message_started":
             view.started(event.data["message_id"])
         elif event.type == "text":
@@ -146,6 +151,15 @@ def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]
             view.last_text[message_id] = now
         shown.append((event, render_event(event, view)))
     return shown
+
+
+def _activity(event: Event, view: StreamView) -> str:
+    """The status line of a call that began executing ("Calling …"), without its card."""
+    if event.data.get("status") != "executing":
+        return ""
+    known = view.approved.get(event.data["call_id"])
+    call = known if known is not None else db.session.get(ToolCall, event.data["call_id"])
+    return "" if call is None else render_template("chat/events/_activity.html", activity=f"Calling {call.name}…")
 
 
 def render_event(event: Event, view: StreamView) -> str:
@@ -187,8 +201,12 @@ def render_event(event: Event, view: StreamView) -> str:
             call = view.card(data["call_id"], data.get("status"))
             if call is None:
                 return ""
-            fragment = render_template("chat/events/_call_replace.html", call=call)
-            if data.get("status", call.status) == "executing":
+            # The outbox changed when the notification was sent: it is rendered with that `done` event
+            # only (an earlier event that already finds the card done is followed by it).
+            status = data.get("status", call.status)
+            fragment = render_template("chat/events/_call_replace.html", call=call,
+                                       outbox=call.name == "send_notification" and status == "done")
+            if status == "executing":
                 fragment += render_template("chat/events/_activity.html", activity=f"Calling {call.name}…")
             return fragment
         case _:

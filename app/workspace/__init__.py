@@ -268,6 +268,6 @@ def recent_outbox(engine: sa.Engine, owner_id: int | None, limit: int = 20) -> l
     where = outbox.c.owner_id.is_(None) if owner_id is None else outbox.c.owner_id == owner_id
     stmt = (sa.select(outbox).where(where)
             .order_by(outbox.c.created_at.desc(), outbox.c.id.desc()).limit(max(0, int(limit))))
-    with engine.connect() as conn:
+    with engine.connect().execution_options(read_only=True) as conn:  # SQLite: no write lock to read
         rows = conn.execute(stmt).mappings().all()
     return [{**row, "created_at": as_utc(row["created_at"])} for row in rows]
