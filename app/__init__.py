@@ -100,6 +100,9 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
         # Servers only: a `flask` command (say `db upgrade` on a fresh install, before the tables exist)
         # must not sweep runs in the background.
         app.extensions["run_executor"].start()  # recover runs a dead worker left behind
+    if not cli and not app.testing:
+        from app.memory import IdleTrimmer
+        app.extensions["memory_trimmer"] = IdleTrimmer().start()  # a quiet worker returns its peak's memory
     from app.notify import ApprovalNotifier
     app.extensions["approval_notifier"] = ApprovalNotifier(app)
     if app.config.get("APPROVAL_WEBHOOK_URL") and not cli:

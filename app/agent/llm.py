@@ -14,7 +14,8 @@ The real providers send their request through the `openai` SDK's client (auth, b
 retries, and its error classes for non-2xx answers), but read the streamed reply themselves: the
 server-sent events are split here and their `data` parsed with `json.loads`, which costs a fraction
 of the SDK's per-event pydantic models. `openai` itself is imported only when a model is first
-called, so a worker that never calls one (or runs the demo model) does not load it.
+called, so a worker that never calls one (or runs the demo model) does not load it, and then without
+the type modules and transport this path never uses (`sdk_imports`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+
+from app.agent import sdk_imports
+
+sdk_imports.install()
 
 if TYPE_CHECKING:
     import httpx2
