@@ -211,6 +211,14 @@ class _OpenAIProvider:
             response.close()
 
 
+def _read_to_end(events: Iterator) -> None:
+    """Read the rest of a reply after its last event (the body's end, normally already received): a
+    response closed before its end closes its connection too, and the next request would open a new
+    one (TCP, and TLS with a remote model) instead of reusing it."""
+    for _ in events:
+        pass
+
+
 class ResponsesModel(_OpenAIProvider):
     chains = True
     path = "/responses"
@@ -260,7 +268,8 @@ class ResponsesModel(_OpenAIProvider):
         if previous_id:
             body["previous_response_id"] = previous_id
         ignored = self._IGNORED
-        for name, data in self._events(body):
+        events = self._events(body)
+        for name, data in events:
             if name in ignored:
                 continue
             event = json.loads(data)
@@ -274,6 +283,7 @@ class ResponsesModel(_OpenAIProvider):
                     yield ToolCallRequest(item.get("call_id") or "", item.get("name") or "",
                                           item.get("arguments") or "")
             elif kind == "response.completed":
+                _read_to_end(events)
                 yield TurnDone((event.get("response") or {}).get("id"))
                 return
             elif kind in ("response.failed", "response.incomplete"):
@@ -328,8 +338,10 @@ class ChatModel(_OpenAIProvider):
         calls: dict[int, dict] = {}
         last_index = None
         finished = False
-        for _name, data in self._events(body):
+        events = self._events(body)
+        for _name, data in events:
             if data.startswith(b"[DONE]"):
+                _read_to_end(events)
                 break
             chunk = json.loads(data)
             if chunk.get("error"):
