@@ -10,6 +10,7 @@ a receiver that must not show it twice can use `call_id`). Nothing here blocks a
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import threading
@@ -18,7 +19,6 @@ import urllib.request
 from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.extensions import db, patient_checkouts
 from app.models import (Account, ApprovalNotification, CallStatus, ChatSession, NotificationStatus, Run, ToolCall,
@@ -42,7 +42,8 @@ def record_new_pending() -> int:
                    .where(ToolCall.status == CallStatus.PENDING,
                           ~sa.select(ApprovalNotification.id).where(ApprovalNotification.call_id == ToolCall.id)
                           .exists()))
-    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    # The dialect's own INSERT (for ON CONFLICT); imported here so SQLite workers never load PostgreSQL's
+    dialect = importlib.import_module(f"sqlalchemy.dialects.{db.session.get_bind().dialect.name}")
     insert = dialect.insert(ApprovalNotification.__table__).from_select(
         ["call_id", "status", "attempts", "next_attempt_at", "created_at"], unannounced).on_conflict_do_nothing()
     # Counted from RETURNING: psycopg reports no rowcount for this statement.

@@ -25,7 +25,7 @@ STREAM_RE = re.compile(r'sse-connect="/runs/(run_\w+)/events\?after=(\d+)[^"]*"'
 RUN_ID_RE = re.compile(r"/runs/(run_\w+)/")
 CALL_RE = re.compile(r"/runs/(run_\w+)/calls/(tc_\w+)/approve")
 RUN_STATUS_RE = re.compile(r'id="run-status"')
-TEXT_APPEND_RE = re.compile(r'hx-swap-oob="beforeend:#msg-\d+-text"')  # a `text` event (not a re-render)
+TEXT_RE = re.compile(r'id="msg-\d+-text"[^>]*hx-swap-oob="true"')  # a reply so far, re-rendered whole
 
 
 class HTTPError(Exception):
@@ -274,7 +274,9 @@ class Browser:
     @staticmethod
     def _event(result: StreamResult, fragment: str, now: int) -> None:
         result.events += 1
-        stamps = TOKEN_RE.findall(fragment) if TEXT_APPEND_RE.search(fragment) else None
+        stamps = TOKEN_RE.findall(fragment) if TEXT_RE.search(fragment) else None
+        if stamps:
+            stamps = stamps[result.tokens:]  # the reply so far: only the words after those already seen
         if stamps:
             if not result.first_token_recv_ns:
                 result.first_token_recv_ns = now

@@ -817,6 +817,7 @@ async def run_phases(b: Bench) -> None:
         log(f"{name} took {time.monotonic() - t0:.1f} s")
 
     await phase_warmup(b)
+    await asyncio.sleep(2)  # idle: as long as before the reading after the load phases
     b.data["rss_idle"] = S.memory(b.server)
     await timed("baseline", phase_baseline(b, p["baseline"]))
     await timed("latency", phase_latency(b, p["latency"], p["cross"]))

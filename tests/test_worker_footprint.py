@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from tests.live import ROOT
 
-NOT_IN_A_WORKER = ("flask_migrate", "alembic", "psycopg", "mcp")  # the mcp SDK runs in helper processes only
+NOT_IN_A_WORKER = ("flask_migrate", "alembic", "psycopg", "sqlalchemy.dialects.postgresql",
+                   "mcp")  # the mcp SDK runs in helper processes only
 
 # Loads the app exactly as a gunicorn worker does: gevent first, then gunicorn.conf.py's `wsgi_app`.
 LOAD_LIKE_A_WORKER = """

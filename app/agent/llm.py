@@ -14,7 +14,8 @@ The real providers send their request through the `openai` SDK's client (auth, b
 retries, and its error classes for non-2xx answers), but read the streamed reply themselves: the
 server-sent events are split here and their `data` parsed with `json.loads`, which costs a fraction
 of the SDK's per-event pydantic models. `openai` itself is imported only when a model is first
-called, so a worker that never calls one (or runs the demo model) does not load it.
+called, so a worker that never calls one (or runs the demo model) does not load it, and then without
+the type modules and transport this path never uses (`sdk_imports`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+
+from app.agent import sdk_imports
+
+sdk_imports.install()
 
 if TYPE_CHECKING:
     import httpx2
@@ -206,6 +211,14 @@ class _OpenAIProvider:
             response.close()
 
 
+def _read_to_end(events: Iterator) -> None:
+    """Read the rest of a reply after its last event (the body's end, normally already received): a
+    response closed before its end closes its connection too, and the next request would open a new
+    one (TCP, and TLS with a remote model) instead of reusing it."""
+    for _ in events:
+        pass
+
+
 class ResponsesModel(_OpenAIProvider):
     chains = True
     path = "/responses"
@@ -255,7 +268,8 @@ class ResponsesModel(_OpenAIProvider):
         if previous_id:
             body["previous_response_id"] = previous_id
         ignored = self._IGNORED
-        for name, data in self._events(body):
+        events = self._events(body)
+        for name, data in events:
             if name in ignored:
                 continue
             event = json.loads(data)
@@ -269,6 +283,7 @@ class ResponsesModel(_OpenAIProvider):
                     yield ToolCallRequest(item.get("call_id") or "", item.get("name") or "",
                                           item.get("arguments") or "")
             elif kind == "response.completed":
+                _read_to_end(events)
                 yield TurnDone((event.get("response") or {}).get("id"))
                 return
             elif kind in ("response.failed", "response.incomplete"):
@@ -323,8 +338,10 @@ class ChatModel(_OpenAIProvider):
         calls: dict[int, dict] = {}
         last_index = None
         finished = False
-        for _name, data in self._events(body):
+        events = self._events(body)
+        for _name, data in events:
             if data.startswith(b"[DONE]"):
+                _read_to_end(events)
                 break
             chunk = json.loads(data)
             if chunk.get("error"):

@@ -1,4 +1,5 @@
-"""`openai` (tens of MiB per worker) is imported only when a real model is first called."""
+"""`openai` (tens of MiB per worker) is imported only when a real model is first called, and then without
+the type modules and transports the raw stream never uses (app/agent/sdk_imports.py)."""
 from __future__ import annotations
 
 import os
@@ -43,9 +44,14 @@ def test_an_app_with_a_model_server_imports_openai_on_the_first_call(tmp_path, f
         "model = app.extensions['model']\n"
         "events = list(model.stream('', [ContextItem('user', 'hi')], []))\n"
         "print(before, type(model).__name__, 'openai' in sys.modules, events[0].text)\n"
+        # ...without the API's type modules or the aiohttp transport, which stay reachable on demand
+        "print(sorted(m for m in sys.modules if m.startswith(('openai.types.graders', 'aiohttp'))))\n"
+        "import openai\n"
+        "print(openai.types.responses.Response.__name__, openai.types.graders.LabelModelGrader.__name__)\n"
         "app.extensions['run_executor'].shutdown()")
-    out = run_python(code, OPENAI_BASE_URL=fake_model.base_url, OPENAI_API=api)
-    assert out == f"False {'ChatModel' if api == 'chat' else 'ResponsesModel'} True Hi."
+    out = run_python(code, OPENAI_BASE_URL=fake_model.base_url, OPENAI_API=api).splitlines()
+    assert out == [f"False {'ChatModel' if api == 'chat' else 'ResponsesModel'} True Hi.", "[]",
+                   "Response LabelModelGrader"]
 
 
 def test_model_for_makes_the_client_on_first_use_and_it_can_be_replaced(fake_model):

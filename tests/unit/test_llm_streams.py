@@ -90,7 +90,7 @@ class RawServer:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                server.requests.append({"path": self.path, "body": json.loads(body),
+                server.requests.append({"path": self.path, "body": json.loads(body), "peer": self.client_address,
                                         "headers": {k.lower(): v for k, v in self.headers.items()}})
                 status, pieces = server.replies.popleft()
                 self.send_response(status)
@@ -152,6 +152,18 @@ def call_done(call_id="call_1", name="delete_records", arguments='{"table_name":
 
 
 # --- Responses API, raw streams --------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", [ResponsesModel, ChatModel])
+def test_turns_reuse_one_connection_to_the_model(raw, cls):
+    """A reply is read to its end, so its connection goes back to the pool: no new TCP (or TLS) per turn."""
+    for _ in range(3):
+        raw.reply(sse(delta("Hi"), completed()) if cls is ResponsesModel
+                  else data(chunk({"content": "Hi"}), chunk(finish="stop")) + b"data: [DONE]\n\n")
+    model = provider(cls, raw.base_url)
+    for _ in range(3):
+        assert [e.text for e in model.stream("", HELLO, TOOLS) if isinstance(e, TextDelta)] == ["Hi"]
+    assert len({request["peer"] for request in raw.requests}) == 1
+
 
 @pytest.mark.parametrize("named", [True, False], ids=["event-lines", "data-only"])
 def test_responses_text_calls_and_done_from_a_raw_stream(raw, named):
