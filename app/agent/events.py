@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from flask import current_app
 
 from app.extensions import db
@@ -137,6 +136,8 @@ def _numbered_insert(update, run_id: str, mine: list, now: datetime, resumed=Non
     """PostgreSQL: the run's UPDATE as a CTE ("bumped": last_seq, and whether it `resumed`) and the INSERT
     of its events numbered from it. With `resumed` (a boolean SQL expression), the last of `mine` is
     written only when it holds (the UPDATE then counted it too)."""
+    from sqlalchemy.dialects import postgresql  # here: a SQLite worker never loads the dialect
+
     runs, events_table = Run.__table__, RunEvent.__table__
     # The payload names the new last_seq too: a process that wrote these events itself need not read them.
     payload = runs.c.id + " " + sa.cast(runs.c.last_seq, sa.Text)
