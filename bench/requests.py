@@ -5,14 +5,16 @@ of the REST API.
     .venv/bin/python -m bench.requests [--cycles 200] [--postgres postgresql+psycopg://…/postgres]
 
 CPU is `time.thread_time()` of the thread that handles the request (the test client runs the view, and
-reads a stream's body, in the calling thread), so the executor's and the fake model's threads are not
-counted, and other processes on a shared machine disturb it far less than wall time. Statements are
-those the same thread sends to the app database (and, separately, the workspace). The first tenth of
-the cycles warms caches and is not counted.
+reads a stream's body, in the calling thread), so the fake model's threads are not counted, and other
+processes on a shared machine disturb it far less than wall time. The executor's runs are measured the
+same way, in their own threads (its `execute` step is wrapped), and summed per cycle into their own
+rows. Statements are those the measured threads send to the app database (and, separately, the
+workspace). The first tenth of the cycles warms caches and is not counted.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -38,26 +40,29 @@ CSRF_RE = re.compile(rb'name="csrf_token" value="([^"]+)"')
 
 
 class Counter:
-    """Statements sent by one thread, by database (the app's, or the workspace)."""
+    """Statements sent by the measured threads (this one, and the executor's while it runs a step),
+    by database (the app's, or the workspace)."""
 
     def __init__(self, app_url: str):
         self.app_url = sa.make_url(app_url)
         self.thread = threading.get_ident()
         self.counts = {"app": 0, "workspace": 0}
         self.log: list[str] | None = None  # with --sql: the statements' text
+        self.local = threading.local()     # .counts: an executor thread's counts while it runs
 
     def install(self) -> None:
         @sa.event.listens_for(sa.engine.Engine, "before_cursor_execute")
         def _statement(conn, cursor, statement, parameters, context, executemany):
-            if threading.get_ident() != self.thread:
+            counts = self.counts if threading.get_ident() == self.thread else getattr(self.local, "counts", None)
+            if counts is None:
                 return
             verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
             if verb in ("BEGIN", "SAVEPOINT", "RELEASE"):
                 return
             url = conn.engine.url
             same = url.database == self.app_url.database and url.host == self.app_url.host
-            self.counts["app" if same else "workspace"] += 1
-            if self.log is not None:
+            counts["app" if same else "workspace"] += 1
+            if self.log is not None and counts is self.counts:
                 self.log.append(("" if same else "[workspace] ") + " ".join(statement.split())[:160])
 
 
@@ -69,6 +74,42 @@ class Measure:
         self.workspace: dict[str, list[int]] = defaultdict(list)
         self.recording = False
         self.sql: dict[str, list[str]] = {}
+        self._executed = {"cpu": 0.0, "app": 0, "workspace": 0}  # the executor's, since the last cycle ended
+        self._executed_lock = threading.Lock()
+
+    def wrap_executor(self, app) -> None:
+        """Measure the executor's runs: its `execute` step, timed in the executor's own thread."""
+        executor = app.extensions["run_executor"]
+        execute = executor.steps.execute
+
+        def measured_execute(run_id: str) -> None:
+            counts = self.counter.local.counts = {"app": 0, "workspace": 0}
+            t0 = time.thread_time()
+            try:
+                execute(run_id)
+            finally:
+                cpu = time.thread_time() - t0
+                self.counter.local.counts = None
+                with self._executed_lock:
+                    self._executed["cpu"] += cpu
+                    self._executed["app"] += counts["app"]
+                    self._executed["workspace"] += counts["workspace"]
+
+        measured_execute.__name__ = execute.__name__
+        executor.steps = dataclasses.replace(executor.steps, execute=measured_execute)
+        self.executor = executor
+
+    def executor_cycle(self, name: str) -> None:
+        """End a cycle: wait until the executor is idle, then book what it did under `name`."""
+        deadline = time.monotonic() + 10
+        while self.executor.executing and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        with self._executed_lock:
+            executed, self._executed = self._executed, {"cpu": 0.0, "app": 0, "workspace": 0}
+        if self.recording:
+            self.cpu[name].append(executed["cpu"] * 1000)
+            self.statements[name].append(executed["app"])
+            self.workspace[name].append(executed["workspace"])
 
     @contextmanager
     def kind(self, name: str):
@@ -91,9 +132,13 @@ class Measure:
         for name in self.cpu:
             rows.append(f"| {name} | {statistics.median(self.cpu[name]):.2f} | {statistics.fmean(self.cpu[name]):.2f} "
                         f"| {statistics.fmean(self.statements[name]):.2f} | {statistics.fmean(self.workspace[name]):.2f} |")
-        page = [n for n in self.cpu if not n.startswith("API")]
-        api = [n for n in self.cpu if n.startswith("API")]
-        for label, names in (("page cycle (sum)", page), ("API cycle (sum)", api)):
+        page = [n for n in self.cpu if not n.startswith("API") and "executor" not in n]
+        api = [n for n in self.cpu if n.startswith("API") and "executor" not in n]
+        labelled = [("page cycle, requests (sum)", page), ("API cycle, requests (sum)", api)]
+        if "executor (page cycle)" in self.cpu:
+            labelled += [("page cycle, requests + executor", page + ["executor (page cycle)"]),
+                         ("API cycle, requests + executor", api + ["API executor (API cycle)"])]
+        for label, names in labelled:
             if names:
                 rows.append(f"| **{label}** | {sum(statistics.median(self.cpu[n]) for n in names):.2f} "
                             f"| {sum(statistics.fmean(self.cpu[n]) for n in names):.2f} "
@@ -165,6 +210,7 @@ def page_cycle(page: Page, chat_id: str, m: Measure) -> None:
     with m.kind("stream to the end"):
         stream = page.client.get(f"/runs/{run_id}/events?after={match.group(2)}").get_data(as_text=True)
     assert "Done." in stream, stream[-800:]
+    m.executor_cycle("executor (page cycle)")
 
 
 def api_cycle(client, session_id: str, user_id: str, m: Measure) -> None:
@@ -180,6 +226,7 @@ def api_cycle(client, session_id: str, user_id: str, m: Measure) -> None:
             "tools": json.dumps(tools), "session_id": session_id, "user_id": user_id, "stream": "false"})
         done = response.get_json()
     assert done["status"] == "COMPLETED", done
+    m.executor_cycle("API executor (API cycle)")
 
 
 def main() -> None:
@@ -200,6 +247,7 @@ def main() -> None:
             if args.sql:
                 counter.log = []
             m = Measure(counter)
+            m.wrap_executor(app)
             page = Page(app, make_person(app))
             api = app.test_client()
             warm = max(1, args.cycles // 10)
