@@ -8,7 +8,9 @@ user's id is a 404).
 """
 from __future__ import annotations
 
+import functools
 import secrets
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -311,20 +313,68 @@ class ToolCall(db.Model):
         return None if row is None else (row[0], row)
 
     @classmethod
-    def cas(cls, call_id: str, expected: str | None, new: str, extra_where=(), **values):
-        """The compare-and-set UPDATE of the call's status (`expected` None: from any status; `extra_where`
-        must hold too), as a Core statement returning the call's id."""
+    def cas(cls, call_id: str, expected: str, new: str, **values) -> "CallChange":
+        """The compare-and-set of the call's status from `expected` to `new` (setting `values` too), as
+        data that `events.write_with_call` writes with the run's events."""
+        return CallChange(call_id, expected, new, values)
+
+    @classmethod
+    def transition(cls, call_id: str, expected: str | None, new: str, extra_where=(), **values) -> bool:
+        """Compare-and-set the call's status: True if it was `expected` (None: any status; and
+        `extra_where` held) and is now `new`."""
         table = cls.__table__
         condition = [table.c.id == call_id, *extra_where]
         if expected is not None:
             condition.append(table.c.status == expected)
-        return sa.update(table).where(*condition).values(status=new, updated_at=utcnow(), **values) \
-            .returning(table.c.id)
+        return db.session.execute(sa.update(table).where(*condition).values(status=new, updated_at=utcnow(), **values)
+                                  .returning(table.c.id)).first() is not None
 
     @classmethod
-    def transition(cls, call_id: str, expected: str | None, new: str, extra_where=(), **values) -> bool:
-        """Compare-and-set the call's status: True if it was `expected` (and `extra_where` held) and is now `new`."""
-        return db.session.execute(cls.cas(call_id, expected, new, extra_where, **values)).first() is not None
+    def first_approved(cls, run_id, calls=None):
+        """The id of the run's first approved call (None: none waits), as a scalar subquery. An alias
+        (`calls`) when it is part of an UPDATE of tool_calls: it must read the other rows, not the one
+        being updated."""
+        calls = cls.__table__ if calls is None else calls
+        return sa.select(calls.c.id).where(calls.c.run_id == run_id, calls.c.status == CallStatus.APPROVED) \
+            .order_by(calls.c.created_at, calls.c.position).limit(1).scalar_subquery()
+
+
+@dataclass(frozen=True)
+class CallChange:
+    """A compare-and-set of one call's status, as data: its Core UPDATE is built once per shape (which
+    columns it sets and returns) and run with the values bound, so the hot path builds no statement."""
+    call_id: str
+    expected: str
+    new: str
+    values: dict = field(default_factory=dict)
+    returned: tuple[str, ...] = ()  # more of the call's columns to return (its id always is)
+    next_approved: bool = False     # also return the run's first approved call after this one, as next_call
+
+    def returning(self, *columns: str, next_approved: bool = False) -> "CallChange":
+        return replace(self, returned=columns, next_approved=next_approved)
+
+    def statement(self):
+        """The UPDATE … RETURNING, with bound parameters named cas_*."""
+        return _call_cas(tuple(sorted(self.values)), self.returned, self.next_approved)
+
+    def params(self, run_id: str) -> dict:
+        return {"cas_call_id": self.call_id, "cas_expected": self.expected, "cas_new": self.new,
+                "cas_now": utcnow(), "cas_run_id": run_id, **{f"cas_set_{k}": v for k, v in self.values.items()}}
+
+
+@functools.cache
+def _call_cas(columns: tuple[str, ...], returned: tuple[str, ...], next_approved: bool):
+    table = ToolCall.__table__
+    bound = {name: sa.bindparam(f"cas_set_{name}", type_=table.c[name].type) for name in columns}
+    update = sa.update(table).where(table.c.id == sa.bindparam("cas_call_id", type_=table.c.id.type),
+                                    table.c.status == sa.bindparam("cas_expected", type_=table.c.status.type)) \
+        .values(status=sa.bindparam("cas_new", type_=table.c.status.type),
+                updated_at=sa.bindparam("cas_now", type_=table.c.updated_at.type), **bound)
+    returning = [table.c.id, *(table.c[name] for name in returned)]
+    if next_approved:
+        run_id = sa.bindparam("cas_run_id", type_=table.c.run_id.type)
+        returning.append(ToolCall.first_approved(run_id, table.alias("later")).label("next_call"))
+    return update.returning(*returning)
 
 
 class RunEvent(db.Model):

@@ -311,7 +311,7 @@ def _write_decisions(run_id: str, changes: list, decider_id: int | None) -> bool
         events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
         update = ToolCall.cas(call.id, CallStatus.PENDING, status, **values)
         if number < len(changes):
-            if db.session.execute(update).first() is None:
+            if db.session.execute(update.statement(), update.params(run_id)).first() is None:
                 raise _Lost()
             continue
         # A call left pending (kept with an edit) keeps the run paused.

@@ -14,6 +14,7 @@ process that asks for the `last_seq` of every watched run in a single query.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.extensions import db
-from app.models import CallStatus, Run, RunEvent, RunStatus, ToolCall, utcnow
+from app.models import CallChange, CallStatus, Run, RunEvent, RunStatus, ToolCall, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -81,35 +82,87 @@ def _take_queued(session: sa.orm.Session, run_id: str) -> list:
     return [event for event in queued if event[0] == run_id]
 
 
-def _numbering(run_id: str, count, lease_owner: str | None, lease_until: datetime | None,
-               run_values: dict | None = None):
-    """The UPDATE that numbers `count` new events of the run (and, with `lease_owner`, checks and
-    renews the lease of the running run we own)."""
-    runs = Run.__table__  # Core statements: this is the hottest write path
-    update = sa.update(runs).where(runs.c.id == run_id).values(last_seq=runs.c.last_seq + count, updated_at=utcnow())
-    if lease_owner is not None:
-        update = update.where(runs.c.status == RunStatus.RUNNING, runs.c.lease_owner == lease_owner) \
-            .values(lease_until=lease_until)
-    return update.values(**run_values) if run_values else update
+# The hot write statements are built once per shape, with everything that varies bound (named events_*,
+# never a column's name), and run with `_params`: building a statement cost more than running it.
+_BOUND_TYPES = {"run_id": sa.String(40), "count": sa.Integer(), "now": sa.DateTime(timezone=True),
+                "lease_owner": sa.String(80), "lease_until": sa.DateTime(timezone=True),
+                "resume_after": sa.String(40), "queued": sa.JSON()}
+
+
+def _bound(name: str):
+    return sa.bindparam(f"events_{name}", type_=_BOUND_TYPES[name])
+
+
+def _params(run_id: str, count: int, lease_owner: str | None = None, lease_until: datetime | None = None,
+            run_values: dict | None = None, now: datetime | None = None) -> dict:
+    params = {"events_run_id": run_id, "events_count": count, "events_now": now or utcnow(),
+              "events_lease_owner": lease_owner, "events_lease_until": lease_until}
+    params.update((f"events_set_{column}", value) for column, value in (run_values or {}).items())
+    return params
+
+
+@functools.cache
+def _resumes():
+    """Whether the run resumes now: it is paused and none of its calls but `events_resume_after` is
+    pending (a scalar subquery). Aliases: as a subquery of an UPDATE of these tables it must read the
+    rows as they were."""
+    runs, calls = Run.__table__, ToolCall.__table__
+    others, before = calls.alias("other_calls"), runs.alias("run_before")
+    others_pending = sa.exists().where(others.c.run_id == _bound("run_id"), others.c.status == CallStatus.PENDING,
+                                       others.c.id != _bound("resume_after"))
+    return sa.select(sa.and_(before.c.status == RunStatus.PAUSED, ~others_pending)) \
+        .where(before.c.id == _bound("run_id")).scalar_subquery()
+
+
+@functools.cache
+def _numbering(with_lease: bool, run_columns: tuple[str, ...] = (), resume: bool = False):
+    """The UPDATE that numbers `events_count` new events of the run. `with_lease`: only a running run
+    under our lease, renewed. `run_columns`: also set these (`events_set_<column>`). `resume`: when
+    `_resumes`, queue the run again and count one event more (its run_resumed)."""
+    runs = Run.__table__
+    count, values = _bound("count"), {"updated_at": _bound("now")}
+    if resume:
+        count = count + sa.case((_resumes(), 1), else_=0)
+        values["status"] = sa.case((_resumes(), RunStatus.QUEUED), else_=runs.c.status)
+    update = sa.update(runs).where(runs.c.id == _bound("run_id")).values(last_seq=runs.c.last_seq + count, **values)
+    if with_lease:
+        update = update.where(runs.c.status == RunStatus.RUNNING, runs.c.lease_owner == _bound("lease_owner")) \
+            .values(lease_until=_bound("lease_until"))
+    if run_columns:
+        update = update.values({column: sa.bindparam(f"events_set_{column}", type_=runs.c[column].type)
+                                for column in run_columns})
+    return update
+
+
+@functools.cache
+def _numbered(with_lease: bool, run_columns: tuple[str, ...] = ()):
+    """`_numbering` returning the run's new last_seq."""
+    return _numbering(with_lease, run_columns).returning(Run.__table__.c.last_seq)
+
+
+@functools.cache
+def _event_insert():
+    return sa.insert(RunEvent.__table__)
 
 
 def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_until: datetime | None,
            run_values: dict | None = None) -> bool:
     mine = _take_queued(session, run_id)
-    runs = Run.__table__
     if lease_owner is None and not mine:
         return True
-    update = _numbering(run_id, len(mine), lease_owner, lease_until, run_values)
     now = utcnow()
+    params = _params(run_id, len(mine), lease_owner, lease_until, run_values, now)
+    run_columns = tuple(sorted(run_values or ()))
     if mine and session.get_bind().dialect.name == "postgresql":
         # One statement: the UPDATE numbers the events in a CTE, the INSERT writes them from its row
         # (none when the lease check failed). The NOTIFY is delivered at commit; repeats within one
         # transaction collapse into one.
-        last_seq = _number_and_insert(session, update, run_id, mine, now)
+        seqs = session.execute(_numbered_and_inserted(lease_owner is not None, run_columns), {**params, "events_queued": _queued(mine)}).scalars().all()
+        last_seq = max(seqs) if seqs else None
     else:
-        last_seq = session.execute(update.returning(runs.c.last_seq)).scalar()
+        last_seq = session.execute(_numbered(lease_owner is not None, run_columns), params).scalar()
         if last_seq is not None and mine:
-            session.execute(sa.insert(RunEvent.__table__), _rows(run_id, last_seq, mine, now))
+            session.execute(_event_insert(), _rows(run_id, last_seq, mine, now))
     if last_seq is None:
         return False
     if mine:
@@ -123,39 +176,58 @@ def _rows(run_id: str, last_seq: int, mine: list, now: datetime) -> list[dict]:
             for i, (_, type, data) in enumerate(mine)]
 
 
-def _number_and_insert(session, update, run_id: str, mine: list, now: datetime) -> int | None:
-    """PostgreSQL: number the run's events and insert them in one statement; the new last_seq, or None
-    when the UPDATE matched no row (the run is no longer ours)."""
-    events_table = RunEvent.__table__
-    _, insert = _numbered_insert(update, run_id, mine, now)
-    seqs = session.execute(insert.returning(events_table.c.seq)).scalars().all()
-    return max(seqs) if seqs else None
+def _queued(mine: list) -> list[dict]:
+    return [{"type": type, "data": data} for _, type, data in mine]
 
 
-def _numbered_insert(update, run_id: str, mine: list, now: datetime, resumed=None):
+@functools.cache
+def _numbered_insert(update, resume: bool):
     """PostgreSQL: the run's UPDATE as a CTE ("bumped": last_seq, and whether it `resumed`) and the INSERT
-    of its events numbered from it. With `resumed` (a boolean SQL expression), the last of `mine` is
-    written only when it holds (the UPDATE then counted it too)."""
+    of its events (`events_queued`, a JSON array) numbered from it. `events_count` of them are written in
+    any case; with `resume`, the one after them (run_resumed) only when the run resumed."""
     from sqlalchemy.dialects import postgresql  # here: a SQLite worker never loads the dialect
 
     runs, events_table = Run.__table__, RunEvent.__table__
     # The payload names the new last_seq too: a process that wrote these events itself need not read them.
     payload = runs.c.id + " " + sa.cast(runs.c.last_seq, sa.Text)
     bumped = update.returning(runs.c.last_seq, sa.func.pg_notify(CHANNEL, payload),
-                              (sa.false() if resumed is None else resumed).label("resumed")).cte("bumped")
-    always = len(mine) if resumed is None else len(mine) - 1  # the events written in any case
+                              (_resumes() if resume else sa.false()).label("resumed")).cte("bumped")
     # The events travel as one bound JSON array, not a VALUES list: a VALUES list with data is not
     # cacheable, so SQLAlchemy compiled the whole statement again at every write (~3 ms of CPU).
-    events = sa.bindparam("queued_events", [{"type": type, "data": data} for _, type, data in mine], type_=sa.JSON)
-    elements = sa.func.json_array_elements(events).table_valued(
+    elements = sa.func.json_array_elements(_bound("queued")).table_valued(
         sa.column("value", postgresql.JSON), with_ordinality="ordinality").render_derived(name="queued")
     queued = sa.select((elements.c.ordinality - 1).label("ord"), elements.c.value["type"].astext.label("type"),
                        elements.c.value["data"].label("data")).subquery("queued")
-    count = always + sa.case((bumped.c.resumed, len(mine) - always), else_=0)
-    numbered = sa.select(sa.literal(run_id, sa.String(40)), bumped.c.last_seq - count + 1 + queued.c.ord,
-                         queued.c.type, queued.c.data, sa.literal(now, sa.DateTime(timezone=True))) \
+    always = _bound("count")
+    count = always + sa.case((bumped.c.resumed, 1), else_=0) if resume else always
+    numbered = sa.select(_bound("run_id"), bumped.c.last_seq - count + 1 + queued.c.ord,
+                         queued.c.type, queued.c.data, _bound("now")) \
         .select_from(bumped).join(queued, sa.or_(queued.c.ord < always, bumped.c.resumed))
     return bumped, sa.insert(events_table).from_select(["run_id", "seq", "type", "data", "created_at"], numbered)
+
+
+@functools.cache
+def _numbered_and_inserted(with_lease: bool, run_columns: tuple[str, ...]):
+    """PostgreSQL: `_numbering` and the INSERT of the events in one statement, returning their seqs."""
+    _, insert = _numbered_insert(_numbering(with_lease, run_columns), False)
+    return insert.returning(RunEvent.__table__.c.seq)
+
+
+@functools.cache
+def _with_call(call_update, with_lease: bool, resume: bool):
+    """PostgreSQL: one statement that numbers and inserts the run's events and changes one of its calls
+    (`call_update`, a CallChange's statement). An uncorrelated EXISTS runs first: the run's row is
+    taken before the call's (the lock order)."""
+    bumped, insert = _numbered_insert(_numbering(with_lease, (), resume), resume)
+    changed = call_update.where(sa.exists(sa.select(bumped.c.last_seq))) \
+        .returning(sa.true().label("matched")).cte("changed")
+    return sa.select(bumped.c.last_seq, bumped.c.resumed, changed).select_from(bumped) \
+        .outerjoin(changed, sa.true()).add_cte(insert.cte("inserted"))
+
+
+@functools.cache
+def _returning_resumed(call_update):
+    return call_update.returning(_resumes().label("resumed"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,62 +243,44 @@ class CallWritten:
         return self.ours and self.call is not None
 
 
-def write_with_call(run_id: str, call_update, lease_owner: str | None = None, lease_until: datetime | None = None,
-                    resume_after: str | None = None) -> CallWritten:
-    """Write the run's queued events with the change of one of its calls (`call_update`: a Core UPDATE
-    of tool_calls with RETURNING): on PostgreSQL one statement that takes the run's row first (the lock
-    order), on SQLite three. With `lease_owner` the run must still be running under our lease (renewed).
-    With `resume_after` (the id of a call just decided and no longer pending) a paused run is queued again,
-    with a `run_resumed` event, when none of its other calls is pending. Unless `.ok`, the caller rolls
-    back (events may have been written)."""
+def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = None,
+                    lease_until: datetime | None = None, resume_after: str | None = None) -> CallWritten:
+    """Write the run's queued events with the change of one of its calls (`ToolCall.cas`): on PostgreSQL
+    one statement that takes the run's row first (the lock order), on SQLite three. With `lease_owner`
+    the run must still be running under our lease (renewed). With `resume_after` (the id of a call just
+    decided and no longer pending) a paused run is queued again, with a `run_resumed` event, when none
+    of its other calls is pending. Unless `.ok`, the caller rolls back (events may have been written)."""
     session = db.session()
-    runs, calls = Run.__table__, ToolCall.__table__
-    resume = None
-    if resume_after is not None:
-        # Aliases: as subqueries of an UPDATE of these tables they must read the rows as they were.
-        others, before = calls.alias("other_calls"), runs.alias("run_before")
-        others_pending = sa.exists().where(others.c.run_id == run_id, others.c.status == CallStatus.PENDING,
-                                           others.c.id != resume_after)
-        resume = sa.select(sa.and_(before.c.status == RunStatus.PAUSED, ~others_pending)) \
-            .where(before.c.id == run_id).scalar_subquery()
+    resume = resume_after is not None
+    mine = _take_queued(session, run_id)
     now = utcnow()
+    params = {**_params(run_id, len(mine), lease_owner, lease_until, now=now), **change.params(run_id),
+              "events_resume_after": resume_after}
     if session.get_bind().dialect.name == "postgresql":
-        mine = _take_queued(session, run_id)
-        count, extra = len(mine), {}
-        if resume is not None:
-            mine.append((run_id, "run_resumed", {}))
-            count += sa.case((resume, 1), else_=0)
-            extra = {"status": sa.case((resume, RunStatus.QUEUED), else_=runs.c.status)}
-        bumped, insert = _numbered_insert(_numbering(run_id, count, lease_owner, lease_until, extra),
-                                          run_id, mine, now, resume)
-        # An uncorrelated EXISTS runs first: the run's row is taken before the call's (the lock order).
-        changed = call_update.where(sa.exists(sa.select(bumped.c.last_seq))) \
-            .returning(sa.true().label("matched")).cte("changed")
-        row = session.execute(sa.select(bumped.c.last_seq, bumped.c.resumed, changed)
-                              .select_from(bumped).outerjoin(changed, sa.true())
-                              .add_cte(insert.cte("inserted"))).first()
+        statement = _with_call(change.statement(), lease_owner is not None, resume)
+        row = session.execute(statement, {**params, "events_queued": _queued(
+            mine + [(run_id, "run_resumed", {})] if resume else mine)}).first()
         if row is None:
             return CallWritten(False, None)
         resumed = bool(row.resumed)
-        if resume is not None and not resumed:
-            mine.pop()
+        if resumed:
+            mine.append((run_id, "run_resumed", {}))
         last_seq = row.last_seq
         call = row if row.matched else None
     else:
-        call = session.execute(call_update if resume is None else call_update.returning(resume.label("resumed"))).first()
-        mine = _take_queued(session, run_id)
+        call = session.execute(_returning_resumed(change.statement()) if resume else change.statement(),
+                               params).first()
         if call is None:
             return CallWritten(True, None)
-        resumed = resume is not None and bool(call.resumed)
+        resumed = resume and bool(call.resumed)
         if resumed:
             mine.append((run_id, "run_resumed", {}))
-        last_seq = session.execute(_numbering(run_id, len(mine), lease_owner, lease_until,
-                                              {"status": RunStatus.QUEUED} if resumed else None)
-                                   .returning(runs.c.last_seq)).scalar()
+            params.update(events_count=len(mine), events_set_status=RunStatus.QUEUED)
+        last_seq = session.execute(_numbered(lease_owner is not None, ("status",) if resumed else ()), params).scalar()
         if last_seq is None:
             return CallWritten(False, call)
         if mine:
-            session.execute(sa.insert(RunEvent.__table__), _rows(run_id, last_seq, mine, now))
+            session.execute(_event_insert(), _rows(run_id, last_seq, mine, now))
     if mine:
         session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in _rows(run_id, last_seq, mine, now))
     return CallWritten(True, call, resumed)
@@ -236,7 +290,7 @@ def write_with_call(run_id: str, call_update, lease_owner: str | None = None, le
 def _write_queued(session: sa.orm.Session) -> None:
     if numbered := session.info.pop(_NUMBERED, None):
         session.flush()  # the new runs' rows first
-        session.execute(sa.insert(RunEvent.__table__), numbered)
+        session.execute(_event_insert(), numbered)
         session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in numbered)
     while queued := session.info.get(_PENDING):
         _write(session, queued[0][0], None, None)

@@ -10,6 +10,7 @@ renews the lease and is the cancel check (`recovery.commit_owned`).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -58,11 +59,8 @@ def execute(run_id: str) -> None:
     `executing`, or the model turn's new message), and none stays open across a model call or a tool."""
     # The same statement names the first call waiting to be executed (none: a new run's first step is
     # the model, with no query for its calls).
-    taken = db.session.execute(
-        sa.update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
-        .values(status=RunStatus.RUNNING, lease_owner=WORKER_ID, lease_until=lease_until(), updated_at=utcnow())
-        .returning(Run.session_id, Run.owner_id, Run.agent_id, _next_approved(run_id))
-        .execution_options(synchronize_session=False)).first()
+    taken = db.session.execute(_taking(), {"run_id": run_id, "worker": WORKER_ID, "until": lease_until(),
+                                           "now": utcnow()}).first()
     if taken is None:
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
@@ -167,11 +165,10 @@ def _model_turn(run: RunRef, agent, model) -> str:
         db.session.rollback()
         return "stopped"  # cancelled meanwhile, or recovered by another worker
     if not made_whole:
-        messages = Message.__table__
-        db.session.execute(sa.update(messages).where(messages.c.id == message_id).values(
-            state="done", response_id=response_id, content=messages.c.content + pending_text))
+        db.session.execute(_message_done(), {"message_id": message_id, "turn_response_id": response_id,
+                                             "text": pending_text})
     if calls:
-        db.session.execute(sa.insert(ToolCall.__table__), calls)  # Core: no unit of work on the hot path
+        db.session.execute(_calls_insert(), calls)
     db.session.commit()
     return outcome
 
@@ -210,12 +207,28 @@ def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallReque
 _UNKNOWN = ""  # "ask the database which approved call comes first"
 
 
-def _next_approved(run_id: str, calls=None):
-    """The id of the run's first approved call (None: none waits), as a scalar subquery. An alias when
-    it is part of an UPDATE of tool_calls: it must read the other rows, not the one being updated."""
-    calls = ToolCall.__table__ if calls is None else calls
-    return sa.select(calls.c.id).where(calls.c.run_id == run_id, calls.c.status == CallStatus.APPROVED) \
-        .order_by(calls.c.created_at, calls.c.position).limit(1).scalar_subquery()
+# The loop's own hot statements are Core, built once with their values bound (no ORM unit of work,
+# no statement built per step).
+@functools.cache
+def _taking():
+    """Take a queued run (bound: run_id, worker, until, now): its fields and its first approved call."""
+    runs = Run.__table__
+    run_id = sa.bindparam("run_id", type_=runs.c.id.type)
+    return sa.update(runs).where(runs.c.id == run_id, runs.c.status == RunStatus.QUEUED) \
+        .values(status=RunStatus.RUNNING, lease_owner=sa.bindparam("worker", type_=runs.c.lease_owner.type),
+                lease_until=sa.bindparam("until", type_=runs.c.lease_until.type),
+                updated_at=sa.bindparam("now", type_=runs.c.updated_at.type)) \
+        .returning(runs.c.session_id, runs.c.owner_id, runs.c.agent_id, ToolCall.first_approved(run_id))
+
+
+@functools.cache
+def _first_approved():
+    """The run's first approved call (bound: run_id)."""
+    return sa.select(ToolCall.first_approved(sa.bindparam("run_id", type_=ToolCall.__table__.c.run_id.type)))
+
+
+def _next_approved(run_id: str) -> str | None:
+    return db.session.scalar(_first_approved(), {"run_id": run_id})
 
 
 def _execute_approved_calls(run: RunRef, agent, next_call: str) -> bool:
@@ -225,20 +238,19 @@ def _execute_approved_calls(run: RunRef, agent, next_call: str) -> bool:
     outcome's statement names the next approved call, so no query lists them."""
     ctx = tool_context(run)
     if next_call == _UNKNOWN:
-        next_call = db.session.scalar(sa.select(_next_approved(run.id)))
-    calls = ToolCall.__table__
+        next_call = _next_approved(run.id)
     while next_call is not None:
         call_id, next_call = next_call, None
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.EXECUTING})
         started = events.write_with_call(
-            run.id, ToolCall.cas(call_id, CallStatus.APPROVED, CallStatus.EXECUTING)
-            .returning(calls.c.name, calls.c.arguments), WORKER_ID, lease_until())
+            run.id, ToolCall.cas(call_id, CallStatus.APPROVED, CallStatus.EXECUTING).returning("name", "arguments"),
+            WORKER_ID, lease_until())
         if not started.ours:
             db.session.rollback()
             return False  # cancelled between approval and execution: the side effect never starts
         if started.call is None:  # decided otherwise meanwhile (the run was stopped): it never starts
             db.session.rollback()
-            next_call = db.session.scalar(sa.select(_next_approved(run.id)))
+            next_call = _next_approved(run.id)
             continue
         db.session.commit()
         name, arguments = started.call.name, started.call.arguments
@@ -260,11 +272,10 @@ def _execute_approved_calls(run: RunRef, agent, next_call: str) -> bool:
         # The outcome is recorded even after a Stop (the side effect happened); not when another worker
         # has recovered the run meanwhile (the call is then outcome_unknown, and stays so).
         ended = events.write_with_call(
-            run.id, ToolCall.cas(call_id, CallStatus.EXECUTING, status, **values)
-            .returning(_next_approved(run.id, calls.alias("later")).label("next_call")))
+            run.id, ToolCall.cas(call_id, CallStatus.EXECUTING, status, **values).returning(next_approved=True))
         if not ended.ok:
             db.session.rollback()
-            next_call = db.session.scalar(sa.select(_next_approved(run.id)))
+            next_call = _next_approved(run.id)
             continue
         next_call = ended.call.next_call
         db.session.commit()  # the ledger records the outcome before anything else can go wrong
@@ -300,9 +311,9 @@ def _start_message(run: RunRef, text: str, state: str = "streaming", response_id
     """Insert the turn's reply with its first words (and queue `message_started` and their `text`
     event). A new row nobody else can see or lock yet, so it may come before the run's row is taken
     (`events.write`) without breaking the lock order."""
-    message_id = db.session.execute(sa.insert(Message).values(
-        session_id=run.session_id, run_id=run.id, role="assistant", state=state, content=text,
-        response_id=response_id, created_at=utcnow()).returning(Message.id)).scalar_one()
+    message_id = db.session.execute(_message_insert(), {
+        "session_id": run.session_id, "run_id": run.id, "role": "assistant", "state": state, "content": text,
+        "response_id": response_id, "created_at": utcnow()}).scalar_one()
     events.append(run.id, "message_started", {"message_id": message_id})
     if text:
         events.append(run.id, "text", {"message_id": message_id, "text": text, "at": 0})
@@ -314,7 +325,7 @@ def _append_text(run_id: str, message_id: int, at: int, text: str) -> None:
     reply change together; `at` (the characters stored before these words) lets a stream that keeps
     the reply in memory place them, and know when it missed some."""
     events.append(run_id, "text", {"message_id": message_id, "text": text, "at": at})
-    db.session.execute(_message_text_update(message_id, text))
+    db.session.execute(_message_text_update(), {"message_id": message_id, "text": text})
 
 
 def _flush_text(run_id: str, message_id: int, at: int, text: str) -> bool:
@@ -325,14 +336,35 @@ def _flush_text(run_id: str, message_id: int, at: int, text: str) -> bool:
     if not events.write(run_id, WORKER_ID, lease_until()):
         db.session.rollback()
         return False
-    db.session.execute(_message_text_update(message_id, text))
+    db.session.execute(_message_text_update(), {"message_id": message_id, "text": text})
     db.session.commit()
     return True
 
 
-def _message_text_update(message_id: int, text: str):
+@functools.cache
+def _message_insert():
+    return sa.insert(Message.__table__).returning(Message.__table__.c.id)
+
+
+@functools.cache
+def _message_text_update():
+    """Append text to a reply (bound: message_id, text)."""
     messages = Message.__table__
-    return sa.update(messages).where(messages.c.id == message_id).values(content=messages.c.content + text)
+    return sa.update(messages).where(messages.c.id == sa.bindparam("message_id", type_=messages.c.id.type)) \
+        .values(content=messages.c.content + sa.bindparam("text", type_=messages.c.content.type))
+
+
+@functools.cache
+def _message_done():
+    """End a streamed reply (bound: message_id, turn_response_id, text: its last words)."""
+    messages = Message.__table__
+    return _message_text_update().values(
+        state="done", response_id=sa.bindparam("turn_response_id", type_=messages.c.response_id.type))
+
+
+@functools.cache
+def _calls_insert():
+    return sa.insert(ToolCall.__table__)
 
 
 def interrupt_message(run_id: str, message_id: int) -> None:
