@@ -70,17 +70,19 @@ def create(call: ToolCall, owner_id: int, agent_id: str, session_id: str, reques
 
 
 def matching(owner_id: int | None, agent_id: str, tool_name: str, session_id: str | None, arguments: dict,
-             now: datetime) -> ApprovalGrant | None:
-    """The owner's oldest live grant covering this call, if any (arguments compared as JSON values)."""
+             now: datetime) -> int | None:
+    """The id of the owner's oldest live grant covering this call, if any (arguments compared as JSON
+    values). Core rows: it runs for every new gated call."""
     if owner_id is None:
         return None
-    candidates = db.session.scalars(sa.select(ApprovalGrant).where(
-        ApprovalGrant.account_id == owner_id, ApprovalGrant.agent_id == agent_id,
-        ApprovalGrant.tool_name == tool_name, ApprovalGrant.revoked_at.is_(None),
-        sa.or_(ApprovalGrant.expires_at.is_(None), ApprovalGrant.expires_at > now),
-        sa.or_(ApprovalGrant.session_id.is_(None), ApprovalGrant.session_id == session_id))
-        .order_by(ApprovalGrant.id))
-    return next((grant for grant in candidates if grant.arguments is None or grant.arguments == arguments), None)
+    grants = ApprovalGrant.__table__
+    candidates = db.session.execute(sa.select(grants.c.id, grants.c.arguments).where(
+        grants.c.account_id == owner_id, grants.c.agent_id == agent_id,
+        grants.c.tool_name == tool_name, grants.c.revoked_at.is_(None),
+        sa.or_(grants.c.expires_at.is_(None), grants.c.expires_at > now),
+        sa.or_(grants.c.session_id.is_(None), grants.c.session_id == session_id))
+        .order_by(grants.c.id))
+    return next((grant.id for grant in candidates if grant.arguments is None or grant.arguments == arguments), None)
 
 
 @dataclass

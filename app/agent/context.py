@@ -1,6 +1,7 @@
 """The conversation as the model sees it: the stored messages and what each tool call came to."""
 from __future__ import annotations
 
+import functools
 import json
 
 import sqlalchemy as sa
@@ -23,19 +24,8 @@ def build_context(session_id: str, from_chain_head: bool = False) -> list[Contex
     """The conversation as provider-neutral items. `from_chain_head`: only from the newest answered
     turn the model can chain from (Responses API `previous_response_id`), so a turn's cost does not
     grow with the session; the provider asks for the whole conversation if the chain was forgotten."""
-    # One statement: the messages with their calls joined (Core rows, no ORM units on the hot path).
-    query = sa.select(Message.id, Message.role, Message.content, Message.state, Message.response_id,
-                      ToolCall.call_id, ToolCall.name, ToolCall.raw_arguments, ToolCall.status, ToolCall.result,
-                      ToolCall.reason, ToolCall.error, ToolCall.kind, ToolCall.arguments,
-                      ToolCall.original_arguments) \
-        .outerjoin(ToolCall, ToolCall.message_id == Message.id).where(Message.session_id == session_id)
-    if from_chain_head:
-        head = sa.select(sa.func.max(Message.id)).where(
-            Message.session_id == session_id, Message.role == "assistant", Message.state == "done",
-            Message.response_id.is_not(None)).scalar_subquery()
-        query = query.where(Message.id >= sa.func.coalesce(head, 0))
     messages: dict[int, tuple] = {}
-    for row in db.session.execute(query.order_by(Message.id, ToolCall.position)):
+    for row in db.session.execute(_conversation(from_chain_head), {"session_id": session_id}):
         _, calls = messages.setdefault(row.id, (row, []))
         if row.call_id is not None:
             calls.append(row)
@@ -50,6 +40,25 @@ def build_context(session_id: str, from_chain_head: bool = False) -> list[Contex
                 {"call_id": c.call_id, "name": c.name, "arguments": c.raw_arguments} for c in calls]))
             items.extend(ContextItem("tool", tool_output(c), call_id=c.call_id) for c in calls)
     return items
+
+
+@functools.cache
+def _conversation(from_chain_head: bool):
+    """One statement (bound: session_id): the messages with their calls joined, as Core rows. Built once:
+    it runs before every model turn."""
+    messages, calls = Message.__table__, ToolCall.__table__
+    session_id = sa.bindparam("session_id", type_=messages.c.session_id.type)
+    query = sa.select(messages.c.id, messages.c.role, messages.c.content, messages.c.state, messages.c.response_id,
+                      calls.c.call_id, calls.c.name, calls.c.raw_arguments, calls.c.status, calls.c.result,
+                      calls.c.reason, calls.c.error, calls.c.kind, calls.c.arguments, calls.c.original_arguments) \
+        .select_from(messages).outerjoin(calls, calls.c.message_id == messages.c.id) \
+        .where(messages.c.session_id == session_id)
+    if from_chain_head:
+        head = sa.select(sa.func.max(messages.c.id)).where(
+            messages.c.session_id == session_id, messages.c.role == "assistant", messages.c.state == "done",
+            messages.c.response_id.is_not(None)).scalar_subquery()
+        query = query.where(messages.c.id >= sa.func.coalesce(head, 0))
+    return query.order_by(messages.c.id, calls.c.position)
 
 
 def tool_output(call) -> str:

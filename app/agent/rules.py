@@ -55,9 +55,9 @@ def gate(tool: Tool, arguments: dict, ctx: ToolContext, agent_id: str, now: date
     options = {"approvers": tool.approvers, "allow_always": tool.allow_always}
     if not needs_confirmation(tool, arguments, ctx):
         return {**options, "status": CallStatus.APPROVED, "decided_by": APPROVED_BY_RULE, "decided_at": now}
-    grant = grants.matching(ctx.owner_id, agent_id, tool.name, ctx.session_id, arguments, now) \
+    grant_id = grants.matching(ctx.owner_id, agent_id, tool.name, ctx.session_id, arguments, now) \
         if options["allow_always"] else None
-    if grant is not None:
+    if grant_id is not None:
         return {**options, "status": CallStatus.APPROVED, "decided_by": APPROVED_BY_GRANT, "decided_at": now,
-                "grant_id": grant.id}
+                "grant_id": grant_id}
     return {**options, "status": CallStatus.PENDING, "expires_at": expires_at}
