@@ -76,6 +76,7 @@ class Measure:
         self.sql: dict[str, list[str]] = {}
         self._executed = {"cpu": 0.0, "app": 0, "workspace": 0}  # the executor's, since the last cycle ended
         self._executed_lock = threading.Lock()
+        self.executor_profile = None  # with --profile-executor: a cProfile.Profile
 
     def wrap_executor(self, app) -> None:
         """Measure the executor's runs: its `execute` step, timed in the executor's own thread."""
@@ -84,10 +85,15 @@ class Measure:
 
         def measured_execute(run_id: str) -> None:
             counts = self.counter.local.counts = {"app": 0, "workspace": 0}
+            profile = self.executor_profile if self.recording else None
             t0 = time.thread_time()
+            if profile is not None:
+                profile.enable()  # the runs here never overlap: one profile serves them all
             try:
                 execute(run_id)
             finally:
+                if profile is not None:
+                    profile.disable()
                 cpu = time.thread_time() - t0
                 self.counter.local.counts = None
                 with self._executed_lock:
@@ -234,6 +240,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--postgres", help="an admin URL: a temporary database is created on it")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the request thread (after warm-up) into FILE")
+    parser.add_argument("--profile-executor", metavar="FILE", help="cProfile the executor's runs into FILE")
     parser.add_argument("--sql", action="store_true", help="also print the last cycle's statements per kind")
     args = parser.parse_args()
     fake = BenchFake().start()
@@ -248,6 +255,9 @@ def main() -> None:
                 counter.log = []
             m = Measure(counter)
             m.wrap_executor(app)
+            if args.profile_executor:
+                import cProfile
+                m.executor_profile = cProfile.Profile(time.thread_time)
             page = Page(app, make_person(app))
             api = app.test_client()
             warm = max(1, args.cycles // 10)
@@ -267,6 +277,8 @@ def main() -> None:
             if profile is not None:
                 profile.disable()
                 profile.dump_stats(args.profile)
+            if m.executor_profile is not None:
+                m.executor_profile.dump_stats(args.profile_executor)
             print(f"{dbs.backend}, {args.cycles} cycles after {warm} to warm up; CPU of the request's thread\n")
             print(m.table())
             for name, statements in m.sql.items():
