@@ -294,6 +294,12 @@ def _write_queued(session: sa.orm.Session) -> None:
         session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in numbered)
     while queued := session.info.get(_PENDING):
         _write(session, queued[0][0], None, None)
+    if written := session.info.get(_WRITTEN):
+        # Said before the COMMIT: its NOTIFY can reach this process's listener before after_commit
+        # publishes these events, and must not send their watchers to the database for them.
+        hub = current_app.extensions["run_events"]
+        for event in written:
+            hub.committing(event.run_id, event.seq)
 
 
 @sa.event.listens_for(sa.orm.Session, "after_commit")
@@ -312,7 +318,10 @@ def _publish_written(session: sa.orm.Session) -> None:
 def _forget_queued(session: sa.orm.Session) -> None:
     session.info.pop(_PENDING, None)
     session.info.pop(_NUMBERED, None)
-    session.info.pop(_WRITTEN, None)
+    if written := session.info.pop(_WRITTEN, None):
+        hub = current_app.extensions["run_events"]
+        for run_id in {event.run_id for event in written}:
+            hub.abandon(run_id)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -329,6 +338,7 @@ class _Channel:
         self.watchers = 0
         self.recent: dict[int, Event] = {}
         self.highest = 0      # the highest seq this process has seen for the run
+        self.committing = 0   # the highest seq this process is committing (published once committed)
 
     def wake(self, events: list[Event] | None = None) -> None:
         with self.changed:
@@ -429,13 +439,28 @@ class Hub:
         if channel is not None:
             channel.wake(events)
 
+    def committing(self, run_id: str, seq: int) -> None:
+        """This process is committing the run's events up to `seq`: `publish` will hand them over."""
+        channel = self._channels.get(run_id)
+        if channel is not None:
+            with channel.changed:
+                channel.committing = max(channel.committing, seq)
+
+    def abandon(self, run_id: str) -> None:
+        """The commit announced by `committing` did not happen: a NOTIFY skipped meanwhile may have been
+        another process's, so the watchers read the database again."""
+        channel = self._channels.get(run_id)
+        if channel is not None and channel.committing > channel.highest:
+            channel.committing = channel.highest
+            channel.wake()
+
     def notify(self, note: str) -> None:
         """Another process may have changed the run (a NOTIFY "<run id> <last_seq>", or a run id from
-        the poller): its watchers read the database again, unless this process already has that event
-        (it wrote it)."""
+        the poller): its watchers read the database again, unless this process has that event or is
+        committing it (it wrote it)."""
         run_id, _, seq = note.partition(" ")
         channel = self._channels.get(run_id)
-        if channel is not None and not (seq.isdigit() and int(seq) <= channel.highest):
+        if channel is not None and not (seq.isdigit() and int(seq) <= max(channel.highest, channel.committing)):
             channel.wake()
 
     @contextmanager
