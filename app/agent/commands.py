@@ -309,13 +309,13 @@ def _write_decisions(run_id: str, changes: list, decider_id: int | None) -> bool
         if status != CallStatus.PENDING:
             values = {**values, "decider_id": decider_id}
         events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
-        update = ToolCall.cas(call.id, CallStatus.PENDING, status, **values)
+        change = ToolCall.cas(call.id, CallStatus.PENDING, status, **values)
         if number < len(changes):
-            if db.session.execute(update.statement(), update.params(run_id)).first() is None:
+            if db.session.execute(change.statement(), change.params(run_id)).first() is None:
                 raise _Lost()
             continue
         # A call left pending (kept with an edit) keeps the run paused.
-        written = events.write_with_call(run_id, update,
+        written = events.write_with_call(run_id, change,
                                          resume_after=None if status == CallStatus.PENDING else call.id)
         if not written.ok:
             raise _Lost()
