@@ -157,7 +157,8 @@ def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_
         # One statement: the UPDATE numbers the events in a CTE, the INSERT writes them from its row
         # (none when the lease check failed). The NOTIFY is delivered at commit; repeats within one
         # transaction collapse into one.
-        seqs = session.execute(_numbered_and_inserted(lease_owner is not None, run_columns), {**params, "events_queued": _queued(mine)}).scalars().all()
+        seqs = session.execute(_numbered_and_inserted(lease_owner is not None, run_columns),
+                               {**params, "events_queued": _queued(mine)}).scalars().all()
         last_seq = max(seqs) if seqs else None
     else:
         last_seq = session.execute(_numbered(lease_owner is not None, run_columns), params).scalar()
@@ -450,8 +451,11 @@ class Hub:
         """The commit announced by `committing` did not happen: a NOTIFY skipped meanwhile may have been
         another process's, so the watchers read the database again."""
         channel = self._channels.get(run_id)
-        if channel is not None and channel.committing > channel.highest:
-            channel.committing = channel.highest
+        if channel is None:
+            return
+        with channel.changed:
+            abandoned, channel.committing = channel.committing > channel.highest, channel.highest
+        if abandoned:
             channel.wake()
 
     def notify(self, note: str) -> None:
