@@ -99,7 +99,7 @@ def test_the_whole_flow_over_http(browser, harness, fake_model):
 
 
 def test_reload_continues_the_stream_without_gaps_or_repeats(browser, harness, fake_model):
-    fake_model.script(Turn(text="one two three four five six seven eight nine ten", token_delay=0.03))
+    fake_model.script(Turn(text="one two three four five six seven eight nine ten", token_delay=0.1))
     chat = browser.new_chat()
     run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "count to ten"}).data)
     harness.wait(run_id, "running")
@@ -256,15 +256,20 @@ def test_a_command_response_streams_from_its_cursor_even_if_the_run_already_fini
     assert f'sse-connect="/runs/{run_id}/events?after=0"' in html
 
 
-def test_a_streaming_reply_is_re_rendered_at_most_every_fifth_of_a_second(browser, harness, fake_model):
+def test_a_streaming_reply_shows_words_between_the_writes_that_store_them(app, browser, harness, fake_model):
     words = " ".join(f"w{i}" for i in range(60))
-    fake_model.script(Turn(text=words, token_delay=0.03))  # ~60 flushes over ~2 s
+    fake_model.script(Turn(text=words, token_delay=0.03))  # 60 tokens over ~2 s
     chat = browser.new_chat()
     run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "go"}).data)
-    started = time.monotonic()
     stream = browser.events(run_id, after=0)  # follows the run live to its end
-    took = time.monotonic() - started
     renders = [text_of(e["data"]) for e in stream if "-text" in e["data"]]
     assert renders[-1] == words, "the reply ends whole (message_completed)"
-    assert 2 < len(renders) <= took / 0.2 + 3, (len(renders), took)
     assert all(words.startswith(r) for r in renders)
+    assert [len(r) for r in renders] == sorted(len(r) for r in renders), "it only grows"
+    with app.app_context():
+        stored = db.session.scalar(sa.text("SELECT count(*) FROM run_events WHERE run_id = :run AND type = 'text'"),
+                                   {"run": run_id})
+    # Words reach the stream from memory between the few writes that store them, and a render shows
+    # several tokens at once; the stored reply is the whole of it.
+    assert stored < len(renders) < 60, (stored, len(renders))
+    assert harness.messages(chat)[-1][1] == words

@@ -11,6 +11,12 @@ of this process that watch the run (from memory: no query), and only those strea
 executed by another process are announced by PostgreSQL `NOTIFY run_events` (a listener thread), and,
 as the fallback (SQLite with several workers, or while the listener reconnects), by one poller per
 process that asks for the `last_seq` of every watched run in a single query.
+
+Relaying: a reply's words are stored a few times a second, but this process's streams see them sooner:
+the agent loop hands the reply so far to the hub (`relay`), and each watch turns it into a `text`
+event with no number of its own (the cursor's), placed by `at` like the stored ones. A watch trims
+the words it already relayed from the stored text events that follow, so a stream and the REST API's
+deltas see each word once; a reload reads the stored reply and its events, which always agree.
 """
 from __future__ import annotations
 
@@ -44,10 +50,20 @@ _NUMBERED = "run_events.numbered"  # events of runs created in this transaction 
 @dataclass(frozen=True, slots=True)
 class Event:
     run_id: str
-    seq: int
+    seq: int | None  # None: words relayed from memory, not stored yet (Watch._placing)
     type: str
     data: dict
     created_at: datetime
+
+
+def relay(run_id: str, message_id: int, reply: str) -> None:
+    """The reply so far, not all stored yet: for this process's streams of the run (see `Hub.relay`)."""
+    current_app.extensions["run_events"].relay(run_id, message_id, reply)
+
+
+def relayed(run_id: str, message_id: int) -> None:
+    """The reply's relaying ended (its turn ended, or stopped): forget its words."""
+    current_app.extensions["run_events"].relay(run_id, message_id, None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,6 +356,7 @@ class _Channel:
         self.recent: dict[int, Event] = {}
         self.highest = 0      # the highest seq this process has seen for the run
         self.committing = 0   # the highest seq this process is committing (published once committed)
+        self.replies: dict[int, str] = {}  # replies this process is streaming: their words so far
 
     def wake(self, events: list[Event] | None = None) -> None:
         with self.changed:
@@ -354,6 +371,18 @@ class _Channel:
                         del self.recent[seq]
             self.generation += 1
             self.changed.notify_all()
+
+    def relay(self, message_id: int, reply: str | None) -> None:
+        with self.changed:
+            if reply is None:
+                self.replies.pop(message_id, None)
+                return
+            self.replies[message_id] = reply
+            self.generation += 1
+            self.changed.notify_all()
+
+
+ENDED = -1  # Watch.placed: the reply has ended (nothing more is relayed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,14 +399,16 @@ class Watch:
         self.hub, self.run_id, self.channel, self.owner_id = hub, run_id, channel, owner_id
         self.run = None  # the run's id, session_id and agent_id, from the last database read
         self._external_seen = -1  # the first read always asks the database
+        self.placed: dict[int, int] = {}  # per reply seen: the characters it has handed out (or ENDED)
 
     @property
     def generation(self) -> int:
         return self.channel.generation
 
     def read_after(self, cursor: int, limit: int = 500) -> tuple[list[Event], str | None]:
-        """The events after `cursor`, and the run's status when the database was read (None when
-        the events came from memory; "gone" when the run no longer exists).
+        """The events after `cursor`, then the words relayed since (see `_placing`), and the run's
+        status when the database was read (None when the events came from memory; "gone" when the run
+        no longer exists).
 
         Events this process committed come from memory. Whenever another process may have written
         (a NOTIFY, a poll), and on the first read, the database is asked, for the events and the
@@ -390,7 +421,8 @@ class Watch:
                 batch.append(event)
                 seq += 1
             if batch or cursor >= channel.highest:
-                return batch, None  # a gap after it (evicted, or published out of order) is read next time
+                # a gap after it (evicted, or published out of order) is read next time
+                return self._placing(batch, cursor), None
         self._external_seen = channel.external
         try:
             if not db.session().in_transaction():  # a request's first read joins its transaction
@@ -415,7 +447,42 @@ class Watch:
                 channel.highest = max(channel.highest, batch[-1].seq)
         if len(batch) == limit:
             self._external_seen = -1  # more may follow: the next read asks the database again
-        return batch, rows[0].status
+        return self._placing(batch, cursor), rows[0].status
+
+    def _placing(self, batch: list[Event], cursor: int) -> list[Event]:
+        """`batch` with the stored words this watch already relayed trimmed from its text events, then
+        a text event with no seq (and the whole `reply` so far) for each reply whose relayed words go
+        past what the watch has handed out. Only replies whose start or stored words
+        it has seen are relayed: a stream places them after what it knows."""
+        placed = self.placed
+        if not batch and not self.channel.replies:
+            return batch
+        out = []
+        for event in batch:
+            if event.type == "text" and (at := event.data.get("at")) is not None:
+                message_id, text = event.data["message_id"], event.data.get("text", "")
+                known = placed.get(message_id, 0)
+                if known != ENDED:
+                    if at < known:  # relayed already, all or some of it
+                        skip = min(len(text), known - at)
+                        event = Event(event.run_id, event.seq, event.type,
+                                      {**event.data, "text": text[skip:], "at": at + skip}, event.created_at)
+                    placed[message_id] = max(known, at + len(text))
+            elif event.type == "message_started":
+                placed.setdefault(event.data["message_id"], 0)
+            elif event.type == "message_completed":
+                placed[event.data["message_id"]] = ENDED
+            out.append(event)
+        if self.channel.replies:
+            with self.channel.changed:
+                replies = list(self.channel.replies.items())
+            for message_id, reply in replies:
+                known = placed.get(message_id)
+                if known is not None and known != ENDED and len(reply) > known:
+                    out.append(Event(self.run_id, None, "text", {"message_id": message_id, "text": reply[known:],
+                                                                 "at": known, "reply": reply}, utcnow()))
+                    placed[message_id] = len(reply)
+        return out
 
     def wait(self, seen_generation: int, timeout: float) -> None:
         """Block until the run is woken after `seen_generation`, or `timeout` passes."""
@@ -433,6 +500,13 @@ class Hub:
         self._channels: dict[str, _Channel] = {}
         self._poller: threading.Thread | None = None
         self._stopped = threading.Event()
+
+    def relay(self, run_id: str, message_id: int, reply: str | None) -> None:
+        """A reply this process is streaming, so far (None: it ended): its watchers are woken and
+        place the words not yet handed out. Nothing is kept for a run nobody here watches."""
+        channel = self._channels.get(run_id)
+        if channel is not None:
+            channel.relay(message_id, reply)
 
     def publish(self, run_id: str, events: list[Event]) -> None:
         """Events this process just committed: hand them to the run's watchers and wake them."""

@@ -96,7 +96,7 @@ def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
             failures = 0
             db.session.remove()
             if batch:
-                cursor = batch[-1].seq
+                cursor = next((event.seq for event in reversed(batch) if event.seq is not None), cursor)
                 if chunk:
                     yield chunk
                     last_sent = time.monotonic()

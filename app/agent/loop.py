@@ -29,7 +29,11 @@ from app.models import CallStatus, Message, Run, RunStatus, ToolCall, new_id, ut
 log = logging.getLogger(__name__)
 
 
-FLUSH_SECONDS = 0.04              # batch streamed tokens: one write per ~40 ms, not per token
+# A reply's words reach this process's streams from memory every RELAY_SECONDS, and are stored (with
+# their text event, which other processes' streams and a reload read) every STORE_SECONDS: a durable
+# write per token, or per 40 ms, cost more than everything else a streamed reply does.
+RELAY_SECONDS = 0.04
+STORE_SECONDS = 0.25
 
 
 MAX_MODEL_TURNS = 12              # a model that keeps calling tools is stopped, not looped forever
@@ -106,8 +110,9 @@ def _model_turn(run: RunRef, agent, model) -> str:
 
     requests: list[ToolCallRequest] = []
     response_id = None
-    pending_text, last_flush = "", 0.0  # the first words go out at once; later ones in batches
-    written = 0  # characters of the reply stored so far: each text event says where its words go
+    reply = ""  # the reply so far
+    written = 0  # characters of it stored so far: each text event says where its words go
+    last_store = last_relay = 0.0  # the first words are stored at once (the reply's row with them)
     # A tail starts at the chain head; without one the context is already the whole conversation.
     is_tail = chains and context and context[0].role == "assistant" and context[0].response_id
     stream_kwargs = {"full_context": full_context} if is_tail else {}
@@ -116,16 +121,19 @@ def _model_turn(run: RunRef, agent, model) -> str:
         for event in model.stream(agent.instructions, context, [t.openai_function() for t in tools],
                                   **stream_kwargs):
             if isinstance(event, TextDelta):
-                pending_text += event.text
-                if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                reply += event.text
+                now = time.monotonic()
+                if now - last_store >= STORE_SECONDS:
                     if message_id is None:
-                        message_id = _start_message(run, pending_text)
+                        message_id = _start_message(run, reply)
                         if not commit_owned(run.id):
                             return "stopped"
-                    elif not _flush_text(run.id, message_id, written, pending_text):
+                    elif not _flush_text(run.id, message_id, written, reply[written:]):
                         return "stopped"
-                    written += len(pending_text)
-                    pending_text, last_flush = "", time.monotonic()
+                    written, last_store = len(reply), now
+                elif now - last_relay >= RELAY_SECONDS:
+                    events.relay(run.id, message_id, reply)
+                    last_relay = now
             elif isinstance(event, ToolCallRequest):
                 requests.append(event)
             elif isinstance(event, TurnDone):
@@ -134,12 +142,16 @@ def _model_turn(run: RunRef, agent, model) -> str:
         db.session.rollback()
         Run.hold(run.id)
         if message_id is None:
-            message_id = _start_message(run, pending_text)
-        elif pending_text:
-            _append_text(run.id, message_id, written, pending_text)
+            message_id = _start_message(run, reply)
+        elif len(reply) > written:
+            _append_text(run.id, message_id, written, reply[written:])
         interrupt_message(run.id, message_id)
         _finish(run.id, RunStatus.FAILED, "run_failed", error=str(exc))
         return "stopped"
+    finally:
+        if message_id is not None:
+            events.relayed(run.id, message_id)
+    pending_text = reply[written:]
 
     # The turn's end is one transaction: the last words, the message, its calls, the new state. The
     # events' numbering also checks and renews the lease and sets the run's new state, and it takes the

@@ -115,10 +115,13 @@ def _event_stream(run_id: str, cursor: int) -> Response:
     """The run's events after `cursor` as the reference's named events; the stream ends when the run
     pauses, completes, fails or is cancelled, always with the event that says which."""
     ended = False
+    view = None
 
     def render(batch):
-        nonlocal ended
-        view = serialize.load_run_by_id(run_id)
+        nonlocal ended, view
+        # Text frames name only the run's fixed fields: a batch of words needs no read.
+        if view is None or any(event.type != "text" for event in batch):
+            view = serialize.load_run_by_id(run_id)
         frames = [frame for event in batch for frame in serialize.event_frames(view, event)]
         if frames:
             ended = frames[-1]["event"] in serialize.FINAL_EVENTS

@@ -266,6 +266,8 @@ def event_frames(view: RunView, event: RunEvent) -> list[dict]:
         case "message_started":
             return [_frame(view, "ModelRequestStarted", at, **model)]
         case "text":
+            if not data.get("text"):  # words a stream already relayed (app.agent.events.Watch)
+                return []
             return [_frame(view, "RunContent", at, content=data.get("text", ""), workflow_agent=False,
                            content_type="str", reasoning_content="")]
         case "message_completed":

@@ -370,7 +370,10 @@ def run_events(run_id):
     cards.know_run(run_id, current_user.id, watch.run.agent_id)  # the cards it shows need no run read
     stream = follow_run(
         run_id, cursor,
-        render=lambda batch: "".join(sse(html, id=event.seq) for event, html in render_batch(batch, view)),
+        # Relayed words have no seq: an empty id, which the page applies (and a reconnect replays from
+        # the URL's cursor, whose events the page drops as seen).
+        render=lambda batch: "".join(sse(html, id="" if event.seq is None else event.seq)
+                                     for event, html in render_batch(batch, view)),
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
         hold_paused=request.args.get("hold") == "1", watch=watch, first_read=(seen, batch, status))

@@ -43,7 +43,11 @@ def sse(data: str, event: str | None = None, id: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-TEXT_INTERVAL = 0.2  # seconds: a stream re-renders a streaming reply at most this often
+# A stream re-renders a streaming reply at most every TEXT_INTERVAL seconds, and a long one less often:
+# rendering it whole costs more the longer it grows, so the wait after a render is RENDER_SHARE times
+# what the render took (a viewer's renders then use at most about a tenth of a core).
+TEXT_INTERVAL = 0.03
+RENDER_SHARE = 10
 
 
 class StreamView:
@@ -55,7 +59,7 @@ class StreamView:
     def __init__(self, run_id: str, run=None):
         self.run_id = run_id
         self.texts: dict[int, str] = {}
-        self.last_text: dict[int, float] = {}
+        self.next_text: dict[int, float] = {}  # per reply: when it may be rendered again
         self.approved: dict[str, SimpleNamespace] = {}  # cards last shown approved, by call id
         self._run = run
         self._held: list = []
@@ -101,9 +105,14 @@ class StreamView:
 
     def add_text(self, data: dict) -> None:
         """Place a text event's words in the reply kept in memory; forget the reply (read it from the
-        database when next rendered) if words before them are missing."""
+        database when next rendered) if words before them are missing. Relayed words come with the
+        whole `reply` so far, which is all the stream needs."""
         message_id, words, at = data["message_id"], data.get("text", ""), data.get("at")
         known = self.texts.get(message_id)
+        if (reply := data.get("reply")) is not None:
+            if known is None or len(reply) > len(known):
+                self.texts[message_id] = reply
+            return
         if known is None:
             return
         if at is None or at > len(known):
@@ -124,17 +133,17 @@ class StreamView:
 
 def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]]:
     """Each event with its fragment. A reply's text events are coalesced: only the batch's last one per
-    message is rendered (the reply so far, as Markdown; it includes the earlier ones' words).
+    message with words is rendered (the reply so far, as Markdown; it includes the earlier ones' words).
 
-    A reply is re-rendered at most every TEXT_INTERVAL, as rendering it whole costs more the longer it
-    grows (see bench/markdown_stream.py). A skipped event is never needed: the next text event, or the
+    A reply is re-rendered at most every TEXT_INTERVAL, and a long one less often (see RENDER_SHARE and
+    bench/markdown_stream.py). A skipped event is never needed: the next text event, or the
     `message_completed` every reply ends with (also after Stop or a failure), shows all of it."""
-    now = time.monotonic()
-    newest = {event.data["message_id"]: event.seq for event in batch if event.type == "text"}
+    newest = {event.data["message_id"]: i for i, event in enumerate(batch)
+              if event.type == "text" and event.data.get("text")}
     last_update = {event.data["call_id"]: event.seq for event in batch if event.type == "tool_call_updated"}
     view.prefetch(batch)
     shown = []
-    for event in batch:
+    for i, event in enumerate(batch):
         if event.type == "tool_call_updated" and last_update[event.data["call_id"]] != event.seq:
             # A card shows its row as it is now: the batch's last update of this call renders it.
             shown.append((event, _activity(event, view)))
@@ -144,11 +153,13 @@ def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]
         elif event.type == "text":
             view.add_text(event.data)
             message_id = event.data["message_id"]
-            if newest[message_id] != event.seq:
+            started = time.monotonic()
+            if newest.get(message_id) != i or started < view.next_text.get(message_id, float("-inf")):
                 continue
-            if now - view.last_text.get(message_id, float("-inf")) < TEXT_INTERVAL:
-                continue
-            view.last_text[message_id] = now
+            shown.append((event, render_event(event, view)))
+            took = time.monotonic() - started
+            view.next_text[message_id] = started + max(TEXT_INTERVAL, RENDER_SHARE * took)
+            continue
         shown.append((event, render_event(event, view)))
     return shown
 
@@ -169,9 +180,11 @@ def render_event(event: Event, view: StreamView) -> str:
             # The reply so far, rendered whole (the same renderer and sanitiser as a finished one): it
             # holds at least this event's words, so a replayed or late event never shows less.
             # Rendered without Flask's context processors (the outbox query, the user): the hottest path.
+            # An interrupted reply shows what was stored: words relayed but never stored are dropped,
+            # as a reload would.
             content = view.reply(data["message_id"])
             state = "streaming" if event.type == "text" else data.get("state")
-            if content is None or state is None:
+            if content is None or state not in ("streaming", "done"):
                 message = view.read_reply(data["message_id"])
                 if message is None:
                     return ""

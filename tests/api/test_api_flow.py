@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import requests
+import sqlalchemy as sa
 
+from app.extensions import db
 from tests.api.apiclient import AUTH, DELETE_50, documented, events, names, paused
 from tests.fake_openai import Turn
 
@@ -117,3 +119,17 @@ def test_the_documented_curl_flow_over_real_http(live_server, harness, fake_mode
                    params={"user_id": "test_user", "session_id": "test_session"}, timeout=10).json()
     assert run["status"] == "COMPLETED" and run["tools"][0]["confirmed"] is True
     assert http.get(f"{live_server.url}/health", timeout=10).json()["status"] == "ok"
+
+
+def test_a_slow_reply_streams_as_it_comes_and_each_word_once(app, api, fake_model):
+    words = " ".join(f"w{i}" for i in range(40))
+    fake_model.script(Turn(text=words, token_delay=0.03))
+    stream = events(api.run("Talk slowly", session_id="slow"))
+    deltas = [p["content"] for n, p in stream if n == "RunContent"]
+    assert names(stream)[-1] == "RunCompleted"
+    assert "".join(deltas) == stream[-1][1]["content"] == words
+    with app.app_context():
+        stored = db.session.scalar(sa.text("SELECT count(*) FROM run_events WHERE run_id = :run AND type = 'text'"),
+                                   {"run": stream[-1][1]["run_id"]})
+    # Words relayed from memory arrive between the writes that store them (and none twice).
+    assert stored < len(deltas), (stored, len(deltas))
