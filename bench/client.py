@@ -249,7 +249,7 @@ class Browser:
                             data.append(value)
                         elif name == "event":
                             event_type = value
-                        elif name == "id":
+                        elif name == "id" and value:  # relayed words carry an empty id
                             result.last_id = int(value)
                         continue
                     if event_type == "done":

@@ -2,11 +2,12 @@
 the whole reply so far (app.markdown.render_streaming_markdown), so the cost grows with the square of
 the reply's length. Prints, per reply size, the number of renders and their total CPU time.
 
-    .venv/bin/python -m bench.markdown_stream                       # a render per 40 ms flush (8 chars)
-    .venv/bin/python -m bench.markdown_stream --chars-per-flush 40  # the stream's throttle: one per 200 ms
+    .venv/bin/python -m bench.markdown_stream                       # a render per 40 ms relay (8 chars)
+    .venv/bin/python -m bench.markdown_stream --chars-per-flush 40  # one render per 200 ms
 
-The browser's stream renders a reply at most every 200 ms (app.web.stream.TEXT_INTERVAL): at 50
-tokens/s of ~4 characters, that is one render per 40 characters.
+The browser's stream gets a reply's words every 40 ms (relayed from memory, app.agent.loop.RELAY_SECONDS)
+and renders it at most every 30 ms, and a long reply less often: after each render it waits ten times
+what the render took (app.web.stream.TEXT_INTERVAL, RENDER_SHARE).
 """
 from __future__ import annotations
 

@@ -33,13 +33,19 @@
 
   // An event stream replays from its cursor when htmx re-creates it after an error, and a paused run's
   // stream and the one a decision starts may both deliver the same events, so drop any event this page
-  // already applied (per run: event ids count up within a run): no text appears twice.
+  // already applied (per run: event ids count up within a run): no text appears twice. Words relayed
+  // before they are stored come with an empty id: they are shown unless another stream of the run is
+  // ahead of this one (they would put back an older state of the reply).
   var applied = {};
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
     var id = parseInt(event.detail.lastEventId, 10);
     var stream = event.target.closest("[data-cursor]");
-    if (!stream || isNaN(id)) return;
+    if (!stream) return;
     var run = stream.dataset.run || "";
+    if (isNaN(id)) {
+      if ((applied[run] || 0) > parseInt(stream.dataset.cursor, 10)) event.preventDefault();
+      return;
+    }
     if (id <= Math.max(parseInt(stream.dataset.cursor, 10), applied[run] || 0)) { event.preventDefault(); return; }
     stream.dataset.cursor = String(id);
     applied[run] = id;
