@@ -78,7 +78,9 @@ def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
                     status = status_after(batch, status)
                 stopped = status is None or status in RunStatus.FINISHED or \
                     (status == RunStatus.PAUSED and not hold_paused)
-                if (batch or stopped) and not db.session().in_transaction():
+                # Words relayed from memory (no seq) render without the database: no connection for them.
+                relayed_only = batch and all(event.seq is None for event in batch)
+                if (batch or stopped) and not relayed_only and not db.session().in_transaction():
                     db.session.connection(execution_options=READ_ONLY)
                 chunk = render(batch) if batch else (finish(status) if stopped else None)
             except TRANSIENT_DB_ERRORS as exc:
