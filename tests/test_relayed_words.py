@@ -1,0 +1,77 @@
+"""A reply's words reach this process's streams from memory before they are stored (app.agent.events:
+`relay`, `Watch`): between the stored text events, placed by `at`, and never twice."""
+from app.agent import events
+from app.extensions import db
+from app.models import Run, RunStatus
+
+
+def _run(harness) -> str:
+    owner_id, chat_id = harness.chat()
+    with harness.app.app_context():
+        run = Run(session_id=chat_id, owner_id=owner_id, agent_id="data_manager", status=RunStatus.RUNNING)
+        db.session.add(run)
+        db.session.commit()
+        return run.id
+
+
+def _store(run_id: str, *queued: tuple[str, dict]) -> None:
+    for type, data in queued:
+        events.append(run_id, type, data)
+    db.session.commit()
+
+
+def _words(batch) -> list[tuple[int | None, str]]:
+    return [(event.seq, event.data["text"]) for event in batch if event.type == "text"]
+
+
+def test_relayed_words_come_between_the_stored_ones_and_none_twice(app, harness):
+    run_id = _run(harness)
+    hub = app.extensions["run_events"]
+    seen = []
+    with app.app_context(), hub.watch(run_id) as watch:
+        cursor = 0
+
+        def read():
+            nonlocal cursor
+            batch, _ = watch.read_after(cursor)
+            db.session.rollback()
+            cursor = max([cursor] + [event.seq for event in batch if event.seq is not None])
+            seen.extend(_words(batch))
+            return batch
+
+        read()
+        _store(run_id, ("message_started", {"message_id": 7}), ("text", {"message_id": 7, "text": "Hello", "at": 0}))
+        read()
+        events.relay(run_id, 7, "Hello wor")
+        events.relay(run_id, 7, "Hello world, how")  # two relays before the stream reads: one event
+        assert _words(read()) == [(None, " world, how")]
+        assert read() == []  # nothing new
+        # The stored write covers what was relayed and more: only the rest is handed out.
+        _store(run_id, ("text", {"message_id": 7, "text": " world, how are", "at": 5}))
+        assert _words(read()) == [(3, " are")]
+        _store(run_id, ("text", {"message_id": 7, "text": " you?", "at": 20}),
+               ("message_completed", {"message_id": 7, "state": "done"}))
+        read()
+        events.relay(run_id, 7, "Hello world, how are you? (late)")  # after the reply ended: not shown
+        assert read() == []
+        events.relayed(run_id, 7)
+    assert "".join(text for _, text in seen) == "Hello world, how are you?"
+
+
+def test_a_stream_that_joined_mid_reply_gets_relayed_words_after_the_stored_ones_it_has_seen(app, harness):
+    run_id = _run(harness)
+    hub = app.extensions["run_events"]
+    with app.app_context():
+        _store(run_id, ("message_started", {"message_id": 7}), ("text", {"message_id": 7, "text": "One", "at": 0}))
+        with hub.watch(run_id) as watch:  # a reload: its page shows the stored reply up to seq 2
+            watch.read_after(2)
+            db.session.rollback()
+            events.relay(run_id, 7, "One two")
+            assert watch.read_after(2)[0] == []  # it cannot place words it has not seen the start of
+            _store(run_id, ("text", {"message_id": 7, "text": " two three", "at": 3}))
+            events.relay(run_id, 7, "One two three four")
+            batch, _ = watch.read_after(2)
+            db.session.rollback()
+            assert _words(batch) == [(3, " two three"), (None, " four")]
+            assert batch[-1].data["reply"] == "One two three four"  # the whole reply, for a stream's view
+            events.relayed(run_id, 7)
