@@ -164,6 +164,15 @@ class Harness:
             db.session.commit()
             return owner_id, chat.id
 
+    def stored_run(self, status: str) -> str:
+        """A run row in `status` in a new chat, with nothing executing it (for the event log's tests)."""
+        owner_id, chat_id = self.chat()
+        with self.app.app_context():
+            run = Run(session_id=chat_id, owner_id=owner_id, agent_id="data_manager", status=status)
+            db.session.add(run)
+            db.session.commit()
+            return run.id
+
     def send(self, chat_id: str, text: str) -> str:
         with self.app.app_context():
             run, _ = commands.start_run(db.session.get(ChatSession, chat_id), text)

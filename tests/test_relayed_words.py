@@ -2,16 +2,7 @@
 `relay`, `Watch`): between the stored text events, placed by `at`, and never twice."""
 from app.agent import events
 from app.extensions import db
-from app.models import Run, RunStatus
-
-
-def _run(harness) -> str:
-    owner_id, chat_id = harness.chat()
-    with harness.app.app_context():
-        run = Run(session_id=chat_id, owner_id=owner_id, agent_id="data_manager", status=RunStatus.RUNNING)
-        db.session.add(run)
-        db.session.commit()
-        return run.id
+from app.models import RunStatus
 
 
 def _store(run_id: str, *queued: tuple[str, dict]) -> None:
@@ -25,7 +16,7 @@ def _words(batch) -> list[tuple[int | None, str]]:
 
 
 def test_relayed_words_come_between_the_stored_ones_and_none_twice(app, harness):
-    run_id = _run(harness)
+    run_id = harness.stored_run(RunStatus.RUNNING)
     hub = app.extensions["run_events"]
     seen = []
     with app.app_context(), hub.watch(run_id) as watch:
@@ -59,7 +50,7 @@ def test_relayed_words_come_between_the_stored_ones_and_none_twice(app, harness)
 
 
 def test_a_stream_that_joined_mid_reply_gets_relayed_words_after_the_stored_ones_it_has_seen(app, harness):
-    run_id = _run(harness)
+    run_id = harness.stored_run(RunStatus.RUNNING)
     hub = app.extensions["run_events"]
     with app.app_context():
         _store(run_id, ("message_started", {"message_id": 7}), ("text", {"message_id": 7, "text": "One", "at": 0}))

@@ -8,15 +8,6 @@ from app.extensions import db
 from app.models import Run, RunEvent, RunStatus, utcnow
 
 
-def _run(harness) -> str:
-    owner_id, chat_id = harness.chat()
-    with harness.app.app_context():
-        run = Run(session_id=chat_id, owner_id=owner_id, agent_id="data_manager", status=RunStatus.COMPLETED)
-        db.session.add(run)
-        db.session.commit()
-        return run.id
-
-
 def _on_commit(hook):
     """Call `hook` when the app database's transaction commits (as the DBAPI commit starts)."""
     sa.event.listen(db.engine, "commit", hook)
@@ -24,7 +15,7 @@ def _on_commit(hook):
 
 
 def test_a_stream_reads_what_this_process_wrote_from_memory_even_when_its_notify_comes_first(app, harness):
-    run_id = _run(harness)
+    run_id = harness.stored_run(RunStatus.COMPLETED)
     hub = app.extensions["run_events"]
     with app.app_context(), hub.watch(run_id) as watch:
         assert watch.read_after(0) == ([], RunStatus.COMPLETED)  # the first read asks the database
@@ -42,7 +33,7 @@ def test_a_stream_reads_what_this_process_wrote_from_memory_even_when_its_notify
 
 
 def test_a_notify_skipped_while_this_process_commits_wakes_the_stream_when_that_commit_fails(app, harness):
-    run_id = _run(harness)
+    run_id = harness.stored_run(RunStatus.COMPLETED)
     hub = app.extensions["run_events"]
     with app.app_context(), hub.watch(run_id) as watch:
         watch.read_after(0)
