@@ -14,7 +14,7 @@ process that asks for the `last_seq` of every watched run in a single query.
 
 Relaying: a reply's words are stored a few times a second, but this process's streams see them sooner:
 the agent loop hands the reply so far to the hub (`relay`), and each watch turns it into a `text`
-event with no number of its own (the cursor's), placed by `at` like the stored ones. A watch trims
+event with no seq of its own, placed by `at` like the stored ones. A watch trims
 the words it already relayed from the stored text events that follow, so a stream and the REST API's
 deltas see each word once; a reload reads the stored reply and its events, which always agree.
 """
@@ -452,8 +452,8 @@ class Watch:
     def _placing(self, batch: list[Event], cursor: int) -> list[Event]:
         """`batch` with the stored words this watch already relayed trimmed from its text events, then
         a text event with no seq (and the whole `reply` so far) for each reply whose relayed words go
-        past what the watch has handed out. Only replies whose start or stored words
-        it has seen are relayed: a stream places them after what it knows."""
+        past what the watch has handed out. Only replies whose start or stored words it has seen are
+        relayed (a stream places them after what it knows), and none after their message_completed."""
         placed = self.placed
         if not batch and not self.channel.replies:
             return batch

@@ -35,7 +35,8 @@ def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
     return stream_with_context(stream())
 
 
-def sse(data: str, event: str | None = None, id: int | None = None) -> str:
+def sse(data: str, event: str | None = None, id: int | str | None = None) -> str:
+    """One server-sent event. `id` None sends no id line (the browser keeps its last one); "" clears it."""
     lines = [f"event: {event}"] if event else []
     if id is not None:
         lines.append(f"id: {id}")

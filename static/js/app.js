@@ -161,6 +161,15 @@
     themeToggle();
   });
 
+  // Each update of a streaming reply also sends the status line ("Writing…"): swapping in the same line
+  // again would restart its animation many times a second (the dots would never move), so an unchanged
+  // status line stays as it is.
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var target = event.detail.target, fragment = event.detail.fragment;
+    if (!target || target.id !== "run-status" || !fragment || !fragment.firstElementChild) return;
+    if (target.isEqualNode(fragment.firstElementChild)) event.detail.shouldSwap = false;
+  });
+
   // The composer's message box is preserved across swaps (hx-preserve); keep its focus too.
   var composerHadFocus = false;
   document.addEventListener("htmx:oobBeforeSwap", function (event) {

@@ -150,6 +150,19 @@ def test_markdown_is_rendered_while_streaming_and_after_stop(page, fake_model):
     assert page.evaluate("window.__seen") == [], "Markdown syntax was on screen"
 
 
+def test_words_stream_in_while_the_status_line_stays_put(page, fake_model):
+    fake_model.script(Turn(text=" ".join(f"w{i}" for i in range(80)), token_delay=0.03))
+    send_first(page, "Talk to me")
+    expect(page.locator("#run-status")).to_contain_text("Writing…")
+    status = page.locator("#run-status").element_handle()
+    text = page.locator(".msg-assistant .msg-text")
+    expect(text).to_contain_text("w10")
+    expect(text).to_contain_text("w40")  # many updates later
+    # Each update re-sends the same status line; swapping it in again would restart its animation.
+    assert status.evaluate("element => element.isConnected"), "the status line was replaced by an update"
+    expect(text).to_contain_text("w79")
+
+
 def test_code_is_highlighted_and_copied(page, fake_model):
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     fake_model.script(Turn(text="Try this:\n\n```python\ndef total(rows):\n    return len(rows)\n```\n\nThat's all."))
