@@ -72,13 +72,19 @@ def close_unfinished(text: str) -> str:
     """Close what the next words would close, so the partial text renders as it will look."""
     if text.count("```") % 2:  # inside a fenced block: close it; the rest is code, shown as it is
         return text + ("\n```" if not text.endswith("\n") else "```")
-    text = _LONE_MARKER.sub("", text) if not text.endswith("\n\n") else text
+    if not text.endswith("\n\n"):
+        # A lone marker can only be on the last line (before a final newline): match there only, as
+        # this runs on every update of a streaming reply.
+        last = text.rfind("\n", 0, len(text) - 1)
+        text = text[:last] + _LONE_MARKER.sub("", text[last:]) if last > 0 else _LONE_MARKER.sub("", text)
     start = text.rfind("\n\n") + 1
     head, tail = text[:start], text[start:]
     tail = _HALF_LINK.sub(r"\1", tail)
     tail = _HALF_LINK_TEXT.sub(r"\1", tail) if "](" not in tail[tail.rfind("["):] else tail
     if tail.count("`") % 2:
         tail += "`"
+    if "*" not in tail and "_" not in tail and "~" not in tail:
+        return head + tail  # no emphasis to close
     # Emphasis outside inline code, ignoring list bullets at the start of lines.
     plain = _LIST_MARKER.sub("", re.sub(r"`[^`]*`", "", tail))
     plain = re.sub(r"(^|\s)[*_]+(?=\s|$)", " ", plain)  # a lone "3 * 4" opens nothing

@@ -57,4 +57,7 @@ def test_a_streaming_reply_never_shows_markdown_syntax(partial, shown, raw):
 
 def test_a_streaming_reply_leaves_plain_text_as_it_is():
     assert close_unfinished("3 * 4 is 12, snake_case too") == "3 * 4 is 12, snake_case too"
+    long = "\n".join(f"line {i} - of a long reply" for i in range(500))
+    assert close_unfinished(long) == long
+    assert close_unfinished(long + "\n# ") == long, "a lone marker on the last line is held back"
     assert render_streaming_markdown("<script>x</script> **b").count("<script>") == 0
