@@ -305,7 +305,8 @@ class ToolCall(db.Model):
     def owned_with_run(cls, owner_id: int | None, run_id: str, call_id: str):
         """`owned_by` that also takes the run's row lock (the lock order: run first) and reads the run's
         fields, in one statement: (call, run row with last_seq, session_id, owner_id, agent_id) or None.
-        The call is read afresh (what another decision may have changed before we got the lock)."""
+        On PostgreSQL, waiting for the lock re-reads the run's row but not the call's: a call read as
+        pending may have been decided meanwhile (the decision's compare-and-set is what settles it)."""
         query = sa.select(cls, Run.last_seq, Run.session_id, Run.owner_id, Run.agent_id) \
             .join(Run, cls.run_id == Run.id).where(cls.id == call_id, cls.run_id == run_id) \
             .with_for_update(of=Run).execution_options(populate_existing=True)

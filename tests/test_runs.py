@@ -11,6 +11,7 @@ from app.agent import commands
 from app.agent.refusals import Refusal
 from app.web.errors import status_of
 from app.extensions import db
+from tests.conftest import wait_for
 from tests.fake_openai import ToolCall, Turn
 
 DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
@@ -99,6 +100,40 @@ def test_concurrent_approvals_execute_the_tool_exactly_once(harness, fake_model)
     assert len(conflicts) == 11 and all(status == 409 and "already" in text for status, text in conflicts)
     assert harness.wait(run_id).status == "completed"
     assert harness.rows("users") == before - 50, "the tool ran exactly once"
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_decision_that_waited_for_the_winner_is_told_the_call_was_already_decided(app, harness, fake_model):
+    """PostgreSQL re-reads the locked run after the wait, not the call joined to it: the loser reads the
+    call as pending, and by then the approved tool has changed the rows its preview shows."""
+    fake_model.script(Turn(tool_calls=[DELETE_50]), Turn(text="Done."))
+    owner, chat = harness.chat()
+    run_id = harness.send(chat, "Delete 50 old records from the users table")
+    [call] = harness.calls(harness.wait(run_id, "paused").id)
+    outcome = []
+
+    def approve():
+        try:
+            harness.decide(owner, run_id, call.id, approve=True)
+            outcome.append("approved")
+        except Refusal as exc:
+            outcome.append((status_of(exc), str(exc)))
+
+    with app.app_context(), db.engine.connect() as winner:
+        winner.execute(sa.text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": run_id})
+        loser = threading.Thread(target=approve)
+        loser.start()
+        wait_for(lambda: winner.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        )).scalar(), message="the second decision waits for the run's lock")
+        # What the winner's approval and the tool's run did meanwhile.
+        winner.execute(sa.text("UPDATE tool_calls SET status = 'done' WHERE id = :id"), {"id": call.id})
+        with db.engines["workspace"].begin() as workspace:
+            workspace.execute(sa.text("DELETE FROM users WHERE id IN (SELECT id FROM users ORDER BY created_at LIMIT 50)"))
+        winner.commit()
+    loser.join()
+
+    assert outcome == [(409, "This call was already done.")]
 
 
 def test_deciding_an_already_decided_call_is_a_conflict_with_its_state(harness, fake_model):

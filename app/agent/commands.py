@@ -19,7 +19,7 @@ from app.agent.decisions import PreviewChanged, resolve, store_previews
 from app.agent.loop import RunRef, agent_of, interrupt_message
 from app.agent.recovery import submit
 from app.agent.expiry import expire_if_due, is_due
-from app.agent.refusals import Conflict, Expired, Forbidden, Invalid, NotFound, TooLarge, TooMany
+from app.agent.refusals import Conflict, Expired, Forbidden, Invalid, NotFound, Refusal, TooLarge, TooMany
 from app.extensions import db
 from app.grants import GrantRequest
 from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
@@ -136,10 +136,10 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
         change = resolve(ref, agent_of(run.agent_id), call, decision, fingerprint_seen=seen)
     except PreviewChanged as exc:
         _show_new_preview(run_id, call.id, exc.preview)
-        raise Conflict(str(exc), call=db.session.get(ToolCall, call.id)) from None
+        raise _settled_or(Conflict(str(exc), call=_current(call))) from None
     except Invalid as exc:
         db.session.rollback()
-        raise Invalid(str(exc), call=db.session.get(ToolCall, call.id)) from None
+        raise _settled_or(Invalid(str(exc), call=_current(call))) from None
     if change is None:
         db.session.rollback()
         return call, cursor
@@ -162,10 +162,26 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
     return call, cursor
 
 
+def _current(call: ToolCall) -> ToolCall:
+    """The call as stored now (after a rollback or commit, which expired the one in hand)."""
+    return db.session.get(ToolCall, call.id)
+
+
+def _settled_or(refusal: Refusal) -> Refusal:
+    """`refusal`, unless the call was decided by someone else meanwhile: on PostgreSQL the lock on the
+    run re-reads the run's row but not the call joined to it, so a racing decision can find a call
+    pending that the winner already approved, then see its preview change when the tool ran; the
+    person is told it was already decided, not that its data changed."""
+    call = refusal.call
+    return _settled(call) if call is not None and call.status != CallStatus.PENDING else refusal
+
+
 def _show_new_preview(run_id: str, call_pk: str, preview: str | None) -> None:
     """Store a call's changed preview (it stays pending), in a transaction of its own; commits."""
     db.session.rollback()
     store_previews(run_id, {call_pk: preview})
+
+
 def _expire_due(run_id: str, calls) -> None:
     """Expire the calls whose approval time has passed (committed: the refusal that follows must not
     undo it); the run goes on if nothing of the turn is pending any more."""
