@@ -180,23 +180,30 @@
     composerHadFocus = false;
   });
 
-  // After a message is accepted, clear the box and keep the cursor in it. After a decision, go to
-  // the next card waiting for one, else back to the message box.
+  // After a message is accepted, clear the box and keep the cursor in it.
   // (The requesting form may have been swapped out by its own response; htmx then reports the request
   // on an ancestor, and requestConfig still names the form.)
   document.addEventListener("htmx:afterRequest", function (event) {
     var elt = (event.detail.requestConfig && event.detail.requestConfig.elt) || event.detail.elt;
-    if (!event.detail.successful || !elt) return;
-    if (elt.id === "composer") {
-      pinned = true;
-      var input = composer();
-      if (input) input.value = "";
-      focusComposer();
-    } else if (elt.hasAttribute("data-decision")) {
+    if (!event.detail.successful || !elt || elt.id !== "composer") return;
+    pinned = true;
+    var input = composer();
+    if (input) input.value = "";
+    focusComposer();
+  });
+
+  // After a decision, go to the next card waiting for one, else back to the message box. The stream
+  // often replaces the card (and the form in it) before the answer arrives; htmx then reports the
+  // request on the detached form only, so the answer is awaited on the request itself.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt, xhr = event.detail.xhr;
+    if (!elt || !elt.hasAttribute("data-decision") || !xhr) return;
+    xhr.addEventListener("loadend", function () {
+      if (xhr.status < 200 || xhr.status >= 300 || typing()) return;
       var next = firstPendingCard();
       if (next) next.focus();
       else focusComposer();
-    }
+    });
   });
 
   // The reason box opens in view, with the cursor in it.

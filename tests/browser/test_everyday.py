@@ -56,7 +56,24 @@ def test_focus_stays_in_the_box_after_send_then_moves_to_a_new_card_and_back_aft
     assert page.evaluate("document.activeElement.textContent.trim()") == "Delete 50 rows"
     page.keyboard.press("Enter")
     expect(page.locator(".call-done")).to_be_visible()
-    assert active_id(page) == "composer-input", "after a decision the focus is back in the message box"
+    expect(box, "after a decision the focus is back in the message box").to_be_focused()
+    expect(page.locator(".msg-assistant").last).to_contain_text("Done.")
+
+
+def test_the_focus_comes_back_to_the_box_when_the_stream_shows_the_decision_before_its_answer(page, fake_model):
+    fake_model.script(Turn(text="Shall I?", tool_calls=[DELETE_50]), Turn(text="Done."))
+    send_first(page, "Delete 50 old users")
+    card = page.locator(".call-pending")
+    expect(card).to_be_focused()
+
+    def answer_late(route):
+        answer = route.fetch()  # decided on the server: the stream shows it meanwhile
+        expect(page.locator(".call-done")).to_be_visible()
+        route.fulfill(response=answer)
+
+    page.route("**/approve", answer_late)
+    card.press("a")
+    expect(page.locator("#composer-input")).to_be_focused()
     expect(page.locator(".msg-assistant").last).to_contain_text("Done.")
 
 
@@ -151,7 +168,8 @@ def test_markdown_is_rendered_while_streaming_and_after_stop(page, fake_model):
 
 
 def test_words_stream_in_while_the_status_line_stays_put(page, fake_model):
-    fake_model.script(Turn(text=" ".join(f"w{i}" for i in range(80)), token_delay=0.03))
+    # Long enough to be still writing when checked, however slow the machine: stopped at the end.
+    fake_model.script(Turn(text=" ".join(f"w{i}" for i in range(1000)), token_delay=0.03))
     send_first(page, "Talk to me")
     expect(page.locator("#run-status")).to_contain_text("Writing…")
     status = page.locator("#run-status").element_handle()
@@ -160,7 +178,9 @@ def test_words_stream_in_while_the_status_line_stays_put(page, fake_model):
     expect(text).to_contain_text("w40")  # many updates later
     # Each update re-sends the same status line; swapping it in again would restart its animation.
     assert status.evaluate("element => element.isConnected"), "the status line was replaced by an update"
-    expect(text).to_contain_text("w79")
+    assert "Writing…" in status.inner_text()
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#run-status")).to_contain_text("Stopped.")
 
 
 def test_code_is_highlighted_and_copied(page, fake_model):
