@@ -53,21 +53,27 @@
 
   // Follow the conversation while the reader is at the bottom; when they scrolled up, leave them be
   // and offer "Jump to latest" as new content arrives.
-  var pinned = true;
+  var pinned = true, followedTo = null;
   function scroller() { return $("conversation"); }
   function atBottom(box) { return box.scrollHeight - box.scrollTop - box.clientHeight < 80; }
   document.addEventListener("scroll", function (event) {
     var box = scroller();
     if (event.target !== box) return;
     pinned = atBottom(box);
+    followedTo = box.scrollTop;
     showJump(!pinned);
   }, true);
   function showJump(show) { var jump = $("jump-latest"); if (jump) jump.hidden = !show; }
   function follow() {
     var box = scroller();
     if (!box) return;
-    if (pinned) box.scrollTop = box.scrollHeight;
-    else if (!atBottom(box)) showJump(true);
+    // A scroll is reported with the next frame; an update may come first: had the view moved up since
+    // it last followed, following now would pull the reader back down.
+    if (pinned && followedTo !== null && box.scrollTop < followedTo && !atBottom(box)) pinned = false;
+    if (pinned) {
+      box.scrollTop = box.scrollHeight;
+      followedTo = box.scrollTop;
+    } else if (!atBottom(box)) showJump(true);
   }
   document.addEventListener("htmx:sseMessage", follow);
   document.addEventListener("htmx:afterSettle", follow);
