@@ -153,7 +153,7 @@ NO_SYNTAX = """() => {
 
 def test_markdown_is_rendered_while_streaming_and_after_stop(page, fake_model):
     reply = ("Here is **the plan**:\n\n- count the rows\n- delete **50** of them\n\n"
-             + " ".join(f"more{i}" for i in range(150)))
+             + " ".join(f"more{i}" for i in range(600)))  # still streaming when stopped
     fake_model.script(Turn(text=reply, token_delay=0.04))
     page.add_init_script(f"document.addEventListener('DOMContentLoaded', {NO_SYNTAX})")
     send_first(page, "Plan it")
