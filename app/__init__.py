@@ -34,8 +34,8 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     app.config.update(overrides or {})
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # lean fragments on the wire
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _instance_secret(app)
-    # PostgreSQL engines ping a connection before use (_size_postgres_pools); a SQLite file has no server
-    # that could have dropped it, so its engines skip that round on every checkout.
+    # PostgreSQL engines ping a connection that was idle before use (app.extensions); a SQLite file has
+    # no server that could have dropped it.
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     _size_postgres_pools(app.config)
     app.config.setdefault("SEED_WORKSPACE", True)
@@ -183,9 +183,9 @@ def _size_postgres_pools(config) -> None:
     """Give each PostgreSQL engine (the app's, and the workspace's if it is on PostgreSQL) a pool sized
     for a gevent worker: DATABASE_POOL_SIZE connections kept, up to DATABASE_MAX_OVERFLOW more at a
     peak, and a request that waits DATABASE_POOL_TIMEOUT for one gets a 503 (web/errors.py), while
-    background work waits longer (PatientQueuePool). Explicit engine options win. SQLite engines are
-    left as they were."""
-    pool = {"poolclass": PatientQueuePool, "pool_pre_ping": True, "pool_size": config["DATABASE_POOL_SIZE"],
+    background work waits longer, and an idle connection is pinged before use (PatientQueuePool).
+    Explicit engine options win. SQLite engines are left as they were."""
+    pool = {"poolclass": PatientQueuePool, "pool_size": config["DATABASE_POOL_SIZE"],
             "max_overflow": config["DATABASE_MAX_OVERFLOW"], "pool_timeout": config["DATABASE_POOL_TIMEOUT"]}
     if _is_postgres(config["SQLALCHEMY_DATABASE_URI"]):
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {**pool, **config["SQLALCHEMY_ENGINE_OPTIONS"]}

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.extensions import db
+from app.extensions import db, reads_only
 from app.models import Account, ApiToken, ChatSession, Invite, LoginSession, Role, Run, utcnow
 
 MIN_PASSWORD = 10
@@ -187,10 +187,13 @@ def signed_in_account(token: str) -> Account | None:
     """The enabled account whose live login session this cookie token names, or None."""
     if not token or len(token) > 100:
         return None
-    # One Core statement on a connection of its own that only reads (on SQLite: no write lock), so the
-    # request's own transaction begins when its view first needs the database.
-    with db.engine.connect().execution_options(read_only=True) as conn:
-        row = conn.execute(_SIGNED_IN, {"token_hash": digest(token), "now": utcnow()}).one_or_none()
+    try:
+        row = _signed_in_row(token)
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        # The database dropped the connection (it restarted): the pool has let go of all it held.
+        row = _signed_in_row(token)
     if row is None:
         return None
     # The request's signed-in account, read once: detached, so no commit expires it (no reload on the
@@ -199,6 +202,13 @@ def signed_in_account(token: str) -> Account | None:
     sa.orm.make_transient_to_detached(account)
     account.login_token = token
     return account
+
+
+def _signed_in_row(token: str):
+    # One Core statement on a connection of its own that only reads (on SQLite: no write lock), so the
+    # request's own transaction begins when its view first needs the database.
+    with db.engine.connect().execution_options(**reads_only(db.engine)) as conn:
+        return conn.execute(_SIGNED_IN, {"token_hash": digest(token), "now": utcnow()}).one_or_none()
 
 
 _SIGNED_IN = sa.select(*Account.__table__.c).join(LoginSession, LoginSession.account_id == Account.id).where(

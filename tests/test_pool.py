@@ -2,6 +2,7 @@
 DATABASE_POOL_TIMEOUT is a 503 with Retry-After (never a 500), in-process and on a real gevent server."""
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -29,11 +30,54 @@ def test_postgres_engines_get_the_configured_pool_and_sqlite_keeps_its_own(app_c
                 pool = engine.pool
                 sized = (pool.size(), pool._max_overflow, pool.timeout())
                 if databases.backend == "postgresql":
-                    assert sized == (7, 3, 4) and pool._pre_ping
+                    assert sized == (7, 3, 4)
                 else:
                     assert sized == (5, 10, 30.0), "SQLite keeps SQLAlchemy's defaults"
     finally:
         stop_app(app)
+
+
+def _drop_the_connections_of(app_url: str, admin_url: str, wait: bool = False) -> None:
+    """What a database restart does to the connections a pool holds (`wait`: until they are gone)."""
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = sa.make_url(app_url).database
+    with admin.connect() as conn:
+        ended = conn.exec_driver_sql(
+            "SELECT pid FROM (SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()) AS terminated", (name,)).scalars().all()
+    admin.dispose()
+    if wait:  # until their processes exited, which closes their sockets (the server is on this machine)
+        wait_for(lambda: not any(map(_alive, ended)), message="the connections to end")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_connection_the_database_dropped_is_replaced_before_use(app, databases, postgres_admin_url):
+    with app.app_context():
+        with db.engine.connect() as conn:
+            before = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        _drop_the_connections_of(databases.app_url, postgres_admin_url, wait=True)
+        with db.engine.connect() as conn:  # used a moment ago: not pinged, and still not used dead
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != before
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_page_right_after_the_database_dropped_its_connections_still_loads(app, browser, databases,
+                                                                            postgres_admin_url):
+    chat = browser.new_chat()
+    assert browser.get(f"/chats/{chat}").status_code == 200  # the pool holds connections used just now
+    _drop_the_connections_of(databases.app_url, postgres_admin_url)
+    assert browser.get(f"/chats/{chat}").status_code == 200
+    assert browser.post(f"/chats/{chat}/messages", {"message": "hello"}).status_code == 200
 
 
 @pytest.fixture

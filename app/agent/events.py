@@ -31,7 +31,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from flask import current_app
 
-from app.extensions import db
+from app.extensions import db, reads_only
 from app.models import CallChange, CallStatus, Run, RunEvent, RunStatus, ToolCall, utcnow
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ CHANNEL = "run_events"
 POLL_SECONDS = 1.0            # the fallback when no NOTIFY can arrive (SQLite across processes)
 POLL_SECONDS_LISTENING = 5.0  # a safety net only: NOTIFY wakes streams at once
 RECENT_EVENTS = 256           # events kept in memory per watched run
-# Readers that never write: on SQLite they need no write lock (see app/__init__.py).
-READ_ONLY = {"read_only": True}
 _PENDING = "run_events.pending"
 _WRITTEN = "run_events.written"
 _NUMBERED = "run_events.numbered"  # events of runs created in this transaction (append_to_new_run)
@@ -426,7 +424,7 @@ class Watch:
         self._external_seen = channel.external
         try:
             if not db.session().in_transaction():  # a request's first read joins its transaction
-                db.session.connection(execution_options=READ_ONLY)
+                db.session.connection(execution_options=reads_only(db.engine))
             query = sa.select(Run.status, Run.session_id, Run.agent_id, RunEvent.seq, RunEvent.type, RunEvent.data,
                               RunEvent.created_at) \
                 .select_from(Run).outerjoin(RunEvent, sa.and_(RunEvent.run_id == Run.id, RunEvent.seq > cursor)) \
@@ -573,7 +571,7 @@ class Hub:
                 continue
             try:
                 with self.app.app_context():
-                    db.session.connection(execution_options=READ_ONLY)
+                    db.session.connection(execution_options=reads_only(db.engine))
                     ids = list(watched)
                     latest = {}
                     for start in range(0, len(ids), 500):

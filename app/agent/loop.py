@@ -23,7 +23,7 @@ from app.agent.context import build_context
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.recovery import WORKER_ID, commit_owned, lease_until
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
-from app.extensions import db
+from app.extensions import db, reads_only
 from app.models import CallStatus, Message, Run, RunStatus, ToolCall, new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ def safe_preview(tool, ctx, arguments) -> str | None:
     if not tool.preview:
         return None
     if ctx.workspace is not None:
-        ctx = replace(ctx, workspace=ctx.workspace.execution_options(read_only=True))
+        ctx = replace(ctx, workspace=ctx.workspace.execution_options(**reads_only(ctx.workspace)))
     try:
         return tool.preview(ctx, arguments)
     except Exception:  # a preview is a courtesy; the card works without it
