@@ -40,7 +40,7 @@ _patient = contextvars.ContextVar("patient_checkouts", default=False)  # per thr
 PATIENT_CHECKOUT_ROUNDS = 12  # pool timeouts a background checkout sits through before it gives up
 # A pooled connection idle longer than this is pinged before use. A busy worker reuses its connections
 # within milliseconds, so it almost never pays the round trip that SQLAlchemy's pool_pre_ping costs on
-# every checkout (a fifth of the round trips of a pause+continue cycle were pings).
+# every checkout (a quarter of the round trips of a pause+continue cycle were pings).
 PING_AFTER_IDLE_SECONDS = 2.0
 CONNECTION_OK = 0  # libpq's CONNECTION_OK (psycopg.pq.ConnStatus.OK), without importing psycopg for SQLite
 
