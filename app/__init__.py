@@ -34,8 +34,8 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
     app.config.update(overrides or {})
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # lean fragments on the wire
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or _instance_secret(app)
-    # PostgreSQL engines ping a connection that was idle before use (app.extensions); a SQLite file has
-    # no server that could have dropped it.
+    # PostgreSQL engines check a pooled connection before use (app.extensions); a SQLite file has no
+    # server that could have dropped it.
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     _size_postgres_pools(app.config)
     app.config.setdefault("SEED_WORKSPACE", True)

@@ -71,13 +71,17 @@ def test_a_connection_the_database_dropped_is_replaced_before_use(app, databases
 
 
 @pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
-def test_a_page_right_after_the_database_dropped_its_connections_still_loads(app, browser, databases,
-                                                                            postgres_admin_url):
+def test_a_page_right_after_the_database_dropped_its_connections_still_loads(app, browser, databases, harness,
+                                                                            fake_model, postgres_admin_url):
+    fake_model.script(Turn(text="Still here."))
     chat = browser.new_chat()
     assert browser.get(f"/chats/{chat}").status_code == 200  # the pool holds connections used just now
     _drop_the_connections_of(databases.app_url, postgres_admin_url)
-    assert browser.get(f"/chats/{chat}").status_code == 200
+    page = browser.get(f"/chats/{chat}")
+    assert page.status_code == 200 and 'id="composer-input"' in page.get_data(as_text=True)
     assert browser.post(f"/chats/{chat}/messages", {"message": "hello"}).status_code == 200
+    assert harness.wait(harness.latest_run(chat)).status == "completed"
+    assert harness.messages(chat) == [("user", "hello"), ("assistant", "Still here.")]
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ def test_a_decision_that_waited_for_the_winner_is_told_the_call_was_already_deci
         loser = threading.Thread(target=approve)
         loser.start()
         wait_for(lambda: winner.execute(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
         )).scalar(), message="the second decision waits for the run's lock")
         # What the winner's approval and the tool's run did meanwhile.
         winner.execute(sa.text("UPDATE tool_calls SET status = 'done' WHERE id = :id"), {"id": call.id})
@@ -134,6 +134,7 @@ def test_a_decision_that_waited_for_the_winner_is_told_the_call_was_already_deci
     loser.join()
 
     assert outcome == [(409, "This call was already done.")]
+    assert harness.calls(run_id)[0].status == "done", "the loser changed nothing"
 
 
 def test_deciding_an_already_decided_call_is_a_conflict_with_its_state(harness, fake_model):
