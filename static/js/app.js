@@ -169,11 +169,16 @@
 
   // Each update of a streaming reply also sends the status line ("Writing…"): swapping in the same line
   // again would restart its animation many times a second (the dots would never move), so an unchanged
-  // status line stays as it is.
+  // status line stays as it is. Only what it shows is compared: for a moment after a swap htmx marks the
+  // line itself (htmx-added), and a busy browser handles several updates within that moment.
+  function shownStatus(line) {
+    var shown = line.firstElementChild;
+    return shown ? shown.outerHTML : "";
+  }
   document.addEventListener("htmx:oobBeforeSwap", function (event) {
     var target = event.detail.target, fragment = event.detail.fragment;
     if (!target || target.id !== "run-status" || !fragment || !fragment.firstElementChild) return;
-    if (target.isEqualNode(fragment.firstElementChild)) event.detail.shouldSwap = false;
+    if (shownStatus(target) === shownStatus(fragment.firstElementChild)) event.detail.shouldSwap = false;
   });
 
   // The composer's message box is preserved across swaps (hx-preserve); keep its focus too.

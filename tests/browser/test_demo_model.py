@@ -51,6 +51,7 @@ def test_the_ops_desk_demo_shows_a_rule_an_always_allow_card_and_a_call_for_an_a
     say("Archive 50 old events")
     expect(page.locator(".call-by-rule")).to_contain_text("Approved by rule")
     expect(page.locator(".call-done").last).to_contain_text(f"Archived 50 events; {before - 50:,} remain.")
+    expect(page.locator(".msg-assistant").last).to_contain_text("Done. Archived 50 events")
 
     say("Archive 500 old events")
     card = page.locator(".call-pending")
@@ -59,6 +60,8 @@ def test_the_ops_desk_demo_shows_a_rule_an_always_allow_card_and_a_call_for_an_a
     expect(card.get_by_text("Always allow archive_events…")).to_be_visible()
     card.get_by_role("button", name="Approve").click()
     expect(page.locator(".call-done").last).to_contain_text(f"{before - 550:,} remain.")
+    # The card is done before the page shows the run going on: wait for the reply, then Send is current.
+    expect(page.locator(".msg-assistant").last).to_contain_text("Done. Archived 500 events")
 
     say("Reset the password of bo@example.com")
     card = page.locator(".call-pending")

@@ -183,6 +183,20 @@ def test_words_stream_in_while_the_status_line_stays_put(page, fake_model):
     expect(page.locator("#run-status")).to_contain_text("Stopped.")
 
 
+def test_a_busy_browser_handling_several_updates_at_once_keeps_the_status_line(page, fake_model):
+    fake_model.script(Turn(text=" ".join(f"w{i}" for i in range(1000)), token_delay=0.03))
+    send_first(page, "Talk to me")
+    expect(page.locator("#run-status")).to_contain_text("Writing…")
+    status = page.locator("#run-status").element_handle()
+    for _ in range(5):
+        # Updates come every 30 ms: while the page is busy they queue up, then are handled back to back.
+        page.evaluate("() => { const end = Date.now() + 250; while (Date.now() < end) {} }")
+    expect(page.locator(".msg-assistant .msg-text")).to_contain_text("w40")
+    assert status.evaluate("element => element.isConnected"), "the status line was replaced by an update"
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#run-status")).to_contain_text("Stopped.")
+
+
 def test_code_is_highlighted_and_copied(page, fake_model):
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     fake_model.script(Turn(text="Try this:\n\n```python\ndef total(rows):\n    return len(rows)\n```\n\nThat's all."))
