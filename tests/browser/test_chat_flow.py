@@ -24,6 +24,20 @@ def open_new_chat(page):
     expect(page.locator("#composer-input")).to_be_enabled()
 
 
+# Every text the first reply showed, in order, and whether Stop was offered meanwhile: checked afterwards,
+# so a slow check cannot miss them.
+RECORD_THE_REPLY_AS_SHOWN = """
+window.replyAsShown = [];
+window.stopShown = false;
+new MutationObserver(function () {
+  var reply = document.querySelector(".msg-assistant .msg-text");
+  var shown = reply ? reply.textContent : "";
+  if (shown !== window.replyAsShown[window.replyAsShown.length - 1]) window.replyAsShown.push(shown);
+  if (reply && document.querySelector(".btn-stop")) window.stopShown = true;
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
 def start_chat(page, message: str):
     """Type the first message into a blank chat: the chat is created with it (a full page load)."""
     page.goto("/chats/new")
@@ -37,13 +51,12 @@ def test_stream_card_approve_result(page, fake_model, harness):
     fake_model.script(Turn(text=REPLY, tool_calls=[DELETE_50], token_delay=0.06),
                       Turn(text="Done: 50 old users are gone.", token_delay=0.02))
     before = harness.rows("users")
+    page.add_init_script(RECORD_THE_REPLY_AS_SHOWN)
     start_chat(page, "Delete 50 old records from the users table")
 
     expect(page.locator(".msg-user .bubble")).to_have_text("Delete 50 old records from the users table")
     text = page.locator(".msg-assistant .msg-text").first
     expect(text).to_contain_text("I will delete")
-    assert text.inner_text() != REPLY, "the reply arrives in pieces, not at once"
-    expect(page.get_by_role("button", name="Stop")).to_be_visible()
 
     card = page.locator(".call-pending")
     expect(card).to_be_visible()
@@ -51,6 +64,9 @@ def test_stream_card_approve_result(page, fake_model, harness):
     expect(card.locator("dd").first).to_have_text("users")
     expect(card).to_contain_text(f"Deletes the 50 oldest of {before:,} rows in users.")
     expect(text).to_have_text(REPLY)
+    shown = [t.strip() for t in page.evaluate("window.replyAsShown")]
+    assert len([t for t in shown if t and t != REPLY]) >= 2, f"the reply arrives in pieces, not at once: {shown}"
+    assert page.evaluate("window.stopShown"), "while the reply streamed, Stop was offered"
     assert harness.rows("users") == before
 
     card.get_by_role("button", name="Delete 50 rows").click()
