@@ -209,6 +209,11 @@
   document.addEventListener("htmx:beforeRequest", function (event) {
     var elt = event.detail.elt, xhr = event.detail.xhr;
     if (!elt || !elt.hasAttribute("data-decision") || !xhr) return;
+    // The answer shows the run as it was when decided, and follows it from there. If the page's stream
+    // has already shown what came after (the answer was slow), that would take the page back: a card
+    // approved again, "Stop" for a run that has finished. Such an answer is dropped. htmx reports it on
+    // the card it was aimed at, which the stream may have replaced: so the listener goes on that card.
+    if (event.detail.target) event.detail.target.addEventListener("htmx:beforeSwap", dropIfBehind, { once: true });
     xhr.addEventListener("loadend", function () {
       if (xhr.status < 200 || xhr.status >= 300 || typing()) return;
       var next = firstPendingCard();
@@ -216,6 +221,13 @@
       else focusComposer();
     });
   });
+
+  function dropIfBehind(event) {
+    var answer = new DOMParser().parseFromString(event.detail.serverResponse || "", "text/html");
+    var stream = answer.getElementById("run-stream");
+    if (!stream || !stream.dataset.cursor) return;
+    if ((applied[stream.dataset.run] || 0) > parseInt(stream.dataset.cursor, 10)) event.detail.shouldSwap = false;
+  }
 
   // The reason box opens in view, with the cursor in it.
   document.addEventListener("toggle", function (event) {

@@ -77,6 +77,31 @@ def test_the_focus_comes_back_to_the_box_when_the_stream_shows_the_decision_befo
     expect(page.locator(".msg-assistant").last).to_contain_text("Done.")
 
 
+def test_a_decision_answered_after_the_stream_showed_the_run_finish_leaves_the_page_current(page, fake_model):
+    fake_model.script(Turn(text="Shall I?", tool_calls=[DELETE_50]), Turn(text="Done."), Turn(text="Next answer."))
+    send_first(page, "Delete 50 old users")
+    card = page.locator(".call-pending")
+    expect(card).to_be_visible()
+
+    def answer_late(route):
+        answer = route.fetch()  # the stream shows the run finish meanwhile
+        expect(page.locator(".msg-assistant").last).to_contain_text("Done.")
+        expect(page.get_by_role("button", name="Send")).to_be_visible()
+        route.fulfill(response=answer)
+
+    page.route("**/approve", answer_late)
+    with page.expect_response("**/approve"):
+        card.get_by_role("button", name="Delete 50 rows").click()
+    page.wait_for_timeout(300)  # the late answer, had it been swapped in, would show the run still going
+    expect(page.locator(".call-done")).to_contain_text("Deleted 50 records")
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+    expect(page.get_by_role("button", name="Stop")).to_have_count(0)
+    box = page.locator("#composer-input")
+    box.fill("And now?")
+    box.press("Enter")
+    expect(page.locator(".msg-assistant").last).to_contain_text("Next answer.")
+
+
 def test_a_new_card_does_not_take_the_focus_from_someone_typing(page, fake_model):
     fake_model.script(Turn(text="Let me delete them.", tool_calls=[DELETE_50], token_delay=0.05))
     send_first(page, "Delete 50 old users")
