@@ -191,40 +191,47 @@
     composerHadFocus = false;
   });
 
-  // After a message is accepted, clear the box and keep the cursor in it.
-  // (The requesting form may have been swapped out by its own response; htmx then reports the request
-  // on an ancestor, and requestConfig still names the form.)
-  document.addEventListener("htmx:afterRequest", function (event) {
-    var elt = (event.detail.requestConfig && event.detail.requestConfig.elt) || event.detail.elt;
-    if (!event.detail.successful || !elt || elt.id !== "composer") return;
-    pinned = true;
-    var input = composer();
-    if (input) input.value = "";
-    focusComposer();
-  });
-
-  // After a decision, go to the next card waiting for one, else back to the message box. The stream
-  // often replaces the card (and the form in it) before the answer arrives; htmx then reports the
+  // After a message is accepted, clear the box (the same element: it is preserved across swaps) and
+  // keep the cursor in it; after a decision, go to the next card waiting for one, else back to the box.
+  // The form that asked is often replaced before its answer arrives, by that answer or by the page's
+  // stream (a paused run's stream shows the message or the decision first); htmx then reports the
   // request on the detached form only, so the answer is awaited on the request itself.
+  function whenAccepted(xhr, then) {
+    xhr.addEventListener("loadend", function () { if (xhr.status >= 200 && xhr.status < 300) then(); });
+  }
   document.addEventListener("htmx:beforeRequest", function (event) {
     var elt = event.detail.elt, xhr = event.detail.xhr;
-    if (!elt || !elt.hasAttribute("data-decision") || !xhr) return;
-    // The answer shows the run as it was when decided, and follows it from there. If the page's stream
-    // has already shown what came after (the answer was slow), that would take the page back: a card
-    // approved again, "Stop" for a run that has finished. Such an answer is dropped. htmx reports it on
-    // the card it was aimed at, which the stream may have replaced: so the listener goes on that card.
-    if (event.detail.target) event.detail.target.addEventListener("htmx:beforeSwap", dropIfBehind, { once: true });
-    xhr.addEventListener("loadend", function () {
-      if (xhr.status < 200 || xhr.status >= 300 || typing()) return;
-      var next = firstPendingCard();
-      if (next) next.focus();
-      else focusComposer();
-    });
+    if (!elt || !xhr) return;
+    if (elt.id === "composer") {
+      whenAccepted(xhr, function () {
+        pinned = true;
+        var input = composer();
+        if (input) input.value = "";
+        focusComposer();
+      });
+    } else if (elt.hasAttribute("data-decision")) {
+      whenAccepted(xhr, function () {
+        if (typing()) return;
+        var next = firstPendingCard();
+        if (next) next.focus();
+        else focusComposer();
+      });
+    }
   });
 
+  // A command's answer (a message, a decision, Stop) shows the run as the command left it, and a stream
+  // that follows it from there. If the page's own stream has already shown what came after (the answer
+  // was slow), swapping it in would take the page back: a card approved again, "Stop" for a run that
+  // has finished, for good, since the new stream replays only events the page has. Such an answer is
+  // dropped. htmx reports it on the element it targeted, which the stream may have replaced by then
+  // (the card, the composer): so the check listens on that element (once: adding it again is a no-op).
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.target) event.detail.target.addEventListener("htmx:beforeSwap", dropIfBehind);
+  });
   function dropIfBehind(event) {
-    var answer = new DOMParser().parseFromString(event.detail.serverResponse || "", "text/html");
-    var stream = answer.getElementById("run-stream");
+    var html = event.detail.serverResponse;
+    if (typeof html !== "string" || html.indexOf('id="run-stream"') < 0) return;
+    var stream = new DOMParser().parseFromString(html, "text/html").getElementById("run-stream");
     if (!stream || !stream.dataset.cursor) return;
     if ((applied[stream.dataset.run] || 0) > parseInt(stream.dataset.cursor, 10)) event.detail.shouldSwap = false;
   }

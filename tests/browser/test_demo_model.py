@@ -13,6 +13,14 @@ def server_env(databases):
             "SECRET_KEY": "test-secret"}  # no OPENAI_API_KEY, no OPENAI_BASE_URL
 
 
+def send(page, text: str) -> None:
+    """Type a message and press Send: it is offered once the agent has finished (Enter would wait)."""
+    box = page.locator("#composer-input")
+    box.fill(text)
+    page.get_by_role("button", name="Send").click()
+    expect(box).to_have_value("")
+
+
 def test_the_demo_model_deletes_after_approval(page, harness):
     before = harness.rows("users")
     page.goto("/")
@@ -28,9 +36,7 @@ def test_the_demo_model_deletes_after_approval(page, harness):
     expect(page.locator(".msg-assistant").last).to_contain_text("Done.")
     assert harness.rows("users") == before - 50
 
-    expect(page.get_by_role("button", name="Send")).to_be_visible()  # Enter waits while the agent works
-    page.locator("#composer-input").fill("Notify alice@example.com that the export is ready")
-    page.locator("#composer-input").press("Enter")
+    send(page, "Notify alice@example.com that the export is ready")
     page.locator(".call-pending").get_by_role("button", name="Approve").click()
     expect(page.locator("#outbox")).to_contain_text("To alice@example.com")
     expect(page.locator("#outbox")).to_contain_text("the export is ready")
@@ -43,17 +49,12 @@ def test_the_ops_desk_demo_shows_a_rule_an_always_allow_card_and_a_call_for_an_a
     page.goto("/chats/new?agent_id=ops_desk")
     expect(page.get_by_role("button", name="Archive 500 old events")).to_be_visible()  # a suggested prompt
 
-    def say(text: str) -> None:
-        expect(page.get_by_role("button", name="Send")).to_be_visible()  # Enter waits while the agent works
-        page.locator("#composer-input").fill(text)
-        page.locator("#composer-input").press("Enter")
-
-    say("Archive 50 old events")
+    send(page, "Archive 50 old events")
     expect(page.locator(".call-by-rule")).to_contain_text("Approved by rule")
     expect(page.locator(".call-done").last).to_contain_text(f"Archived 50 events; {before - 50:,} remain.")
     expect(page.locator(".msg-assistant").last).to_contain_text("Done. Archived 50 events")
 
-    say("Archive 500 old events")
+    send(page, "Archive 500 old events")
     card = page.locator(".call-pending")
     expect(card).to_contain_text(f"Archives (removes) the 500 oldest of {before - 50:,} events.")
     expect(card.locator(".call-expires")).to_contain_text("Expires")
@@ -63,7 +64,7 @@ def test_the_ops_desk_demo_shows_a_rule_an_always_allow_card_and_a_call_for_an_a
     # The card is done before the page shows the run going on: wait for the reply, then Send is current.
     expect(page.locator(".msg-assistant").last).to_contain_text("Done. Archived 500 events")
 
-    say("Reset the password of bo@example.com")
+    send(page, "Reset the password of bo@example.com")
     card = page.locator(".call-pending")
     expect(card.locator(".call-expires")).to_contain_text("only an admin can decide it")
     expect(card.locator(".call-badge")).to_have_text("Needs an admin")  # this test's person is a member

@@ -102,6 +102,34 @@ def test_a_decision_answered_after_the_stream_showed_the_run_finish_leaves_the_p
     expect(page.locator(".msg-assistant").last).to_contain_text("Next answer.")
 
 
+def test_a_message_answered_after_the_stream_showed_the_run_finish_leaves_the_page_current(page, fake_model):
+    fake_model.script(Turn(text="Shall I?", tool_calls=[DELETE_50]), Turn(text="Understood, I kept them."),
+                      Turn(text="Next answer."))
+    send_first(page, "Delete 50 old users")
+    expect(page.locator(".call-pending")).to_be_visible()
+
+    def answer_late(route):
+        answer = route.fetch()  # the message rejects the call; the stream shows the run finish meanwhile
+        expect(page.locator(".msg-assistant").last).to_contain_text("Understood, I kept them.")
+        expect(page.get_by_role("button", name="Send")).to_be_visible()
+        route.fulfill(response=answer)
+
+    page.route("**/messages", answer_late)
+    box = page.locator("#composer-input")
+    box.fill("No, keep them")
+    with page.expect_response("**/messages"):
+        box.press("Enter")
+    page.unroute("**/messages")
+    page.wait_for_timeout(300)  # the late answer, had it been swapped in, would show the run still going
+    expect(box, "the message was sent: the box is cleared").to_have_value("")
+    expect(page.locator(".call-rejected")).to_be_visible()
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+    expect(page.get_by_role("button", name="Stop")).to_have_count(0)
+    box.fill("And now?")
+    box.press("Enter")
+    expect(page.locator(".msg-assistant").last).to_contain_text("Next answer.")
+
+
 def test_a_new_card_does_not_take_the_focus_from_someone_typing(page, fake_model):
     fake_model.script(Turn(text="Let me delete them.", tool_calls=[DELETE_50], token_delay=0.05))
     send_first(page, "Delete 50 old users")
