@@ -223,17 +223,22 @@
   // that follows it from there. If the page's own stream has already shown what came after (the answer
   // was slow), swapping it in would take the page back: a card approved again, "Stop" for a run that
   // has finished, for good, since the new stream replays only events the page has. Such an answer is
-  // dropped. htmx reports it on the element it targeted, which the stream may have replaced by then
-  // (the card, the composer): so the check listens on that element (once: adding it again is a no-op).
+  // dropped, all but the count of approvals waiting (the stream does not show that). htmx reports it on
+  // the element it targeted, which the stream may have replaced by then (the card, the composer): so the
+  // check listens on that element (adding the same listener again is a no-op).
   document.addEventListener("htmx:beforeRequest", function (event) {
     if (event.detail.target) event.detail.target.addEventListener("htmx:beforeSwap", dropIfBehind);
   });
   function dropIfBehind(event) {
     var html = event.detail.serverResponse;
     if (typeof html !== "string" || html.indexOf('id="run-stream"') < 0) return;
-    var stream = new DOMParser().parseFromString(html, "text/html").getElementById("run-stream");
+    var answer = new DOMParser().parseFromString(html, "text/html");
+    var stream = answer.getElementById("run-stream");
     if (!stream || !stream.dataset.cursor) return;
-    if ((applied[stream.dataset.run] || 0) > parseInt(stream.dataset.cursor, 10)) event.detail.shouldSwap = false;
+    if ((applied[stream.dataset.run] || 0) <= parseInt(stream.dataset.cursor, 10)) return;
+    event.detail.shouldSwap = false;
+    var count = answer.getElementById("approvals-link"), shown = $("approvals-link");
+    if (count && shown) shown.textContent = count.textContent;
   }
 
   // The reason box opens in view, with the cursor in it.

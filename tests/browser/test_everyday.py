@@ -82,6 +82,8 @@ def test_a_decision_answered_after_the_stream_showed_the_run_finish_leaves_the_p
     send_first(page, "Delete 50 old users")
     card = page.locator(".call-pending")
     expect(card).to_be_visible()
+    page.reload()  # the count of approvals waiting is drawn with the page
+    expect(page.locator("#approvals-link")).to_have_text("Approvals (1)")
 
     def answer_late(route):
         answer = route.fetch()  # the stream shows the run finish meanwhile
@@ -96,6 +98,7 @@ def test_a_decision_answered_after_the_stream_showed_the_run_finish_leaves_the_p
     expect(page.locator(".call-done")).to_contain_text("Deleted 50 records")
     expect(page.get_by_role("button", name="Send")).to_be_visible()
     expect(page.get_by_role("button", name="Stop")).to_have_count(0)
+    expect(page.locator("#approvals-link"), "the count comes from the answer").to_have_text("Approvals")
     box = page.locator("#composer-input")
     box.fill("And now?")
     box.press("Enter")
