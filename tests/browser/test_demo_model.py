@@ -14,7 +14,8 @@ def server_env(databases):
 
 
 def send(page, text: str) -> None:
-    """Type a message and press Send: it is offered once the agent has finished (Enter would wait)."""
+    """Type a message and press Send, which is shown only while the agent is not working (Enter would
+    wait then). A paused run shows it too: a message then rejects its card, so wait for replies first."""
     box = page.locator("#composer-input")
     box.fill(text)
     page.get_by_role("button", name="Send").click()
