@@ -48,6 +48,7 @@ class Counter:
         self.thread = threading.get_ident()
         self.counts = {"app": 0, "workspace": 0}
         self.log: list[str] | None = None  # with --sql: the statements' text
+        self.executor_log: list[str] = []  # with --sql: the executor's, since its last cycle was booked
         self.local = threading.local()     # .counts: an executor thread's counts while it runs
 
     def install(self) -> None:
@@ -62,8 +63,9 @@ class Counter:
             url = conn.engine.url
             same = url.database == self.app_url.database and url.host == self.app_url.host
             counts["app" if same else "workspace"] += 1
-            if self.log is not None and counts is self.counts:
-                self.log.append(("" if same else "[workspace] ") + " ".join(statement.split())[:160])
+            if self.log is not None:
+                line = ("" if same else "[workspace] ") + " ".join(statement.split())[:160]
+                (self.log if counts is self.counts else self.executor_log).append(line)
 
 
 class Measure:
@@ -112,6 +114,9 @@ class Measure:
             time.sleep(0.0005)
         with self._executed_lock:
             executed, self._executed = self._executed, {"cpu": 0.0, "app": 0, "workspace": 0}
+            statements, self.counter.executor_log = self.counter.executor_log, []
+        if self.counter.log is not None and self.recording:
+            self.sql[name] = statements
         if self.recording:
             self.cpu[name].append(executed["cpu"] * 1000)
             self.statements[name].append(executed["app"])

@@ -24,11 +24,23 @@ def build_context(session_id: str, from_chain_head: bool = False) -> list[Contex
     """The conversation as provider-neutral items. `from_chain_head`: only from the newest answered
     turn the model can chain from (Responses API `previous_response_id`), so a turn's cost does not
     grow with the session; the provider asks for the whole conversation if the chain was forgotten."""
+    return read_context(session_id, from_chain_head)[0]
+
+
+def read_context(session_id: str, from_chain_head: bool = False,
+                 reserve_reply_id: bool = False) -> tuple[list[ContextItem], int | None]:
+    """`build_context`, and with `reserve_reply_id` on PostgreSQL the id of the turn's reply, drawn from
+    the messages' sequence by the same statement (so the reply's row can be inserted by the statement
+    that numbers its events: `events.Then`). None on SQLite, which has no sequence to draw from."""
+    reserve = reserve_reply_id and db.session.get_bind().dialect.name == "postgresql"
     messages: dict[int, tuple] = {}
-    for row in db.session.execute(_conversation(from_chain_head), {"session_id": session_id}):
+    reply_id = None
+    for row in db.session.execute(_conversation(from_chain_head, reserve), {"session_id": session_id}):
         _, calls = messages.setdefault(row.id, (row, []))
         if row.call_id is not None:
             calls.append(row)
+        if reserve:
+            reply_id = row.reply_id
     items: list[ContextItem] = []
     for message, calls in messages.values():
         if message.state == SUPERSEDED:  # an exchange the person edited or regenerated (app.chats.resend)
@@ -39,13 +51,14 @@ def build_context(session_id: str, from_chain_head: bool = False) -> list[Contex
             items.append(ContextItem("assistant", message.content, response_id=message.response_id, tool_calls=[
                 {"call_id": c.call_id, "name": c.name, "arguments": c.raw_arguments} for c in calls]))
             items.extend(ContextItem("tool", tool_output(c), call_id=c.call_id) for c in calls)
-    return items
+    return items, reply_id
 
 
 @functools.cache
-def _conversation(from_chain_head: bool):
+def _conversation(from_chain_head: bool, reserve_reply_id: bool = False):
     """One statement (bound: session_id): the messages with their calls joined, as Core rows. Built once:
-    it runs before every model turn."""
+    it runs before every model turn. `reserve_reply_id` (PostgreSQL): each row also carries one new id
+    from the messages' sequence (an uncorrelated scalar subquery: drawn once per statement)."""
     messages, calls = Message.__table__, ToolCall.__table__
     session_id = sa.bindparam("session_id", type_=messages.c.session_id.type)
     query = sa.select(messages.c.id, messages.c.role, messages.c.content, messages.c.state, messages.c.response_id,
@@ -58,6 +71,9 @@ def _conversation(from_chain_head: bool):
             messages.c.session_id == session_id, messages.c.role == "assistant", messages.c.state == "done",
             messages.c.response_id.is_not(None)).scalar_subquery()
         query = query.where(messages.c.id >= sa.func.coalesce(head, 0))
+    if reserve_reply_id:
+        sequence = sa.func.pg_get_serial_sequence(messages.name, messages.c.id.name)
+        query = query.add_columns(sa.select(sa.func.nextval(sequence)).scalar_subquery().label("reply_id"))
     return query.order_by(messages.c.id, calls.c.position)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,13 +81,26 @@ def append_to_new_run(run_id: str, seq: int, type: str, data: dict | None = None
         {"run_id": run_id, "seq": seq, "type": type, "data": data or {}, "created_at": utcnow()})
 
 
+@dataclass(frozen=True, slots=True)
+class Then:
+    """A write of the run's step that happens only when the run's row matched (see `write`): on
+    PostgreSQL it is folded into the statement that numbers the events, after the run's row is taken
+    (the lock order); on SQLite it runs right after that statement. `build(gate)` is cached and returns
+    the statement: as it is with `gate` None, else with `gate` added to its WHERE. Its bound parameters'
+    names are its own (they share one statement with the events')."""
+    build: Callable
+    params: dict | list
+    folded_params: dict | None = None  # PostgreSQL's, where they differ (several rows as one JSON array)
+
+
 def write(run_id: str, lease_owner: str | None = None, lease_until: datetime | None = None,
-          run_values: dict | None = None) -> bool:
+          run_values: dict | None = None, then: tuple[Then, ...] = ()) -> bool:
     """Write the run's queued events now. With `lease_owner`, in the same statement renew the lease
     of a running run we own (and set `run_values` on it: a new status ends the run's step in the
     statement that numbers its events); False (write nothing, the caller rolls back) when it is no
-    longer ours: cancelled, or recovered by another worker."""
-    return _write(db.session(), run_id, lease_owner, lease_until, run_values)
+    longer ours: cancelled, or recovered by another worker. `then`: the step's other writes, done only
+    when it is ours (one statement with the events' on PostgreSQL)."""
+    return _write(db.session(), run_id, lease_owner, lease_until, run_values, then)
 
 
 def _take_queued(session: sa.orm.Session, run_id: str) -> list:
@@ -160,14 +173,21 @@ def _event_insert():
 
 
 def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_until: datetime | None,
-           run_values: dict | None = None) -> bool:
+           run_values: dict | None = None, then: tuple[Then, ...] = ()) -> bool:
     mine = _take_queued(session, run_id)
-    if lease_owner is None and not mine:
+    if lease_owner is None and not mine and not then:
         return True
     now = utcnow()
     params = _params(run_id, len(mine), lease_owner, lease_until, run_values, now)
     run_columns = tuple(sorted(run_values or ()))
-    if mine and session.get_bind().dialect.name == "postgresql":
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if then and postgres:
+        for step in then:
+            params.update(step.params if step.folded_params is None else step.folded_params)
+        last_seq = session.execute(_numbered_then(lease_owner is not None, run_columns,
+                                                  tuple(step.build for step in then)),
+                                   {**params, "events_queued": _queued(mine)}).scalar()
+    elif mine and postgres:
         # One statement: the UPDATE numbers the events in a CTE, the INSERT writes them from its row
         # (none when the lease check failed). The NOTIFY is delivered at commit; repeats within one
         # transaction collapse into one.
@@ -178,6 +198,9 @@ def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_
         last_seq = session.execute(_numbered(lease_owner is not None, run_columns), params).scalar()
         if last_seq is not None and mine:
             session.execute(_event_insert(), _rows(run_id, last_seq, mine, now))
+        if last_seq is not None:
+            for step in then:
+                session.execute(step.build(None), step.params)
     if last_seq is None:
         return False
     if mine:
@@ -226,6 +249,19 @@ def _numbered_and_inserted(with_lease: bool, run_columns: tuple[str, ...]):
     """PostgreSQL: `_numbering` and the INSERT of the events in one statement, returning their seqs."""
     _, insert = _numbered_insert(_numbering(with_lease, run_columns), False)
     return insert.returning(RunEvent.__table__.c.seq)
+
+
+@functools.cache
+def _numbered_then(with_lease: bool, run_columns: tuple[str, ...], then: tuple[Callable, ...]):
+    """PostgreSQL: `_numbering`, the INSERT of the events and the step's other writes (`Then.build`,
+    each gated on the run's row: an uncorrelated EXISTS runs first, so the run's row is taken before
+    any other, the lock order) in one statement, returning the run's new last_seq (no row: not ours)."""
+    bumped, insert = _numbered_insert(_numbering(with_lease, run_columns), False)
+    ours = sa.exists(sa.select(bumped.c.last_seq))
+    statement = sa.select(bumped.c.last_seq).add_cte(insert.cte("inserted"))
+    for i, build in enumerate(then):
+        statement = statement.add_cte(build(ours).cte(f"then_{i}"))
+    return statement
 
 
 @functools.cache

@@ -14,12 +14,14 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import sqlalchemy as sa
 from flask import current_app
 
 from app.agent import events, rules
-from app.agent.context import build_context
+from app.agent.context import build_context, read_context
+from app.agent.events import Then
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.recovery import WORKER_ID, commit_owned, lease_until
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
@@ -95,7 +97,7 @@ def execute(run_id: str) -> None:
 def _model_turn(run: RunRef, agent, model) -> str:
     """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
     chains = getattr(model, "chains", False)
-    context = build_context(run.session_id, from_chain_head=chains)
+    context, reply_id = read_context(run.session_id, from_chain_head=chains, reserve_reply_id=True)
     # Nothing more is written before the model call: the reply's row is made with its first words (or
     # at the turn's end), in the transaction that numbers them. The commit ends the run's taking, if
     # it is still open; no transaction stays open while the model streams.
@@ -125,8 +127,8 @@ def _model_turn(run: RunRef, agent, model) -> str:
                 now = time.monotonic()
                 if now - last_store >= STORE_SECONDS:
                     if message_id is None:
-                        message_id = _start_message(run, reply)
-                        if not commit_owned(run.id):
+                        message_id, insert = _new_reply(run, reply, reply_id)
+                        if not commit_owned(run.id, then=insert):
                             return "stopped"
                     elif not _flush_text(run.id, message_id, written, reply[written:]):
                         return "stopped"
@@ -142,7 +144,7 @@ def _model_turn(run: RunRef, agent, model) -> str:
         db.session.rollback()
         Run.hold(run.id)
         if message_id is None:
-            message_id = _start_message(run, reply)
+            message_id, _ = _new_reply(run, reply, None)
         elif len(reply) > written:
             _append_text(run.id, message_id, written, reply[written:])
         interrupt_message(run.id, message_id)
@@ -159,11 +161,17 @@ def _model_turn(run: RunRef, agent, model) -> str:
     # _start_message); the calls' previews are made before the transaction begins.
     calls, gated = _new_calls(run, agent, message_id, requests)
     made_whole = message_id is None
+    then: tuple[Then, ...] = ()
     if made_whole:  # no words flushed yet (a turn of tool calls): its reply is made now, whole
-        message_id = _start_message(run, pending_text, state="done", response_id=response_id)
+        message_id, then = _new_reply(run, pending_text, reply_id, state="done", response_id=response_id)
         for call in calls:
             call["message_id"] = message_id
-    elif pending_text:
+    else:
+        then = (Then(_message_done, {"message_id": message_id, "turn_response_id": response_id,
+                                     "text": pending_text}),)
+    if calls:
+        then += (_calls_then(calls),)
+    if not made_whole and pending_text:
         events.append(run.id, "text", {"message_id": message_id, "text": pending_text, "at": written})
     events.append(run.id, "message_completed", {"message_id": message_id, "state": "done"})
     if calls:
@@ -172,15 +180,10 @@ def _model_turn(run: RunRef, agent, model) -> str:
     ended = {"done": RunStatus.COMPLETED, "stopped": RunStatus.PAUSED}.get(outcome)
     if ended:
         events.append(run.id, "run_completed" if ended == RunStatus.COMPLETED else "run_paused")
-    if not events.write(run.id, WORKER_ID, lease_until(), run_values=ended and {
+    if not events.write(run.id, WORKER_ID, lease_until(), then=then, run_values=ended and {
             "status": ended, "error": None, "lease_owner": None, "lease_until": None}):
         db.session.rollback()
         return "stopped"  # cancelled meanwhile, or recovered by another worker
-    if not made_whole:
-        db.session.execute(_message_done(), {"message_id": message_id, "turn_response_id": response_id,
-                                             "text": pending_text})
-    if calls:
-        db.session.execute(_calls_insert(), calls)
     db.session.commit()
     return outcome
 
@@ -319,17 +322,22 @@ def safe_preview(tool, ctx, arguments) -> str | None:
         return None
 
 
-def _start_message(run: RunRef, text: str, state: str = "streaming", response_id: str | None = None) -> int:
-    """Insert the turn's reply with its first words (and queue `message_started` and their `text`
-    event). A new row nobody else can see or lock yet, so it may come before the run's row is taken
-    (`events.write`) without breaking the lock order."""
-    message_id = db.session.execute(_message_insert(), {
-        "session_id": run.session_id, "run_id": run.id, "role": "assistant", "state": state, "content": text,
-        "response_id": response_id, "created_at": utcnow()}).scalar_one()
+def _new_reply(run: RunRef, text: str, reply_id: int | None, state: str = "streaming",
+               response_id: str | None = None) -> tuple[int, tuple[Then, ...]]:
+    """The turn's reply with its first words, and `message_started` and their `text` event queued.
+    With its id reserved (`reply_id`, PostgreSQL) its row is a write for `events.write` to fold into the
+    statement that numbers those events (returned); without, it is inserted now. Either way a new row
+    nobody else can see or lock yet, so it may come before the run's row is taken (the lock order)."""
+    values = {"reply_session_id": run.session_id, "reply_run_id": run.id, "reply_state": state,
+              "reply_content": text, "reply_response_id": response_id, "reply_created_at": utcnow()}
+    if reply_id is None:
+        message_id, insert = db.session.execute(_reply_insert(None), values).scalar_one(), ()
+    else:
+        message_id, insert = reply_id, (Then(_reply_insert, {**values, "reply_id": reply_id}),)
     events.append(run.id, "message_started", {"message_id": message_id})
     if text:
         events.append(run.id, "text", {"message_id": message_id, "text": text, "at": 0})
-    return message_id
+    return message_id, insert
 
 
 def _append_text(run_id: str, message_id: int, at: int, text: str) -> None:
@@ -345,38 +353,68 @@ def _flush_text(run_id: str, message_id: int, at: int, text: str) -> bool:
     event comes first: it takes the run's row (and renews the lease) before the message's, the order
     a Stop takes them in (see Run.lock), at no extra statement on the hottest write path."""
     events.append(run_id, "text", {"message_id": message_id, "text": text, "at": at})
-    if not events.write(run_id, WORKER_ID, lease_until()):
+    if not events.write(run_id, WORKER_ID, lease_until(),
+                        then=(Then(_message_text_update, {"message_id": message_id, "text": text}),)):
         db.session.rollback()
         return False
-    db.session.execute(_message_text_update(), {"message_id": message_id, "text": text})
     db.session.commit()
     return True
 
 
-@functools.cache
-def _message_insert():
-    return sa.insert(Message.__table__).returning(Message.__table__.c.id)
+# The reply's and its calls' writes, each built once per `gate` (see events.Then: None, or the condition
+# under which PostgreSQL's folded statement makes them).
+_REPLY_COLUMNS = ("session_id", "run_id", "state", "content", "response_id", "created_at")
 
 
 @functools.cache
-def _message_text_update():
+def _reply_insert(gate):
+    """A turn's reply, role assistant (bound: reply_<column>). Without `gate` inserted as it is and its id
+    returned; with `gate`, its reserved id is given too (reply_id)."""
+    messages = Message.__table__
+    values = {name: sa.bindparam(f"reply_{name}", type_=messages.c[name].type) for name in _REPLY_COLUMNS}
+    values["role"] = sa.literal("assistant", messages.c.role.type)
+    if gate is None:
+        return sa.insert(messages).values(values).returning(messages.c.id)
+    values["id"] = sa.bindparam("reply_id", type_=messages.c.id.type)
+    return sa.insert(messages).from_select(list(values), sa.select(*values.values()).where(gate))
+
+
+@functools.cache
+def _message_text_update(gate=None):
     """Append text to a reply (bound: message_id, text)."""
     messages = Message.__table__
-    return sa.update(messages).where(messages.c.id == sa.bindparam("message_id", type_=messages.c.id.type)) \
+    update = sa.update(messages).where(messages.c.id == sa.bindparam("message_id", type_=messages.c.id.type)) \
         .values(content=messages.c.content + sa.bindparam("text", type_=messages.c.content.type))
+    return update if gate is None else update.where(gate)
 
 
 @functools.cache
-def _message_done():
+def _message_done(gate=None):
     """End a streamed reply (bound: message_id, turn_response_id, text: its last words)."""
     messages = Message.__table__
-    return _message_text_update().values(
+    return _message_text_update(gate).values(
         state="done", response_id=sa.bindparam("turn_response_id", type_=messages.c.response_id.type))
 
 
+def _calls_then(calls: list[dict]) -> Then:
+    """The turn's new calls' rows: one per row on SQLite, one JSON array folded into the turn's end on
+    PostgreSQL (its datetimes as ISO text, which PostgreSQL reads back as timestamps)."""
+    as_json = [{key: value.isoformat() if isinstance(value, datetime) else value for key, value in call.items()}
+               for call in calls]
+    return Then(_calls_insert, calls, folded_params={"new_calls": as_json})
+
+
 @functools.cache
-def _calls_insert():
-    return sa.insert(ToolCall.__table__)
+def _calls_insert(gate):
+    """New calls (bound: a row per call; with `gate`, new_calls: a JSON array of rows, PostgreSQL's
+    `json_populate_recordset`: a column a row leaves out is NULL)."""
+    calls = ToolCall.__table__
+    if gate is None:
+        return sa.insert(calls)
+    rows = sa.func.json_populate_recordset(sa.literal_column(f"NULL::{calls.name}"), sa.bindparam(
+        "new_calls", type_=sa.JSON())).table_valued(*calls.c.keys()).alias("new_calls")
+    names = list(calls.c.keys())
+    return sa.insert(calls).from_select(names, sa.select(*(rows.c[name] for name in names)).where(gate))
 
 
 def interrupt_message(run_id: str, message_id: int) -> None:

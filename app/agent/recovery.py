@@ -80,11 +80,11 @@ def renew_leases(run_ids: list[str]) -> None:
     db.session.commit()
 
 
-def commit_owned(run_id: str) -> bool:
+def commit_owned(run_id: str, then: tuple[events.Then, ...] = ()) -> bool:
     """Commit the executor's transaction if the run is still ours (renewing the lease in the same
-    statement that numbers the events); otherwise roll back and return False: cancelled, or recovered
-    by another worker."""
-    if events.write(run_id, WORKER_ID, lease_until()):
+    statement that numbers the events, which also makes the step's `then` writes); otherwise roll back
+    and return False: cancelled, or recovered by another worker."""
+    if events.write(run_id, WORKER_ID, lease_until(), then=then):
         db.session.commit()
         return True
     db.session.rollback()
