@@ -8,6 +8,7 @@ the database must still be able to say what was done.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -37,8 +38,7 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
     if len(text) > MAX_MESSAGE_CHARS:
         raise TooLarge(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).")
 
-    check_active_runs(chat.owner_id)
-    latest = Run.latest_in(chat.id)
+    latest = _latest_run_within_limits(chat.owner_id, chat.id)
     if latest is not None and latest.is_active:
         raise Conflict("The agent is still answering. Wait for it to finish, or press Stop.", run=latest)
 
@@ -81,14 +81,52 @@ def check_active_runs(owner_id: int) -> None:
     cap = current_app.config.get("MAX_ACTIVE_RUNS")
     if not cap:
         return
+    _lock_account(owner_id)
+    _refuse_past(cap, db.session.scalar(_active_runs_count(), {"owner_id": owner_id}))
+
+
+def _latest_run_within_limits(owner_id: int, session_id: str) -> Run | None:
+    """`check_active_runs` and the chat's newest run (`Run.latest_in`), read by one statement after the
+    account's lock (a statement of its own: on PostgreSQL a statement's snapshot is taken before it
+    waits for a lock, so a count in the locking statement could miss a run just started)."""
+    cap = current_app.config.get("MAX_ACTIVE_RUNS")
+    if not cap:
+        return Run.latest_in(session_id)
+    _lock_account(owner_id)
+    active, latest = db.session.execute(_latest_run_and_active_count(),
+                                        {"owner_id": owner_id, "session_id": session_id}).one()
+    _refuse_past(cap, active)
+    return latest
+
+
+def _lock_account(owner_id: int) -> None:
     if db.session.get_bind().dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE already serialises
         db.session.execute(sa.select(Account.id).where(Account.id == owner_id).with_for_update())
-    active = db.session.scalar(sa.select(sa.func.count()).select_from(Run).where(
-        Run.owner_id == owner_id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])))
+
+
+def _refuse_past(cap: int, active: int) -> None:
     if active >= cap:
         db.session.rollback()
         raise TooMany(f"You have {active} replies in progress (the limit is {cap}). Wait for one to finish, "
                       "or stop one, then try again.")
+
+
+@functools.cache
+def _active_runs_count():
+    """The account's queued or running runs (bound: owner_id)."""
+    return sa.select(sa.func.count()).select_from(Run).where(
+        Run.owner_id == sa.bindparam("owner_id", type_=Run.__table__.c.owner_id.type),
+        Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
+
+
+@functools.cache
+def _latest_run_and_active_count():
+    """(active runs of the account, the chat's newest Run or None) in one row (bound: owner_id, session_id)."""
+    latest_id = sa.select(Run.id).where(
+        Run.session_id == sa.bindparam("session_id", type_=Run.__table__.c.session_id.type)) \
+        .order_by(Run.created_at.desc(), Run.id.desc()).limit(1).scalar_subquery()
+    return sa.select(_active_runs_count().scalar_subquery().label("active"), Run) \
+        .select_from(sa.select(sa.literal(1)).subquery("one_row")).outerjoin(Run, Run.id == latest_id)
 
 
 def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:

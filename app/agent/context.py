@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from app.agent.llm import ContextItem
 from app.extensions import db
-from app.models import CallKind, CallStatus, Message, ToolCall
+from app.models import ApprovalGrant, CallKind, CallStatus, Message, ToolCall
 
 
 OUTCOME_UNKNOWN_TEXT = ("Error: the outcome is unknown. The server stopped while this tool was running; "
@@ -24,23 +25,37 @@ def build_context(session_id: str, from_chain_head: bool = False) -> list[Contex
     """The conversation as provider-neutral items. `from_chain_head`: only from the newest answered
     turn the model can chain from (Responses API `previous_response_id`), so a turn's cost does not
     grow with the session; the provider asks for the whole conversation if the chain was forgotten."""
-    return read_context(session_id, from_chain_head)[0]
+    return read_context(session_id, from_chain_head).context
 
 
-def read_context(session_id: str, from_chain_head: bool = False,
-                 reserve_reply_id: bool = False) -> tuple[list[ContextItem], int | None]:
-    """`build_context`, and with `reserve_reply_id` on PostgreSQL the id of the turn's reply, drawn from
-    the messages' sequence by the same statement (so the reply's row can be inserted by the statement
-    that numbers its events: `events.Then`). None on SQLite, which has no sequence to draw from."""
-    reserve = reserve_reply_id and db.session.get_bind().dialect.name == "postgresql"
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """What a model turn reads before it calls the model, in one statement (`read_context`)."""
+    context: list[ContextItem]
+    reply_id: int | None = None   # the turn's reply's id, drawn from the messages' sequence (PostgreSQL)
+    grants_live: bool = True      # the account had a live "Always allow" grant for the agent
+
+
+def read_context(session_id: str, from_chain_head: bool = False, owner_id: int | None = None,
+                 agent_id: str | None = None) -> TurnStart:
+    """`build_context` for a model turn of `owner_id`'s run of `agent_id`, with (same statement):
+    - on PostgreSQL, the id of the turn's reply, so its row can be inserted by the statement that
+      numbers its events (`events.Then`); SQLite has no sequence to draw it from;
+    - whether the account has any live grant for the agent: if not, the turn's calls need not look
+      for one (a grant made while the model thinks is used from the next turn on; one revoked
+      meanwhile is never used, the lookup itself is fresh)."""
+    reserve = db.session.get_bind().dialect.name == "postgresql"
     messages: dict[int, tuple] = {}
-    reply_id = None
-    for row in db.session.execute(_conversation(from_chain_head, reserve), {"session_id": session_id}):
+    reply_id, grants_live = None, owner_id is None
+    for row in db.session.execute(_conversation(from_chain_head, reserve, owner_id is not None),
+                                  {"session_id": session_id, "owner_id": owner_id, "agent_id": agent_id}):
         _, calls = messages.setdefault(row.id, (row, []))
         if row.call_id is not None:
             calls.append(row)
         if reserve:
             reply_id = row.reply_id
+        if owner_id is not None:
+            grants_live = row.grants_live
     items: list[ContextItem] = []
     for message, calls in messages.values():
         if message.state == SUPERSEDED:  # an exchange the person edited or regenerated (app.chats.resend)
@@ -51,14 +66,15 @@ def read_context(session_id: str, from_chain_head: bool = False,
             items.append(ContextItem("assistant", message.content, response_id=message.response_id, tool_calls=[
                 {"call_id": c.call_id, "name": c.name, "arguments": c.raw_arguments} for c in calls]))
             items.extend(ContextItem("tool", tool_output(c), call_id=c.call_id) for c in calls)
-    return items, reply_id
+    return TurnStart(items, reply_id, grants_live)
 
 
 @functools.cache
-def _conversation(from_chain_head: bool, reserve_reply_id: bool = False):
+def _conversation(from_chain_head: bool, reserve_reply_id: bool = False, grants: bool = False):
     """One statement (bound: session_id): the messages with their calls joined, as Core rows. Built once:
     it runs before every model turn. `reserve_reply_id` (PostgreSQL): each row also carries one new id
-    from the messages' sequence (an uncorrelated scalar subquery: drawn once per statement)."""
+    from the messages' sequence (an uncorrelated scalar subquery: drawn once per statement). `grants`
+    (bound: owner_id, agent_id): and whether the account has a live grant for the agent."""
     messages, calls = Message.__table__, ToolCall.__table__
     session_id = sa.bindparam("session_id", type_=messages.c.session_id.type)
     query = sa.select(messages.c.id, messages.c.role, messages.c.content, messages.c.state, messages.c.response_id,
@@ -74,6 +90,12 @@ def _conversation(from_chain_head: bool, reserve_reply_id: bool = False):
     if reserve_reply_id:
         sequence = sa.func.pg_get_serial_sequence(messages.name, messages.c.id.name)
         query = query.add_columns(sa.select(sa.func.nextval(sequence)).scalar_subquery().label("reply_id"))
+    if grants:
+        granted = ApprovalGrant.__table__
+        query = query.add_columns(sa.exists().where(
+            granted.c.account_id == sa.bindparam("owner_id", type_=granted.c.account_id.type),
+            granted.c.agent_id == sa.bindparam("agent_id", type_=granted.c.agent_id.type),
+            granted.c.revoked_at.is_(None)).label("grants_live"))
     return query.order_by(messages.c.id, calls.c.position)
 
 

@@ -97,7 +97,8 @@ def execute(run_id: str) -> None:
 def _model_turn(run: RunRef, agent, model) -> str:
     """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
     chains = getattr(model, "chains", False)
-    context, reply_id = read_context(run.session_id, from_chain_head=chains, reserve_reply_id=True)
+    turn = read_context(run.session_id, from_chain_head=chains, owner_id=run.owner_id, agent_id=run.agent_id)
+    context, reply_id = turn.context, turn.reply_id
     # Nothing more is written before the model call: the reply's row is made with its first words (or
     # at the turn's end), in the transaction that numbers them. The commit ends the run's taking, if
     # it is still open; no transaction stays open while the model streams.
@@ -159,7 +160,7 @@ def _model_turn(run: RunRef, agent, model) -> str:
     # events' numbering also checks and renews the lease and sets the run's new state, and it takes the
     # run's row before any existing row (the lock order; a reply inserted now is new, see
     # _start_message); the calls' previews are made before the transaction begins.
-    calls, gated = _new_calls(run, agent, message_id, requests)
+    calls, gated = _new_calls(run, agent, message_id, requests, turn.grants_live)
     made_whole = message_id is None
     then: tuple[Then, ...] = ()
     if made_whole:  # no words flushed yet (a turn of tool calls): its reply is made now, whole
@@ -188,9 +189,11 @@ def _model_turn(run: RunRef, agent, model) -> str:
     return outcome
 
 
-def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallRequest]) -> tuple[list[dict], bool]:
+def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallRequest],
+               grants_live: bool = True) -> tuple[list[dict], bool]:
     """The turn's calls as ledger rows, and whether any needs confirmation (then nothing of this turn
-    runs until every gated call is decided). Invalid ones fail at once (the model reads the error)."""
+    runs until every gated call is decided). Invalid ones fail at once (the model reads the error).
+    `grants_live` False: the account had no grant for the agent, so none is looked for."""
     ctx = tool_context(run)
     any_gated = False
     now = utcnow()
@@ -211,7 +214,7 @@ def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallReque
             except ToolArgumentError as exc:
                 call["error"] = f"Invalid arguments: {exc}"
             else:
-                call.update(rules.gate(tool, call["arguments"], ctx, run.agent_id, now))
+                call.update(rules.gate(tool, call["arguments"], ctx, run.agent_id, now, grants_live))
                 if call["status"] == CallStatus.PENDING:
                     any_gated = True
                     call["preview"] = safe_preview(tool, ctx, call["arguments"])

@@ -43,9 +43,11 @@ def approval_timeout(tool: Tool) -> float:
     return tool.approval_timeout or current_app.config.get("APPROVAL_TIMEOUT") or DEFAULT_APPROVAL_TIMEOUT
 
 
-def gate(tool: Tool, arguments: dict, ctx: ToolContext, agent_id: str, now: datetime) -> dict:
+def gate(tool: Tool, arguments: dict, ctx: ToolContext, agent_id: str, now: datetime,
+         grants_live: bool = True) -> dict:
     """The ledger values of a new, valid call of `tool`: approved at once (decided_by auto, rule or
-    grant) or pending with its approval options."""
+    grant) or pending with its approval options. `grants_live` False: no grant is looked for (the
+    account had none for the agent when the turn began)."""
     if not tool.pauses:
         return {"status": CallStatus.APPROVED, "decided_by": "auto", "decided_at": now}
     expires_at = now + timedelta(seconds=approval_timeout(tool))
@@ -56,7 +58,7 @@ def gate(tool: Tool, arguments: dict, ctx: ToolContext, agent_id: str, now: date
     if not needs_confirmation(tool, arguments, ctx):
         return {**options, "status": CallStatus.APPROVED, "decided_by": APPROVED_BY_RULE, "decided_at": now}
     grant_id = grants.matching(ctx.owner_id, agent_id, tool.name, ctx.session_id, arguments, now) \
-        if options["allow_always"] else None
+        if options["allow_always"] and grants_live else None
     if grant_id is not None:
         return {**options, "status": CallStatus.APPROVED, "decided_by": APPROVED_BY_GRANT, "decided_at": now,
                 "grant_id": grant_id}
