@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import grants
 from app.agent import events
@@ -23,14 +24,14 @@ from app.agent.expiry import expire_if_due, is_due
 from app.agent.refusals import Conflict, Expired, Forbidden, Invalid, NotFound, Refusal, TooLarge, TooMany
 from app.extensions import db
 from app.grants import GrantRequest
-from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, new_id, utcnow
+from app.models import Account, CallStatus, ChatSession, Message, Run, RunEvent, RunStatus, ToolCall, new_id, utcnow
 
 
 MAX_MESSAGE_CHARS = 8000
 
 
-def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
-    """Add the person's message and start (or resume) a run. Returns the run and the event cursor
+def start_run(chat: ChatSession, text: str) -> tuple[str, int]:
+    """Add the person's message and start (or resume) a run. Returns the run's id and the event cursor
     from which a stream shows everything this message caused."""
     text = (text or "").strip()
     if not text:
@@ -43,34 +44,103 @@ def start_run(chat: ChatSession, text: str) -> tuple[Run, int]:
         raise Conflict("The agent is still answering. Wait for it to finish, or press Stop.", run=latest)
 
     answers_cards = latest is not None and latest.status == RunStatus.PAUSED
+    title = _title_from(text) if chat.title == "New chat" else None
     if answers_cards:
-        run, cursor = _answer_paused_run(latest, text)
+        run_id, cursor = latest.id, _answer_paused_run(latest, text)
+        message = Message(session_id=chat.id, run_id=run_id, role="user", content=text)
+        db.session.add(message)
+        db.session.flush()
+        events.append(run_id, "user_message", {"message_id": message.id})
+        if title:
+            chat.title = title
+        chat.updated_at = utcnow()
     else:
         agent = agent_of(chat.agent_id)
         if agent is None:
             raise Conflict(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.")
-        # A new run's two events are numbered here (last_seq 2): no UPDATE of its row to number them.
-        run = Run(id=new_id("run"), session_id=chat.id, owner_id=chat.owner_id, agent_id=chat.agent_id,
-                  input=text, status=RunStatus.QUEUED, last_seq=2,
-                  model=current_app.extensions["models"].for_agent(agent).label)
-        db.session.add(run)
-        db.session.flush()  # before its message (no relationship orders the two inserts)
-        cursor = 0
-        events.append_to_new_run(run.id, 1, "run_started")
-    message = Message(session_id=chat.id, run_id=run.id, role="user", content=text)
-    db.session.add(message)
-    db.session.flush()
-    if answers_cards:
-        events.append(run.id, "user_message", {"message_id": message.id})
-    else:
-        events.append_to_new_run(run.id, 2, "user_message", {"message_id": message.id})
-    if chat.title == "New chat":
-        chat.title = _title_from(text)
-    chat.updated_at = utcnow()
-    run_id = run.id
+        run_id, cursor = new_id("run"), 0
+        _record_new_run(chat, run_id, text, current_app.extensions["models"].for_agent(agent).label, title)
     db.session.commit()
     submit(run_id, model_first=not answers_cards)  # approved calls of a paused run may run first
-    return run, cursor
+    return run_id, cursor
+
+
+def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title: str | None) -> None:
+    """Insert the run, the person's message and the run's first two events (numbered here: the run is
+    inserted with last_seq 2, so nothing needs its row's lock), and give the chat its date (and
+    `title`). One statement on PostgreSQL; four on SQLite, which has no data-modifying CTEs."""
+    now = utcnow()
+    params = {"new_run_id": run_id, "new_session_id": chat.id, "new_owner_id": chat.owner_id,
+              "new_agent_id": chat.agent_id, "new_text": text, "new_model": model, "new_title": title, "new_now": now}
+    if db.session.get_bind().dialect.name == "postgresql":
+        message_id = db.session.execute(_new_run_in_one(), params).scalar_one()
+    else:
+        db.session.execute(_new_run_insert(), params)
+        message_id = db.session.execute(_new_message_insert(), params).scalar_one()
+        db.session.execute(_chat_touch(), params)
+    events.append_to_new_run(run_id, 1, "run_started", created_at=now)
+    events.append_to_new_run(run_id, 2, "user_message", {"message_id": message_id}, created_at=now)
+    if db.session.get_bind().dialect.name == "postgresql":
+        events.inserted_with_new_run(run_id)  # the statement above inserted them
+    # The ORM's copy of the chat says what the database now holds (no UPDATE of its own at commit).
+    set_committed_value(chat, "updated_at", now)
+    if title:
+        set_committed_value(chat, "title", title)
+
+
+# start_run's statements, built once (bound: new_<name>, never a column's name, which SQLAlchemy would
+# take for a value to set: run_id, session_id, owner_id, agent_id, text, model, title, now).
+@functools.cache
+def _new_run_insert():
+    runs = Run.__table__
+    return sa.insert(runs).values(
+        id=_bound(runs.c.id, "run_id"), session_id=_bound(runs.c.session_id), owner_id=_bound(runs.c.owner_id),
+        agent_id=_bound(runs.c.agent_id), status=RunStatus.QUEUED, input=_bound(runs.c.input, "text"),
+        model=_bound(runs.c.model), last_seq=2, created_at=_bound(runs.c.created_at, "now"),
+        updated_at=_bound(runs.c.updated_at, "now"))
+
+
+@functools.cache
+def _new_message_insert():
+    messages = Message.__table__
+    return sa.insert(messages).values(
+        session_id=_bound(messages.c.session_id), run_id=_bound(messages.c.run_id), role="user",
+        content=_bound(messages.c.content, "text"), state="done",
+        created_at=_bound(messages.c.created_at, "now")).returning(messages.c.id)
+
+
+@functools.cache
+def _chat_touch():
+    chats = ChatSession.__table__
+    return sa.update(chats).where(chats.c.id == _bound(chats.c.id, "session_id")).values(
+        updated_at=_bound(chats.c.updated_at, "now"),
+        title=sa.func.coalesce(_bound(chats.c.title), chats.c.title))
+
+
+@functools.cache
+def _new_run_in_one():
+    """PostgreSQL: the run, its message, the chat's date and the run's first two events in one statement,
+    returning the message's id (its `user_message` event names it)."""
+    from sqlalchemy.dialects import postgresql  # here: a SQLite worker never loads the dialect
+
+    run = _new_run_insert().cte("new_run")
+    message = _new_message_insert().cte("new_message")
+    chat = _chat_touch().cte("touched_chat")
+    run_events = RunEvent.__table__
+    first_two = sa.union_all(
+        sa.select(sa.literal(1).label("seq"), sa.literal("run_started").label("type"),
+                  sa.cast(sa.literal("{}"), postgresql.JSON).label("data")),
+        sa.select(sa.literal(2), sa.literal("user_message"),
+                  sa.func.json_build_object("message_id", message.c.id)).select_from(message)).subquery("first_two")
+    inserted = sa.insert(run_events).from_select(
+        ["run_id", "seq", "type", "data", "created_at"],
+        sa.select(_bound(run_events.c.run_id), first_two.c.seq, first_two.c.type, first_two.c.data,
+                  _bound(run_events.c.created_at, "now"))).cte("first_events")
+    return sa.select(message.c.id).add_cte(run, chat, inserted)
+
+
+def _bound(column, name: str | None = None):
+    return sa.bindparam(f"new_{name or column.name}", type_=column.type)
 
 
 def check_active_runs(owner_id: int) -> None:
@@ -129,7 +199,7 @@ def _latest_run_and_active_count():
         .select_from(sa.select(sa.literal(1)).subquery("one_row")).outerjoin(Run, Run.id == latest_id)
 
 
-def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
+def _answer_paused_run(run: Run, text: str) -> int:
     """A message typed while cards are pending rejects them, with the message as the reason."""
     cursor = Run.lock(run.id)
     pending = db.session.scalars(sa.select(ToolCall.id).where(
@@ -142,7 +212,7 @@ def _answer_paused_run(run: Run, text: str) -> tuple[Run, int]:
         db.session.rollback()
         raise Conflict("This run changed meanwhile; reload to see its state.", run=db.session.get(Run, run.id))
     events.append(run.id, "run_resumed")
-    return run, cursor
+    return cursor
 
 
 def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None, reason: str | None = None,

@@ -73,12 +73,21 @@ def append(run_id: str, type: str, data: dict | None = None) -> None:
     db.session.info.setdefault(_PENDING, []).append((run_id, type, data or {}))
 
 
-def append_to_new_run(run_id: str, seq: int, type: str, data: dict | None = None) -> None:
+def append_to_new_run(run_id: str, seq: int, type: str, data: dict | None = None,
+                      created_at: datetime | None = None) -> None:
     """Queue an event of a run inserted by this same transaction, already numbered: the caller gave the
     new row `last_seq` = the highest of these numbers, so nothing needs the row's lock or an UPDATE
     (nobody else can see the run before the commit)."""
     db.session.info.setdefault(_NUMBERED, []).append(
-        {"run_id": run_id, "seq": seq, "type": type, "data": data or {}, "created_at": utcnow()})
+        {"run_id": run_id, "seq": seq, "type": type, "data": data or {}, "created_at": created_at or utcnow()})
+
+
+def inserted_with_new_run(run_id: str) -> None:
+    """The caller's own statement inserted the events `append_to_new_run` queued for this run: nothing
+    more to insert; they are published after the commit like the others."""
+    numbered = db.session.info.get(_NUMBERED) or []
+    db.session.info[_NUMBERED] = [row for row in numbered if row["run_id"] != run_id]
+    db.session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in numbered if row["run_id"] == run_id)
 
 
 @dataclass(frozen=True, slots=True)

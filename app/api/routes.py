@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import NotFound
 
@@ -165,8 +164,7 @@ def create_run(agent_id):
         chat = chat or core.api_chat(account.id, agent.id, form.session_id)
         if chat.agent_id != agent.id:
             raise ApiError(f"Session {form.session_id} belongs to agent {chat.agent_id}.", 409)
-        run, cursor = core.start_run(chat, form.message)
-        run_id = sa.inspect(run).identity[0]  # without a query: the database may be lost by now
+        run_id, cursor = core.start_run(chat, form.message)
     return answer_after_commit(
         lambda: _answer(run_id, cursor, release_slot),
         "The run was started, but it could not be read just now: "

@@ -213,7 +213,7 @@ def send(chat_id):
     # The sidebar changes only if this chat moves to its top, gets its title or changes its date group.
     relist = first_message or not heads_list or chat.updated_at.date() != utcnow().date()
     try:
-        run, cursor = commands.start_run(chat, text)
+        run_id, cursor = commands.start_run(chat, text)
     except Refusal as exc:
         limits.raise_if_refused(exc)
         if not _wants_fragment():
@@ -222,7 +222,7 @@ def send(chat_id):
     if not _wants_fragment():
         return redirect(url_for("chat.show", chat_id=chat_id), 303)
     # The run as start_run left it (queued), not read back: the stream from `cursor` shows the rest.
-    started = SimpleNamespace(id=sa.inspect(run).identity[0], session_id=chat_id, agent_id=agent_id,
+    started = SimpleNamespace(id=run_id, session_id=chat_id, agent_id=agent_id,
                               status=RunStatus.QUEUED)
     return answer_after_commit(
         lambda: render_template("chat/_run_started.html", chat=chat, run=started, cursor=cursor,
