@@ -174,6 +174,35 @@ def test_always_allow_for_the_values_shown_in_this_chat_runs_matching_calls_with
     assert ledger_lines(ledger) == ["archive_table events", "archive_table events"]
 
 
+def test_a_grant_revoked_while_the_model_is_answering_lets_nothing_through(app, harness, fake_model, member,
+                                                                           ledger):
+    """A turn reads whether the account has any grant with its context (a turn of an account with none
+    looks for none); the grant itself is looked up when the call is made, so a grant revoked while the
+    model is answering is not used: the call asks."""
+    chat = rules_chat(harness, member.account_id)
+    run_id, [first] = propose(harness, fake_model, chat, ARCHIVE_EVENTS)
+    fake_model.script(Turn(text="Archived."))
+    assert always_allow(member, run_id, first.id, always_same_arguments="1").status_code == 200
+    harness.wait(run_id, "completed")
+    with app.app_context():
+        grant_id = db.session.scalar(sa.select(ApprovalGrant.id))
+    revoked = []
+
+    def revoke_then_call(request):  # the model has the context: the run has read it
+        revoked.append(member.post(f"/account/grants/{grant_id}/revoke", htmx=False).status_code)
+        return Turn(tool_calls=[ARCHIVE_EVENTS])
+
+    fake_model.respond_with(revoke_then_call)
+    try:
+        run_id = harness.send(chat, "go")
+        assert harness.wait(run_id).status == "paused"
+    finally:
+        fake_model.respond_with(None)
+    [call] = harness.calls(run_id)
+    assert revoked == [303] and (call.status, call.grant_id) == ("pending", None)
+    assert ledger_lines(ledger) == ["archive_table events"], "only the first call, approved by the person, ran"
+
+
 def test_a_grant_for_all_chats_and_an_hour_ends_with_its_time(app, harness, fake_model, member):
     run_id, [first] = propose(harness, fake_model, rules_chat(harness, member.account_id), ARCHIVE_EVENTS)
     fake_model.script(Turn(text="Archived."))
