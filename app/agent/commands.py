@@ -72,7 +72,8 @@ def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title
     now = utcnow()
     params = {"new_run_id": run_id, "new_session_id": chat.id, "new_owner_id": chat.owner_id,
               "new_agent_id": chat.agent_id, "new_text": text, "new_model": model, "new_title": title, "new_now": now}
-    if db.session.get_bind().dialect.name == "postgresql":
+    postgres = db.session.get_bind().dialect.name == "postgresql"
+    if postgres:
         message_id = db.session.execute(_new_run_in_one(), params).scalar_one()
     else:
         db.session.execute(_new_run_insert(), params)
@@ -80,7 +81,7 @@ def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title
         db.session.execute(_chat_touch(), params)
     events.append_to_new_run(run_id, 1, "run_started", created_at=now)
     events.append_to_new_run(run_id, 2, "user_message", {"message_id": message_id}, created_at=now)
-    if db.session.get_bind().dialect.name == "postgresql":
+    if postgres:
         events.inserted_with_new_run(run_id)  # the statement above inserted them
     # The ORM's copy of the chat says what the database now holds (no UPDATE of its own at commit).
     set_committed_value(chat, "updated_at", now)

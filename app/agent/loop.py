@@ -159,7 +159,7 @@ def _model_turn(run: RunRef, agent, model) -> str:
     # The turn's end is one transaction: the last words, the message, its calls, the new state. The
     # events' numbering also checks and renews the lease and sets the run's new state, and it takes the
     # run's row before any existing row (the lock order; a reply inserted now is new, see
-    # _start_message); the calls' previews are made before the transaction begins.
+    # _new_reply); the calls' previews are made before the transaction begins.
     calls, gated = _new_calls(run, agent, message_id, requests, turn.grants_live)
     made_whole = message_id is None
     then: tuple[Then, ...] = ()
