@@ -101,6 +101,9 @@ def describe_error(exc: Exception) -> str:
 def make_client(api_key: str | None, base_url: str | None, timeout: float) -> openai.OpenAI:
     import openai
 
+    from app.agent import sdk_gevent
+
+    sdk_gevent.install()  # in a gevent worker, send each request before giving way to other greenlets
     # A local server (Ollama, vLLM) often needs no key, but the SDK insists on one.
     return openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=1)
 
