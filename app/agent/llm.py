@@ -20,7 +20,9 @@ the type modules and transport this path never uses (`sdk_imports`).
 from __future__ import annotations
 
 import json
+import os
 import re
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
@@ -104,8 +106,29 @@ def make_client(api_key: str | None, base_url: str | None, timeout: float) -> op
     from app.agent import sdk_gevent
 
     sdk_gevent.install()  # in a gevent worker, send each request before giving way to other greenlets
+    trust = system_trust_by_directory()
     # A local server (Ollama, vLLM) often needs no key, but the SDK insists on one.
-    return openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=1)
+    return openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=1,
+                         http_client=openai.DefaultHttpxClient(verify=trust) if trust is not None else None)
+
+
+_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.\d+")
+
+
+def system_trust_by_directory() -> ssl.SSLContext | None:
+    """The system's CA certificates as OpenSSL's hashed directory, from which a handshake reads only the
+    certificates it needs, where httpx would load the whole bundle file into every client (~140
+    certificates, ~3 MiB per worker, mostly never used). Verification is the same: the same system
+    store, certificates and host names required. None, for the SDK's own default, when SSL_CERT_FILE or
+    SSL_CERT_DIR name another store, or the system has no hashed directory."""
+    if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
+        return None
+    directory = ssl.get_default_verify_paths().openssl_capath
+    try:
+        hashed = any(_HASHED_NAME.fullmatch(name) for name in os.listdir(directory))
+    except OSError:
+        return None
+    return ssl.create_default_context(capath=directory) if hashed else None
 
 
 # --- Server-sent events -------------------------------------------------------------------------
