@@ -1,11 +1,12 @@
 """Streams follow a run from this process's memory when this process wrote its events, and from the
 database when another process may have: the NOTIFY of a commit can reach the listener before that
 commit is published in memory, and a NOTIFY skipped for that reason must not be lost if the commit fails."""
+import pytest
 import sqlalchemy as sa
 
 from app.agent import events
 from app.extensions import db
-from app.models import Run, RunEvent, RunStatus, utcnow
+from app.models import Message, Run, RunEvent, RunStatus, utcnow
 
 
 def _on_commit(hook):
@@ -63,3 +64,61 @@ def test_a_notify_skipped_while_this_process_commits_wakes_the_stream_when_that_
         batch, status = watch.read_after(0)
     assert [(event.seq, event.data["text"]) for event in batch] == [(1, "theirs")]
     assert status == RunStatus.COMPLETED
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)  # SQLite has no NOTIFY
+def test_a_step_that_commits_as_it_runs_is_read_from_memory_even_when_its_notify_comes_first(app, harness):
+    """PostgreSQL: a step that is one statement runs without a transaction around it, so it has
+    committed, and its NOTIFY may be handed over, before `db.session.commit()` says so."""
+    from app.agent.loop import _message_text_update
+    from app.agent.recovery import WORKER_ID, lease_until
+
+    run_id = harness.stored_run(RunStatus.RUNNING)
+    hub = app.extensions["run_events"]
+    with app.app_context(), hub.watch(run_id) as watch:
+        db.session.execute(sa.update(Run).where(Run.id == run_id).values(lease_owner=WORKER_ID,
+                                                                          lease_until=lease_until()))
+        message_id = db.session.execute(sa.insert(Message).values(
+            session_id=db.session.get(Run, run_id).session_id, run_id=run_id, role="assistant", content="",
+            state="streaming", created_at=utcnow()).returning(Message.id)).scalar_one()
+        db.session.commit()
+        assert watch.read_after(0) == ([], RunStatus.RUNNING)
+        db.session.rollback()
+
+        def listener_hands_over_its_notify(conn, cursor, statement, *args):
+            if "UPDATE messages SET content" in statement:
+                hub.notify(f"{run_id} 1")
+
+        sa.event.listen(db.engine, "after_cursor_execute", listener_hands_over_its_notify)
+        try:
+            events.append(run_id, "text", {"message_id": message_id, "text": "hello", "at": 0})
+            assert events.write(run_id, WORKER_ID, lease_until(), then=(
+                events.Then(_message_text_update, {"message_id": message_id, "text": "hello"}),))
+            db.session.commit()
+        finally:
+            sa.event.remove(db.engine, "after_cursor_execute", listener_hands_over_its_notify)
+        batch, status = watch.read_after(0)
+        assert [(event.seq, event.data["text"]) for event in batch] == [(1, "hello")]
+        assert status is None  # from memory: no query for what this process wrote
+        assert db.session.get(Message, message_id).content == "hello"
+
+
+def test_a_notify_of_another_process_held_during_such_a_step_wakes_the_stream_after_it(app, harness):
+    run_id = harness.stored_run(RunStatus.RUNNING)
+    hub = app.extensions["run_events"]
+    with app.app_context(), hub.watch(run_id) as watch:
+        watch.read_after(0)
+        db.session.rollback()
+        generation = watch.generation
+        with hub.writing(run_id):
+            hub.notify(f"{run_id} 1")   # this process's own, arriving early
+            hub.notify(f"{run_id} 2")   # another process's
+            assert watch.generation == generation  # held while the step is in flight
+            hub.committing(run_id, 1)
+        assert watch.generation != generation  # event 2 is not this process's: read the database
+
+        generation = watch.generation
+        with hub.writing(run_id):
+            hub.notify(f"{run_id} 3")
+            hub.committing(run_id, 3)
+        assert watch.generation == generation  # only its own: nothing to read

@@ -108,8 +108,12 @@ def write(run_id: str, lease_owner: str | None = None, lease_until: datetime | N
     of a running run we own (and set `run_values` on it: a new status ends the run's step in the
     statement that numbers its events); False (write nothing, the caller rolls back) when it is no
     longer ours: cancelled, or recovered by another worker. `then`: the step's other writes, done only
-    when it is ours (one statement with the events' on PostgreSQL)."""
+    when it is ours (one statement with the events' on PostgreSQL, which commits as it runs when no
+    transaction is open: the caller commits or rolls back right after, in any case)."""
     return _write(db.session(), run_id, lease_owner, lease_until, run_values, then)
+
+
+_COMMITS_AS_IT_RUNS = {"isolation_level": "AUTOCOMMIT"}
 
 
 def _take_queued(session: sa.orm.Session, run_id: str) -> list:
@@ -193,9 +197,20 @@ def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_
     if then and postgres:
         for step in then:
             params.update(step.params if step.folded_params is None else step.folded_params)
-        last_seq = session.execute(_numbered_then(lease_owner is not None, run_columns,
-                                                  tuple(step.build for step in then)),
-                                   {**params, "events_queued": _queued(mine)}).scalar()
+        statement = _numbered_then(lease_owner is not None, run_columns, tuple(step.build for step in then))
+        params["events_queued"] = _queued(mine)
+        if session.in_transaction():
+            last_seq = session.execute(statement, params).scalar()
+        else:
+            # The step is this one statement: it commits as it runs, with no BEGIN and no COMMIT round
+            # trip around it (it writes nothing unless the run is ours, so nothing is left to roll
+            # back). The caller's commit then only publishes its events.
+            session.connection(execution_options=_COMMITS_AS_IT_RUNS)
+            hub = current_app.extensions["run_events"]
+            with hub.writing(run_id):
+                last_seq = session.execute(statement, params).scalar()
+                if last_seq is not None and mine:
+                    hub.committing(run_id, last_seq)
     elif mine and postgres:
         # One statement: the UPDATE numbers the events in a CTE, the INSERT writes them from its row
         # (none when the lease check failed). The NOTIFY is delivered at commit; repeats within one
@@ -399,6 +414,8 @@ class _Channel:
         self.recent: dict[int, Event] = {}
         self.highest = 0      # the highest seq this process has seen for the run
         self.committing = 0   # the highest seq this process is committing (published once committed)
+        self.writing = 0      # statements of this process in flight that commit as they run (`Hub.writing`)
+        self.held = 0         # the highest seq a NOTIFY named meanwhile
         self.replies: dict[int, str] = {}  # replies this process is streaming: their words so far
 
     def wake(self, events: list[Event] | None = None) -> None:
@@ -581,8 +598,39 @@ class Hub:
         committing it (it wrote it)."""
         run_id, _, seq = note.partition(" ")
         channel = self._channels.get(run_id)
-        if channel is not None and not (seq.isdigit() and int(seq) <= max(channel.highest, channel.committing)):
-            channel.wake()
+        if channel is None:
+            return
+        if seq.isdigit():
+            with channel.changed:
+                if channel.writing:
+                    channel.held = max(channel.held, int(seq))
+                    return
+            if int(seq) <= max(channel.highest, channel.committing):
+                return
+        channel.wake()
+
+    @contextmanager
+    def writing(self, run_id: str) -> Iterator[None]:
+        """Around a statement that commits as it runs (PostgreSQL autocommit): its NOTIFY may arrive
+        before this process can say which events it is committing (`committing`, inside the block), so
+        the run's NOTIFYs are held until then; one naming a later event (another process's) wakes the
+        watchers as the block ends."""
+        channel = self._channels.get(run_id)
+        if channel is None:
+            yield
+            return
+        with channel.changed:
+            channel.writing += 1
+        try:
+            yield
+        finally:
+            with channel.changed:
+                channel.writing -= 1
+                later = channel.held > max(channel.highest, channel.committing)
+                if not channel.writing:
+                    channel.held = 0
+            if later:
+                channel.wake()
 
     @contextmanager
     def watch(self, run_id: str, owner_id: int | None = None) -> Iterator[Watch]:
