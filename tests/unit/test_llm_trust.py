@@ -51,18 +51,32 @@ class TlsModelServer:
                 return  # closed
             try:
                 with self.context.wrap_socket(raw, server_side=True) as conn:
-                    received = b""
-                    while b"\r\n\r\n" not in received:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        received += chunk
-                    else:
+                    if self._read_request(conn):
                         self.requests += 1
                         conn.sendall(b"HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\n"
                                      b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
             except (ssl.SSLError, OSError):
                 continue  # the client refused our certificate
+
+    @staticmethod
+    def _read_request(conn) -> bool:
+        """The whole request, body included: closing with unread bytes would reset the connection, and
+        the client would retry."""
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            body += chunk
+        return True
 
     def close(self):
         self.listener.close()
