@@ -118,7 +118,7 @@ _HASHED_NAME = re.compile(r"[0-9a-f]{8}\.\d+")
 def system_trust_by_directory() -> ssl.SSLContext | None:
     """The system's CA certificates as OpenSSL's hashed directory, from which a handshake reads only the
     certificates it needs, where httpx would load the whole bundle file into every client (~140
-    certificates, ~3 MiB per worker, mostly never used). Verification is the same: the same system
+    certificates, 2.9 MiB in a fresh process, mostly never used). Verification is the same: the same system
     store, certificates and host names required. None, for the SDK's own default, when SSL_CERT_FILE or
     SSL_CERT_DIR name another store, or the system has no hashed directory."""
     if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):

@@ -97,7 +97,8 @@ def execute(run_id: str) -> None:
 def _model_turn(run: RunRef, agent, model) -> str:
     """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
     chains = getattr(model, "chains", False)
-    if not db.session().in_transaction():  # not the run's taking: a read of its own (PostgreSQL: no BEGIN, no COMMIT)
+    if not db.session().in_transaction():
+        # Not the run's taking: the context is a read of its own (on PostgreSQL no BEGIN, no COMMIT).
         db.session.connection(execution_options=reads_only(db.engine))
     turn = read_context(run.session_id, from_chain_head=chains, owner_id=run.owner_id, agent_id=run.agent_id)
     context, reply_id = turn.context, turn.reply_id

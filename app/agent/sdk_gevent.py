@@ -4,9 +4,10 @@ greenlet lets the others run.
 Before it reuses a pooled keep-alive connection, httpcore asks whether the server has closed it, with
 `select.poll().poll(0)`. gevent's patched `poll` waits on the hub even for a zero timeout, so the greenlet
 sending a model request gave way to every other ready greenlet before a byte left: the POST rendering
-its answer, the page's stream opening (12 ms of the time to first token at one stream; more the busier
-the worker). The operating system's own `poll` answers a zero-timeout question at once and never blocks,
-so asking it needs no switch. Nothing changes outside gevent.
+its answer, the page's stream opening (12 ms between calling the SDK and the model receiving the
+request, at one stream; more the busier the worker). The operating system's own `poll` answers a
+zero-timeout question at once and never blocks, so asking it needs no switch. Nothing changes outside
+gevent.
 """
 from __future__ import annotations
 
