@@ -142,10 +142,24 @@ MAX_TITLE = 200
 
 def find_api_chat(owner_id: int, session_id: str) -> ChatSession | None:
     """The owner's chat with this id, else the one the client named so (one statement)."""
+    return db.session.scalar(_api_chat(owner_id, session_id))
+
+
+def find_api_run(owner_id: int, run_id: str, session_id: str | None) -> Run | None:
+    """The owner's run, if it is in the chat `find_api_chat` finds for `session_id` (in any of theirs
+    for None), in one statement."""
+    query = sa.select(Run).where(Run.id == run_id, Run.owner_id == owner_id)
+    if session_id is not None:
+        chat_id = _api_chat(owner_id, session_id).with_only_columns(ChatSession.id).scalar_subquery()
+        query = query.where(Run.session_id == chat_id)
+    return db.session.scalar(query)
+
+
+def _api_chat(owner_id: int, session_id: str) -> sa.Select:
     by_id = ChatSession.id == session_id
-    return db.session.scalar(sa.select(ChatSession).where(
-        ChatSession.owner_id == owner_id, LIVE, sa.or_(by_id, ChatSession.external_id == session_id))
-        .order_by(by_id.desc()).limit(1))
+    return sa.select(ChatSession).where(
+        ChatSession.owner_id == owner_id, LIVE, sa.or_(by_id, ChatSession.external_id == session_id)) \
+        .order_by(by_id.desc()).limit(1)
 
 
 def api_chat(owner_id: int, agent_id: str, session_id: str | None) -> ChatSession:

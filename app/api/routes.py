@@ -67,11 +67,7 @@ def _owned_run(agent_id: str, run_id: str, session_id: str | None) -> tuple[Run,
     nothing about other people's runs."""
     _agent(agent_id)
     account = auth.acting_account()
-    run = Run.owned_by(account.id, run_id) if account else None
-    if run is not None and session_id is not None:
-        chat = core.find_api_chat(account.id, session_id)
-        if chat is None or chat.id != run.session_id:
-            run = None
+    run = core.find_api_run(account.id, run_id, session_id) if account else None
     if run is None or run.agent_id != agent_id:
         _not_found(f"No runs found for run ID {run_id}")
     return run, account.id

@@ -208,9 +208,14 @@ def test_18_a_paused_run_with_no_decisions_answers_paused_again(api, harness, fa
 
 def test_19_20_session_id_must_match_when_sent_and_may_be_left_out(api, harness, fake_model):
     run = pause_on(api, fake_model, session_id="sE")
+    pause_on(api, fake_model, session_id="sF")  # the same person's other session
     tools = documented(run["tools"][0])
-    wrong = api.continue_(run["run_id"], tools, session_id="another_session")
-    assert wrong.status_code == 404 and wrong.get_json() == {"detail": f"No runs found for run ID {run['run_id']}"}
+    for elsewhere in ("another_session", "sF"):
+        wrong = api.continue_(run["run_id"], tools, session_id=elsewhere)
+        assert wrong.status_code == 404 and wrong.get_json() == {"detail": f"No runs found for run ID {run['run_id']}"}
+        assert api.get(f"/agents/data_manager/runs/{run['run_id']}", query_string={"session_id": elsewhere}) \
+            .status_code == 404
+    assert get_run(api, run["run_id"], session_id="sE")["status"] == "PAUSED"
     # The reference answers 400 without session_id (capture 20); the run id is enough for us.
     fake_model.script(Turn(text="Done."))
     assert api.continue_(run["run_id"], tools, stream=False).get_json()["status"] == "COMPLETED"
