@@ -106,10 +106,33 @@ def make_client(api_key: str | None, base_url: str | None, timeout: float) -> op
     from app.agent import sdk_gevent
 
     sdk_gevent.install()  # in a gevent worker, send each request before giving way to other greenlets
-    trust = system_trust_by_directory()
     # A local server (Ollama, vLLM) often needs no key, but the SDK insists on one.
     return openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=1,
-                         http_client=openai.DefaultHttpxClient(verify=trust) if trust is not None else None)
+                         http_client=openai.DefaultHttpxClient(verify=TrustOnFirstHandshake()))
+
+
+class TrustOnFirstHandshake:
+    """The client's TLS context, made when a connection first needs it: a model server over plain HTTP
+    (a local one) never costs OpenSSL's context and CA certificates (2.2 MiB per worker when
+    SSL_CERT_FILE names the bundle). It is the context the client would have made at once: the system
+    store by directory, else httpx's default (SSL_CERT_FILE, SSL_CERT_DIR or the bundle). It stands in
+    for an `ssl.SSLContext`: every attribute read is the context's own."""
+
+    def __init__(self):
+        self._context: ssl.SSLContext | None = None
+
+    @property
+    def made(self) -> bool:
+        return self._context is not None
+
+    def __getattr__(self, name: str):
+        if name == "_context":  # read before __init__ set it (a copy): not the context's to answer
+            raise AttributeError(name)
+        if self._context is None:
+            import httpx2
+
+            self._context = system_trust_by_directory() or httpx2.create_ssl_context()
+        return getattr(self._context, name)
 
 
 _HASHED_NAME = re.compile(r"[0-9a-f]{8}\.\d+")

@@ -1,6 +1,6 @@
 """A model server over HTTPS is verified against the system's CAs, which the client reads from OpenSSL's
 hashed directory only as a handshake needs them (app.agent.llm.system_trust_by_directory), or against
-the store SSL_CERT_FILE names."""
+the store SSL_CERT_FILE names; over plain HTTP no TLS context is made at all."""
 from __future__ import annotations
 
 import datetime
@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from app.agent import llm
 from app.agent.llm import ContextItem, ModelError, model_for, system_trust_by_directory
+from tests.fake_openai import Turn
 
 
 class TlsModelServer:
@@ -119,3 +121,17 @@ def test_the_system_store_is_read_by_directory_as_handshakes_need_it(system_stor
     trust = system_trust_by_directory()
     assert trust is not None and trust.verify_mode == ssl.CERT_REQUIRED and trust.check_hostname
     assert trust.cert_store_stats()["x509_ca"] == 0  # nothing loaded up front
+
+
+def test_a_model_server_over_plain_http_costs_no_tls_context(monkeypatch, fake_model):
+    made = []
+
+    class Recorded(llm.TrustOnFirstHandshake):
+        def __init__(self):
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(llm, "TrustOnFirstHandshake", Recorded)
+    fake_model.script(Turn(text="Hi."))
+    ask(fake_model.base_url)
+    assert len(made) == 1 and not made[0].made
