@@ -8,6 +8,9 @@ confined to the `openai` package and invisible to code that does use them:
 
 - a package under `openai.types` whose `__init__` only re-exports names from its submodules gets each
   name from its submodule when the name is first read (`openai.types.responses.Response` still works);
+- `openai.lib` (structured-output helpers) loads the same way; the two functions `openai/__init__` takes
+  from it at once are stand-ins that load theirs when first called (its `_tools` imports ~50
+  `openai.types.chat` modules, ~1 MiB);
 - `openai._vendor.httpx_aiohttp` is not found, which the SDK handles by leaving out that transport.
 """
 from __future__ import annotations
@@ -20,6 +23,8 @@ import importlib.util
 import sys
 
 TYPES = "openai.types"
+LIB = "openai.lib"
+LIB_FUNCTIONS_READ_AT_IMPORT = ("pydantic_function_tool", "pydantic_responses_function_tool")
 AIOHTTP_TRANSPORT = "openai._vendor.httpx_aiohttp"
 
 
@@ -27,7 +32,7 @@ class _LeanOpenAI(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, name, path, target=None):
         if name == AIOHTTP_TRANSPORT:
             raise ModuleNotFoundError(f"{name} is left out (we never use the SDK's aiohttp transport)", name=name)
-        if name != TYPES and not name.startswith(TYPES + "."):
+        if name != TYPES and not name.startswith(TYPES + ".") and name != LIB:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.submodule_search_locations is None or spec.loader is None:
@@ -57,9 +62,23 @@ class _LeanOpenAI(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             setattr(module, attr, value)
             return value
 
+        if package == LIB:
+            for attr in LIB_FUNCTIONS_READ_AT_IMPORT:
+                if attr in exports:
+                    submodule, original = exports[attr]
+                    setattr(module, attr, _loaded_when_called(f"{package}.{submodule}", original or attr))
         module.__getattr__ = __getattr__
         module.__dir__ = lambda: sorted(set(vars(module)) | set(exports))
         module.__all__ = list(exports)  # `from openai.types import *` still gets everything
+
+
+def _loaded_when_called(module_name: str, name: str):
+    """A function that imports `module_name` and calls its `name` with the same arguments."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module_name), name)(*args, **kwargs)
+    call.__name__ = call.__qualname__ = name
+    call.__module__ = module_name
+    return call
 
 
 def _reexports(path: str) -> dict[str, tuple[str, str | None]] | None:

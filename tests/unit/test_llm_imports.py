@@ -45,13 +45,17 @@ def test_an_app_with_a_model_server_imports_openai_on_the_first_call(tmp_path, f
         "events = list(model.stream('', [ContextItem('user', 'hi')], []))\n"
         "print(before, type(model).__name__, 'openai' in sys.modules, events[0].text)\n"
         # ...without the API's type modules or the aiohttp transport, which stay reachable on demand
-        "print(sorted(m for m in sys.modules if m.startswith(('openai.types.graders', 'aiohttp'))))\n"
-        "import openai\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('openai.types.graders', 'openai.types.chat',"
+        " 'openai.lib._tools', 'aiohttp'))))\n"
+        "import openai, pydantic\n"
         "print(openai.types.responses.Response.__name__, openai.types.graders.LabelModelGrader.__name__)\n"
+        "class Lookup(pydantic.BaseModel):\n    table: str\n"
+        "print(openai.pydantic_function_tool(Lookup)['function']['name'],"
+        " openai.lib.type_to_response_format_param(Lookup)['type'])\n"
         "app.extensions['run_executor'].shutdown()")
     out = run_python(code, OPENAI_BASE_URL=fake_model.base_url, OPENAI_API=api).splitlines()
     assert out == [f"False {'ChatModel' if api == 'chat' else 'ResponsesModel'} True Hi.", "[]",
-                   "Response LabelModelGrader"]
+                   "Response LabelModelGrader", "Lookup json_schema"]
 
 
 def test_model_for_makes_the_client_on_first_use_and_it_can_be_replaced(fake_model):
