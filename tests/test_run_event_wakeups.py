@@ -122,3 +122,42 @@ def test_a_notify_of_another_process_held_during_such_a_step_wakes_the_stream_af
             hub.notify(f"{run_id} 3")
             hub.committing(run_id, 3)
         assert watch.generation == generation  # only its own: nothing to read
+
+
+
+def _another_process_writes(run_id: str, seq: int, text: str) -> None:
+    with db.engine.begin() as other:
+        other.execute(sa.update(Run).where(Run.id == run_id).values(last_seq=seq))
+        other.execute(sa.insert(RunEvent).values(run_id=run_id, seq=seq, type="text", created_at=utcnow(),
+                                                 data={"message_id": 1, "text": text, "at": 0}))
+
+
+def test_a_notify_that_arrives_during_a_read_sends_the_stream_back_only_for_what_that_read_missed(app, harness):
+    """Another process's commit is announced while a stream reads the database: if that read returned the
+    event, the next read is from memory; if the event came after the read's snapshot, it is read."""
+    run_id = harness.stored_run(RunStatus.RUNNING)
+    hub = app.extensions["run_events"]
+    during_read = []
+
+    def listener_hands_over(conn, cursor, statement, *args):
+        if "FROM runs LEFT OUTER JOIN run_events" in statement and during_read:
+            during_read.pop()()
+
+    with app.app_context(), hub.watch(run_id) as watch:
+        _another_process_writes(run_id, 1, "theirs")
+        sa.event.listen(db.engine, "after_cursor_execute", listener_hands_over)
+        try:
+            during_read.append(lambda: hub.notify(f"{run_id} 1"))
+            batch, status = watch.read_after(0)
+            assert [event.seq for event in batch] == [1] and status == RunStatus.RUNNING
+            db.session.rollback()
+            assert watch.read_after(1) == ([], None)  # from memory: that read had event 1
+
+            hub.notify(run_id)  # a poll saw a change: the next read asks the database, and meanwhile
+            during_read.append(lambda: (_another_process_writes(run_id, 2, "more"), hub.notify(f"{run_id} 2")))
+            assert watch.read_after(1) == ([], RunStatus.RUNNING)  # ... event 2 comes after its snapshot
+            db.session.rollback()
+            batch, status = watch.read_after(1)
+        finally:
+            sa.event.remove(db.engine, "after_cursor_execute", listener_hands_over)
+    assert [event.seq for event in batch] == [2] and status == RunStatus.RUNNING

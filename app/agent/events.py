@@ -409,7 +409,8 @@ class _Channel:
     def __init__(self):
         self.changed = threading.Condition()
         self.generation = 0   # bumped on every wake-up
-        self.external = 0     # bumped when another process may have written (NOTIFY, poll)
+        self.external = 0     # bumped when another process may have written, and what is unknown (poll)
+        self.noted = 0        # the highest seq a NOTIFY named that this process had not seen then
         self.watchers = 0
         self.recent: dict[int, Event] = {}
         self.highest = 0      # the highest seq this process has seen for the run
@@ -429,6 +430,13 @@ class _Channel:
                 if len(self.recent) > RECENT_EVENTS:
                     for seq in sorted(self.recent)[:-RECENT_EVENTS]:
                         del self.recent[seq]
+            self.generation += 1
+            self.changed.notify_all()
+
+    def note(self, seq: int) -> None:
+        """A NOTIFY named event `seq`: watchers that do not hold it by their next read read the database."""
+        with self.changed:
+            self.noted = max(self.noted, seq)
             self.generation += 1
             self.changed.notify_all()
 
@@ -470,12 +478,13 @@ class Watch:
         status when the database was read (None when the events came from memory; "gone" when the run
         no longer exists).
 
-        Events this process committed come from memory. Whenever another process may have written
-        (a NOTIFY, a poll), and on the first read, the database is asked, for the events and the
-        run's status in one statement (so both are one snapshot). With `owner_id`, another account's
-        run reads as "gone"."""
+        Events this process committed come from memory. On the first read, after a poll found the run
+        changed, and when a NOTIFY named an event this process has not seen (read by then: it may
+        arrive during the read that returns it), the database is asked, for the events and the run's
+        status in one statement (so both are one snapshot). With `owner_id`, another account's run
+        reads as "gone"."""
         channel = self.channel
-        if channel.external == self._external_seen:
+        if channel.external == self._external_seen and channel.noted <= channel.highest:
             batch, seq = [], cursor + 1
             while (event := channel.recent.get(seq)) is not None:
                 batch.append(event)
@@ -605,8 +614,9 @@ class Hub:
                 if channel.writing:
                     channel.held = max(channel.held, int(seq))
                     return
-            if int(seq) <= max(channel.highest, channel.committing):
-                return
+            if int(seq) > max(channel.highest, channel.committing):
+                channel.note(int(seq))
+            return
         channel.wake()
 
     @contextmanager
@@ -626,11 +636,11 @@ class Hub:
         finally:
             with channel.changed:
                 channel.writing -= 1
-                later = channel.held > max(channel.highest, channel.committing)
+                held = channel.held if channel.held > max(channel.highest, channel.committing) else 0
                 if not channel.writing:
                     channel.held = 0
-            if later:
-                channel.wake()
+            if held:
+                channel.note(held)
 
     @contextmanager
     def watch(self, run_id: str, owner_id: int | None = None) -> Iterator[Watch]:
