@@ -2,6 +2,10 @@
 (gunicorn.conf.py), `create_app({...})` for tests."""
 from __future__ import annotations
 
+from app import lean_imports
+
+lean_imports.install()  # before anything imports flask_login
+
 import gc
 import logging
 import secrets

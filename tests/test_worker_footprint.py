@@ -1,6 +1,6 @@
 """What a web worker loads: the app as gunicorn.conf.py builds it leaves out what only the `flask db`
-commands need (Flask-Migrate, Alembic) and, on SQLite, the PostgreSQL driver; `flask db upgrade`
-(the Procfile's release step) still works."""
+commands need (Flask-Migrate, Alembic), Flask-Login's test client and, on SQLite, the PostgreSQL
+driver; `flask db upgrade` (the Procfile's release step) still works, and so does the test client."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from tests.live import ROOT
 
 NOT_IN_A_WORKER = ("flask_migrate", "alembic", "psycopg", "sqlalchemy.dialects.postgresql",
-                   "mcp")  # the mcp SDK runs in helper processes only
+                   "mcp",  # the mcp SDK runs in helper processes only
+                   "flask.testing", "pdb")  # Flask-Login's test client (app.lean_imports)
 
 # Loads the app exactly as a gunicorn worker does: gevent first, then gunicorn.conf.py's `wsgi_app`.
 LOAD_LIKE_A_WORKER = """
@@ -45,3 +46,18 @@ def test_flask_db_upgrade_migrates_and_a_sqlite_worker_loads_no_migration_or_pos
                             capture_output=True, text=True, timeout=120)
     assert worker.returncode == 0, worker.stderr
     assert worker.stdout.split() == [], f"a web worker imported {worker.stdout.strip()}"
+
+
+def test_flask_logins_test_client_still_works_when_first_used(tmp_path):
+    code = ("import sys\nfrom app import create_app\nimport flask_login\n"
+            "before = 'flask.testing' in sys.modules\n"
+            "app = create_app(cli=False)\napp.test_client_class = flask_login.FlaskLoginClient\n"
+            "client = app.test_client()\n"
+            "from flask.testing import FlaskClient\n"
+            "print(before, isinstance(client, FlaskClient), type(client).__name__, client.get('/health').status_code,"
+            " flask_login.FlaskLoginClient.__module__)\n"
+            "app.extensions['run_executor'].shutdown()")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=sqlite_env(tmp_path),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "FlaskLoginClient", "200", "flask_login.test_client"]
