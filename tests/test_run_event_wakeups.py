@@ -161,3 +161,43 @@ def test_a_notify_that_arrives_during_a_read_sends_the_stream_back_only_for_what
         finally:
             sa.event.remove(db.engine, "after_cursor_execute", listener_hands_over)
     assert [event.seq for event in batch] == [2] and status == RunStatus.RUNNING
+
+
+def test_a_read_that_finds_another_processs_events_wakes_the_runs_other_streams_here(app, harness):
+    """Two streams of one run in this process: when one reads events another process wrote, the other is
+    woken to read them too (their NOTIFY, arriving after that read, names nothing new and wakes nobody)."""
+    run_id = harness.stored_run(RunStatus.RUNNING)
+    hub = app.extensions["run_events"]
+    with app.app_context(), hub.watch(run_id) as waiting:
+        assert waiting.read_after(0) == ([], RunStatus.RUNNING)
+        db.session.rollback()
+        _another_process_writes(run_id, 1, "theirs")
+        generation = waiting.generation
+        with hub.watch(run_id) as joining:  # a stream that opens now reads the database first
+            assert [event.seq for event in joining.read_after(0)[0]] == [1]
+            db.session.rollback()
+        hub.notify(f"{run_id} 1")  # the NOTIFY, late
+        assert waiting.generation != generation
+        batch, status = waiting.read_after(0)
+    assert [event.seq for event in batch] == [1] and status == RunStatus.RUNNING
+
+
+def test_a_stream_that_starts_at_the_newest_event_is_read_from_memory_after_its_notify(app, harness):
+    """A stream resumed at the run's newest event (a reload), whose NOTIFY arrives during its first read:
+    its next reads are from memory, not the database's (the run's last seq counts as seen)."""
+    run_id = harness.stored_run(RunStatus.RUNNING)
+    hub = app.extensions["run_events"]
+    with app.app_context(), hub.watch(run_id) as watch:
+        _another_process_writes(run_id, 1, "theirs")
+
+        def listener_hands_over(conn, cursor, statement, *args):
+            if "FROM runs LEFT OUTER JOIN run_events" in statement:
+                hub.notify(f"{run_id} 1")
+
+        sa.event.listen(db.engine, "after_cursor_execute", listener_hands_over)
+        try:
+            assert watch.read_after(1) == ([], RunStatus.RUNNING)
+        finally:
+            sa.event.remove(db.engine, "after_cursor_execute", listener_hands_over)
+        db.session.rollback()
+        assert watch.read_after(1) == ([], None)

@@ -496,8 +496,8 @@ class Watch:
         try:
             if not db.session().in_transaction():  # a request's first read joins its transaction
                 db.session.connection(execution_options=reads_only(db.engine))
-            query = sa.select(Run.status, Run.session_id, Run.agent_id, RunEvent.seq, RunEvent.type, RunEvent.data,
-                              RunEvent.created_at) \
+            query = sa.select(Run.status, Run.session_id, Run.agent_id, Run.last_seq, RunEvent.seq, RunEvent.type,
+                              RunEvent.data, RunEvent.created_at) \
                 .select_from(Run).outerjoin(RunEvent, sa.and_(RunEvent.run_id == Run.id, RunEvent.seq > cursor)) \
                 .where(Run.id == self.run_id).order_by(RunEvent.seq).limit(limit)
             if self.owner_id is not None:
@@ -511,9 +511,13 @@ class Watch:
         self.run = _RunFields(self.run_id, rows[0].session_id, rows[0].agent_id)
         batch = [Event(self.run_id, row.seq, row.type, row.data or {}, row.created_at)
                  for row in rows if row.seq is not None]
-        if batch:
-            with channel.changed:
-                channel.highest = max(channel.highest, batch[-1].seq)
+        with channel.changed:
+            if rows[0].last_seq > channel.highest:
+                # Events this process had not seen: its other watchers of the run look too (their NOTIFY
+                # may have come during this read, or come later, and then wakes nobody).
+                channel.highest = rows[0].last_seq
+                channel.generation += 1
+                channel.changed.notify_all()
         if len(batch) == limit:
             self._external_seen = -1  # more may follow: the next read asks the database again
         return self._placing(batch, cursor), rows[0].status
