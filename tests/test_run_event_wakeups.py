@@ -15,6 +15,13 @@ def _on_commit(hook):
     return lambda: sa.event.remove(db.engine, "commit", hook)
 
 
+def _another_process_writes(run_id: str, seq: int, text: str) -> None:
+    with db.engine.begin() as other:
+        other.execute(sa.update(Run).where(Run.id == run_id).values(last_seq=seq))
+        other.execute(sa.insert(RunEvent).values(run_id=run_id, seq=seq, type="text", created_at=utcnow(),
+                                                 data={"message_id": 1, "text": text, "at": 0}))
+
+
 def test_a_stream_reads_what_this_process_wrote_from_memory_even_when_its_notify_comes_first(app, harness):
     run_id = harness.stored_run(RunStatus.COMPLETED)
     hub = app.extensions["run_events"]
@@ -40,10 +47,7 @@ def test_a_notify_skipped_while_this_process_commits_wakes_the_stream_when_that_
         watch.read_after(0)
         db.session.rollback()
         # Another process writes event 1; its NOTIFY arrives while this process commits event 2 ...
-        with db.engine.begin() as other:
-            other.execute(sa.update(Run).where(Run.id == run_id).values(last_seq=1))
-            other.execute(sa.insert(RunEvent).values(run_id=run_id, seq=1, type="text", created_at=utcnow(),
-                                                     data={"message_id": 1, "text": "theirs", "at": 0}))
+        _another_process_writes(run_id, 1, "theirs")
 
         def notify_then_fail(conn):
             hub.notify(f"{run_id} 1")
@@ -123,13 +127,6 @@ def test_a_notify_of_another_process_held_during_such_a_step_wakes_the_stream_af
             hub.committing(run_id, 3)
         assert watch.generation == generation  # only its own: nothing to read
 
-
-
-def _another_process_writes(run_id: str, seq: int, text: str) -> None:
-    with db.engine.begin() as other:
-        other.execute(sa.update(Run).where(Run.id == run_id).values(last_seq=seq))
-        other.execute(sa.insert(RunEvent).values(run_id=run_id, seq=seq, type="text", created_at=utcnow(),
-                                                 data={"message_id": 1, "text": text, "at": 0}))
 
 
 def test_a_notify_that_arrives_during_a_read_sends_the_stream_back_only_for_what_that_read_missed(app, harness):

@@ -121,10 +121,6 @@ class TrustOnFirstHandshake:
     def __init__(self):
         self._context: ssl.SSLContext | None = None
 
-    @property
-    def made(self) -> bool:
-        return self._context is not None
-
     def __getattr__(self, name: str):
         if name == "_context":  # read before __init__ set it (a copy): not the context's to answer
             raise AttributeError(name)

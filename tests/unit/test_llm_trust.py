@@ -124,14 +124,15 @@ def test_the_system_store_is_read_by_directory_as_handshakes_need_it(system_stor
 
 
 def test_a_model_server_over_plain_http_costs_no_tls_context(monkeypatch, fake_model):
-    made = []
+    clients, contexts = [], []
 
     class Recorded(llm.TrustOnFirstHandshake):
         def __init__(self):
             super().__init__()
-            made.append(self)
+            clients.append(self)
 
     monkeypatch.setattr(llm, "TrustOnFirstHandshake", Recorded)
+    monkeypatch.setattr(llm, "system_trust_by_directory", lambda: contexts.append("made") or None)
     fake_model.script(Turn(text="Hi."))
     ask(fake_model.base_url)
-    assert len(made) == 1 and not made[0].made
+    assert len(clients) == 1 and contexts == []  # the client's trust was never asked for a context
