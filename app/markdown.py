@@ -8,6 +8,7 @@ closed (an open ``` fence, `**`, `` ` ``, a half-typed link or list marker), so 
 ever on screen, not even for the 40 ms until the next words arrive."""
 from __future__ import annotations
 
+import functools
 import re
 
 import nh3
@@ -23,9 +24,16 @@ _formatter = HtmlFormatter(nowrap=True)
 MAX_HIGHLIGHT_CHARS = 20_000  # past this a block is shown plain: highlighting is a nicety, not a cost
 
 
+MAX_CACHED_BLOCK_CHARS = 4_000
+
+
 def _highlight(code: str, lang: str, _attrs) -> str:
     """The <pre> markdown-it puts in place of a fenced block: highlighted when the language is known."""
     name = (lang or "").strip().split()[0].lower() if lang else ""
+    return (_cached_fenced_block if len(code) <= MAX_CACHED_BLOCK_CHARS else _fenced_block)(code, name)
+
+
+def _fenced_block(code: str, name: str) -> str:
     body = None
     if name and len(code) <= MAX_HIGHLIGHT_CHARS:
         try:
@@ -37,7 +45,15 @@ def _highlight(code: str, lang: str, _attrs) -> str:
     return f'<pre class="hl"><code>{body}</code></pre>\n'
 
 
-_md = MarkdownIt("js-default", {"highlight": _highlight}).enable(["table", "strikethrough"])
+# A streaming reply is rendered whole on every update, so its finished code blocks come back each time:
+# highlighting them was a third of a render. Room for the blocks of a few hundred replies at once (an LRU
+# smaller than what the streams cycle through would miss every time); big blocks are not kept.
+_cached_fenced_block = functools.lru_cache(maxsize=512)(_fenced_block)
+
+
+# markdown-it's own `normalize` rule scans the text with a regex at every position; `_normalized` does
+# the same with str.replace, several times faster on a long reply that is rendered on every update.
+_md = MarkdownIt("js-default", {"highlight": _highlight}).enable(["table", "strikethrough"]).disable("normalize")
 
 _TOKEN_CLASSES = {name for name in STANDARD_TYPES.values() if name}
 
@@ -54,7 +70,12 @@ _cleaner = nh3.Cleaner(
 
 
 def render_markdown(text: str) -> Markup:
-    return Markup(_cleaner.clean(_md.render(text or "")))
+    return Markup(_cleaner.clean(_md.render(_normalized(text or ""))))
+
+
+def _normalized(text: str) -> str:
+    """What markdown-it's `normalize` rule makes of the text: CommonMark's line endings, and NUL replaced."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
 
 
 def render_streaming_markdown(text: str) -> Markup:
@@ -62,7 +83,59 @@ def render_streaming_markdown(text: str) -> Markup:
     return render_markdown(close_unfinished(text or ""))
 
 
+class StreamingReply:
+    """The renders of one reply while it streams, each the same as `render_streaming_markdown` of the
+    reply so far. The blocks before its last paragraph break that nothing after them can change are
+    rendered once and kept (`_settled_end` says which); each update renders only the text after them,
+    so an update costs what the last blocks cost, not what the whole reply does."""
+
+    def __init__(self) -> None:
+        self._kept, self._kept_html = "", ""
+
+    def render(self, text: str) -> Markup:
+        if "]:" in text or "\r" in text:
+            # It may define a link reference (`[x]: url`), which changes links before it, or have line
+            # breaks that `_settled_end` does not see: rendered whole.
+            self._kept, self._kept_html = "", ""
+            return render_streaming_markdown(text)
+        if not text.startswith(self._kept):  # not the same reply grown: start again
+            self._kept, self._kept_html = "", ""
+        end = _settled_end(text, len(self._kept))
+        if end > len(self._kept):
+            self._kept_html += render_markdown(text[len(self._kept):end])
+            self._kept = text[:end]
+        return Markup(self._kept_html + render_streaming_markdown(text[len(self._kept):]))
+
+
+_FENCE_LINE = re.compile(r"^ {0,3}(`{3,}(?![^\n]*`)|~{3,})", re.MULTILINE)  # a backtick fence's info has none
+_MAY_CONTINUE = re.compile(r"[ \t]|(?:[-*+]|\d+[.)])(?:[ \t\n]|\Z)")  # indented, or a list item
+
+
+def _settled_end(text: str, start: int) -> int:
+    """Where the blocks of `text` that are final end (from `start`, which is such an end): just after a
+    blank line, outside any fenced block, before a line that starts a block of its own (not indented,
+    not a list item, which could belong to the list before it) and is not the last line, the only one
+    `close_unfinished` changes. Keeps that function's count of ``` even in what it leaves out."""
+    end, fence, position = start, None, start
+    while (blank := text.find("\n\n", position)) != -1:
+        after = blank + 2
+        for match in _FENCE_LINE.finditer(text, position, blank + 1):
+            marker, rest_of_line = match[1], text[match.end():text.index("\n", match.end())]
+            if fence is None:
+                fence = marker
+            elif marker[0] == fence[0] and len(marker) >= len(fence) and not rest_of_line.strip():
+                fence = None  # a closing fence: the same character, at least as many, nothing after
+        position = after
+        while text.startswith("\n", after):
+            after += 1
+        if fence is None and not _MAY_CONTINUE.match(text, after) and -1 < text.find("\n", after) < len(text) - 1 \
+                and text.count("```", end, after) % 2 == 0:
+            end = after
+    return end
+
+
 _LONE_MARKER = re.compile(r"(?:^|\n)[ \t]*(?:[-*+>#|=_~`]+|\d+[.)])?[ \t]*$")
+_MARKER_LINE_CHARS = " \t\n-*+>#|=_~`.)0123456789"  # every character _LONE_MARKER can match
 _LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+]|\d+[.)])[ \t]+", re.MULTILINE)
 _HALF_LINK = re.compile(r"\[([^\[\]\n]*)\]\([^)\n]*$")
 _HALF_LINK_TEXT = re.compile(r"\[([^\[\]\n]*)$")
@@ -76,7 +149,14 @@ def close_unfinished(text: str) -> str:
         # A lone marker can only be on the last line (before a final newline): match there only, as
         # this runs on every update of a streaming reply.
         last = text.rfind("\n", 0, len(text) - 1)
-        text = text[:last] + _LONE_MARKER.sub("", text[last:]) if last > 0 else _LONE_MARKER.sub("", text)
+        head, line = (text[:last], text[last:]) if last > 0 else ("", text)
+        if line.strip(_MARKER_LINE_CHARS):
+            # A word on the line, so no marker stands alone there. What the pattern would still take is
+            # a final newline; this answer does not scan the line, which is the whole of a reply that
+            # is one long paragraph.
+            text = head + (line[:-1] if line.endswith("\n") else line)
+        else:
+            text = head + _LONE_MARKER.sub("", line)
     start = text.rfind("\n\n") + 1
     head, tail = text[:start], text[start:]
     tail = _HALF_LINK.sub(r"\1", tail)

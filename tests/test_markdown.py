@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from app.markdown import close_unfinished, render_markdown, render_streaming_markdown
+from app.markdown import StreamingReply, close_unfinished, render_markdown, render_streaming_markdown
 
 
 def test_formatting_survives():
@@ -61,3 +61,80 @@ def test_a_streaming_reply_leaves_plain_text_as_it_is():
     assert close_unfinished(long) == long
     assert close_unfinished(long + "\n# ") == long, "a lone marker on the last line is held back"
     assert render_streaming_markdown("<script>x</script> **b").count("<script>") == 0
+
+
+def test_a_reply_of_one_long_paragraph_drops_only_a_lone_marker_on_its_line():
+    paragraph = "word " * 3000
+    assert close_unfinished(paragraph) == paragraph
+    assert close_unfinished(paragraph + "\n") == paragraph
+    assert close_unfinished(paragraph + "\n- ") == paragraph
+    assert close_unfinished("- ") == "" and close_unfinished("12.") == ""
+
+
+# A reply as a model writes one: paragraphs, lists (a loose one too), fenced code with blank lines in it,
+# a quote, a table, a heading, an indented block, and, last, a link reference defined after its use.
+LONG_REPLY = """Here is what I found in the **users** table.
+
+1. The oldest rows are from 2019.
+2. About `1,200` rows in all.
+
+- first point
+
+- second point, after a blank line (a loose list)
+
+```python
+rows = count("users")
+
+print(rows)  # a blank line above, still the same block
+```
+
+> A quote that goes
+> on for two lines.
+
+| table | rows |
+|---|---|
+| users | 1200 |
+
+## What next
+
+    an indented block
+
+    with a blank line inside
+
+~~~
+a tilde fence
+
+with a blank line and no backticks
+~~~
+
+The end,
+in two lines.
+
+Three backticks (```) in a sentence open no fence.
+
+A paragraph after them,
+in two lines.
+
+And three more (```) make their count even again.
+
+Read [the guide][guide] before deleting anything, or *at least* the summary.
+
+More words between.
+
+[guide]: https://example.com/guide
+The last line."""
+
+
+@pytest.mark.parametrize("step", [1, 7])
+def test_a_streaming_reply_renders_the_same_with_its_finished_blocks_kept(step):
+    """What a stream shows (StreamingReply, which renders each finished block once) is, at every point
+    of a reply, what rendering the whole reply so far shows."""
+    reply = StreamingReply()
+    for end in range(0, len(LONG_REPLY) + 1, step):
+        assert reply.render(LONG_REPLY[:end]) == render_streaming_markdown(LONG_REPLY[:end]), LONG_REPLY[:end]
+
+
+def test_a_streaming_reply_starts_again_when_its_text_is_not_the_same_reply_grown():
+    reply = StreamingReply()
+    reply.render("First paragraph.\n\nSecond paragraph.\n\nThird, still")
+    assert reply.render("Another reply.\n\nAll new") == render_streaming_markdown("Another reply.\n\nAll new")
