@@ -1,6 +1,7 @@
-"""CPU cost of rendering a reply as Markdown while it streams (issue 13): every text event re-renders
-the whole reply so far (app.markdown.render_streaming_markdown), so the cost grows with the square of
-the reply's length. Prints, per reply size, the number of renders and their total CPU time.
+"""CPU cost of rendering a reply as Markdown while it streams (issue 13): every text event renders the
+reply so far. Rendered whole (app.markdown.render_streaming_markdown) the cost grows with the square
+of the reply's length; a stream renders it with app.markdown.StreamingReply, which renders each
+finished block once. Prints, per reply size, the number of renders and their total CPU time, both ways.
 
     .venv/bin/python -m bench.markdown_stream                       # a render per 40 ms relay (8 chars)
     .venv/bin/python -m bench.markdown_stream --chars-per-flush 40  # one render per 200 ms
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from app.markdown import render_streaming_markdown
+from app.markdown import StreamingReply, render_streaming_markdown
 
 PARAGRAPH = ("The **users** table has `1,200` rows; the oldest were created in 2019. "
              "Deleting 50 of them leaves [1,150](https://example.com/docs) rows.\n\n"
@@ -25,17 +26,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chars-per-flush", type=int, default=8, help="characters streamed per 40 ms flush")
     args = parser.parse_args()
-    print("| reply | renders | total CPU | per render (last) |\n|---:|---:|---:|---:|")
+    print("| reply | renders | whole: total CPU | per render (last) | StreamingReply: total CPU | per render (last) |\n"
+          "|---:|---:|---:|---:|---:|---:|")
     for size in (1_000, 2_700, 8_000, 20_000):
         text = (PARAGRAPH * (size // len(PARAGRAPH) + 1))[:size]
-        renders, started, last = 0, time.process_time(), 0.0
-        for end in range(args.chars_per_flush, size + args.chars_per_flush, args.chars_per_flush):
-            before = time.process_time()
-            render_streaming_markdown(text[:end])
-            last = time.process_time() - before
-            renders += 1
-        total = time.process_time() - started
-        print(f"| {size:,} chars | {renders:,} | {total:.2f} s | {last * 1000:.1f} ms |")
+        cells = []
+        for render in (render_streaming_markdown, StreamingReply().render):
+            renders, started, last = 0, time.process_time(), 0.0
+            for end in range(args.chars_per_flush, size + args.chars_per_flush, args.chars_per_flush):
+                before = time.process_time()
+                render(text[:end])
+                last = time.process_time() - before
+                renders += 1
+            cells.append(f"{time.process_time() - started:.2f} s | {last * 1000:.2f} ms")
+        print(f"| {size:,} chars | {renders:,} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

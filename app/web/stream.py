@@ -12,10 +12,12 @@ from types import SimpleNamespace
 
 import sqlalchemy as sa
 from flask import current_app, render_template, stream_with_context
+from markupsafe import Markup
 
 from app.agent.events import Event, Watch
 from app.agent.follow import STATUS_AFTER, follow
 from app.extensions import db
+from app.markdown import StreamingReply
 from app.models import Message, Run, RunStatus, ToolCall
 
 def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
@@ -61,6 +63,7 @@ class StreamView:
         self.run_id = run_id
         self.texts: dict[int, str] = {}
         self.next_text: dict[int, float] = {}  # per reply: when it may be rendered again
+        self.renders: dict[int, StreamingReply] = {}  # per reply: its finished blocks, rendered once
         self.approved: dict[str, SimpleNamespace] = {}  # cards last shown approved, by call id
         self._run = run
         self._held: list = []
@@ -120,6 +123,10 @@ class StreamView:
             del self.texts[message_id]
         elif at + len(words) > len(known):  # words it already holds (read after they were stored) stay
             self.texts[message_id] = known[:at] + words
+
+    def render_streaming(self, message_id: int, text: str) -> Markup:
+        """A streaming reply so far, as Markdown, its finished blocks rendered once per stream."""
+        return self.renders.setdefault(message_id, StreamingReply()).render(text)
 
     def reply(self, message_id: int) -> str | None:
         """The reply so far, from memory, or None."""
@@ -191,6 +198,8 @@ def render_event(event: Event, view: StreamView) -> str:
                     return ""
                 content, state = message.content, message.state
             reply = SimpleNamespace(id=data["message_id"], content=content, state=state)
+            if state == "streaming":
+                reply.html = view.render_streaming(reply.id, content)
             env = current_app.jinja_env
             return (env.get_template("chat/events/_message_replace.html").render(message=reply)
                     + (env.get_template("chat/events/_activity.html").render(activity="Writing…")
