@@ -6,10 +6,11 @@ share a GIL with the load generator), answering from directives in the user's me
 Directives (the last user message of the request):
 
     bench pause [tool=send|delete]   a gated tool call, no text (model delay 0)
-    bench stream n=<tokens> rate=<tokens/s> [ttft=<s>]
+    bench stream n=<tokens> rate=<tokens/s> [ttft=<s>] [para=<k>]
                                      n word tokens; each carries the monotonic time (ns) at which the
                                      fake wrote it, so the client can compute relay lag; the first
-                                     one also carries the time the request reached the model
+                                     one also carries the time the request reached the model. One
+                                     paragraph, or with para=k a blank line after every k-th token
     bench hold [s=<seconds>]         no answer until `release` (or s seconds): an open, quiet stream
     anything else                    "OK."
 
@@ -48,9 +49,12 @@ def parse_directive(text: str | None) -> tuple[str, dict[str, str]]:
     return words[1], options
 
 
-def stream_text(n: int, arrival_ns: int) -> str:
-    first = f"R{arrival_ns:019d}T{PLACEHOLDER}"
-    return " ".join([first] + [f"T{PLACEHOLDER}"] * (n - 1)) + " "
+def stream_text(n: int, arrival_ns: int, paragraph: int = 0) -> str:
+    tokens = [f"R{arrival_ns:019d}T{PLACEHOLDER}"] + [f"T{PLACEHOLDER}"] * (n - 1)
+    if paragraph > 0:  # the blank line rides on the token before it, so the count of tokens stays n
+        tokens = [token + "\n\n" if i % paragraph == paragraph - 1 else token + " " for i, token in enumerate(tokens)]
+        return "".join(tokens)
+    return " ".join(tokens) + " "
 
 
 class BenchFake(FakeOpenAI):
@@ -100,7 +104,7 @@ class BenchFake(FakeOpenAI):
             arrival = time.monotonic_ns()
             n = max(1, int(opt.get("n", "20")))
             rate = float(opt.get("rate", "50"))
-            return Turn(text=stream_text(n, arrival), token_delay=1.0 / rate if rate > 0 else 0.0,
+            return Turn(text=stream_text(n, arrival, int(opt.get("para", "0"))), token_delay=1.0 / rate if rate > 0 else 0.0,
                         delay=float(opt.get("ttft", "0")))
         if kind == "hold":  # until the next `release` command, at most s seconds
             with self.released:

@@ -382,6 +382,8 @@ async def stream_wave(b: Bench, browsers: list[Browser], tokens: int, *, window_
                       held_within_s: float = 2.0) -> dict:
     """Every browser posts a streaming message at once and reads its reply."""
     directive = f"bench stream n={tokens} rate={b.args.token_rate}"
+    if b.args.paragraph_every:
+        directive += f" para={b.args.paragraph_every}"
     runs: dict[Browser, str] = {}
 
     async def one(browser: Browser):
@@ -859,7 +861,8 @@ def table(b: Bench, hw: dict, command: str, elapsed: float) -> str:
         f"Machine: {hw['nproc']} CPUs, {hw['cpu']}, {hw['memory']} RAM, Linux {hw['kernel']}; Python {hw['python']}, "
         f"gunicorn {hw['gunicorn']} (gevent {hw['gevent']}, {b.server.worker_count} workers), Flask {hw['flask']}, "
         f"SQLAlchemy {hw['sqlalchemy']}, openai {hw['openai']}, aiohttp {hw['aiohttp']}; database {b.dbs.version()}. "
-        f"Model: tests/fake_openai.py in its own process, {b.args.token_rate} tokens/s, {b.args.tokens} tokens a reply. "
+        f"Model: tests/fake_openai.py in its own process, {b.args.token_rate} tokens/s, {b.args.tokens} tokens a reply"
+        + (f", a paragraph every {b.args.paragraph_every} tokens" if b.args.paragraph_every else "") + ". "
         "The load generator, the fake model and the server share the same cores. "
         f"Code: {hw['git']}. Other processes on the machine used {hw['background_before']:.0f} % of one core "
         f"just before the run and {hw.get('background_during', float('nan')):.0f} % on average during it.",
@@ -887,6 +890,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="gunicorn workers (WEB_CONCURRENCY); default: what gunicorn.conf.py picks")
     parser.add_argument("--token-rate", type=float, default=50.0, help="the fake model's tokens per second (default 50)")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per streamed reply (default 20)")
+    parser.add_argument("--paragraph-every", type=int, default=0, metavar="K",
+                        help="streamed replies (streams, capacity) break into paragraphs every K tokens; "
+                             "default: one paragraph")
     parser.add_argument("--minutes", type=float, default=None, help="hard time budget (default 14, quick 2)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, SQLite files)")
     parser.add_argument("--only", default=",".join(PHASES),
