@@ -22,9 +22,7 @@ from pygments.util import ClassNotFound
 
 _formatter = HtmlFormatter(nowrap=True)
 MAX_HIGHLIGHT_CHARS = 20_000  # past this a block is shown plain: highlighting is a nicety, not a cost
-
-
-MAX_CACHED_BLOCK_CHARS = 4_000
+MAX_CACHED_BLOCK_CHARS = 4_000  # a bigger block is highlighted each time rather than kept (_cached_fenced_block)
 
 
 def _highlight(code: str, lang: str, _attrs) -> str:
@@ -45,9 +43,10 @@ def _fenced_block(code: str, name: str) -> str:
     return f'<pre class="hl"><code>{body}</code></pre>\n'
 
 
-# A streaming reply is rendered whole on every update, so its finished code blocks come back each time:
-# highlighting them was a third of a render. Room for the blocks of a few hundred replies at once (an LRU
-# smaller than what the streams cycle through would miss every time); big blocks are not kept.
+# The same code blocks are rendered again and again: by every tab that streams a reply, in a reply's
+# last update and each time its chat is opened, and on every update of a reply that is rendered whole
+# (see StreamingReply); highlighting was a third of such a render. Room for the blocks of a few hundred
+# replies at once (an LRU smaller than what the streams cycle through would miss every time).
 _cached_fenced_block = functools.lru_cache(maxsize=512)(_fenced_block)
 
 
