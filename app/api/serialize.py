@@ -79,25 +79,30 @@ def load_run(run: Run) -> RunView:
 
 
 def load_run_by_id(run_id: str) -> RunView | None:
-    """The run as the API shows it, in three statements: the run with its chat's and owner's names, its
-    calls, its messages (None: no such run)."""
-    row = db.session.execute(_RUN_WITH_NAMES, {"run_id": run_id}).one_or_none()
-    if row is None:
+    """The run as the API shows it, in one statement: the run with its chat's and owner's names, joined
+    with its messages and theirs with their calls (a call hangs off the reply of its own run that made
+    it), a row per message and call (None: no such run)."""
+    rows = db.session.execute(_RUN_VIEW, {"run_id": run_id}).all()
+    if not rows:
         return None
+    row = rows[0]
     run = row.Run
-    calls = list(db.session.scalars(sa.select(ToolCall).where(ToolCall.run_id == run_id)
-                                    .order_by(ToolCall.created_at, ToolCall.position)))
-    messages = list(db.session.scalars(sa.select(Message).where(Message.run_id == run_id).order_by(Message.id)
-                                       .options(sa.orm.lazyload(Message.tool_calls))))  # calls: from `calls`
+    messages = list({r.Message.id: r.Message for r in rows if r.Message is not None}.values())
+    calls = sorted({r.ToolCall.id: r.ToolCall for r in rows if r.ToolCall is not None}.values(),
+                   key=lambda call: (call.created_at, call.position))
     owner_name = row.owner_external_id or row.owner_email  # Account.api_user_id
     return RunView(run, _agents().get(run.agent_id), owner_name, row.chat_external_id or row.chat_id,
                    calls, messages)
 
 
-_RUN_WITH_NAMES = sa.select(Run, ChatSession.id.label("chat_id"), ChatSession.external_id.label("chat_external_id"),
-                            Account.external_id.label("owner_external_id"), Account.email.label("owner_email")) \
+_RUN_VIEW = sa.select(Run, ChatSession.id.label("chat_id"), ChatSession.external_id.label("chat_external_id"),
+                      Account.external_id.label("owner_external_id"), Account.email.label("owner_email"),
+                      Message, ToolCall) \
     .join(ChatSession, ChatSession.id == Run.session_id).outerjoin(Account, Account.id == Run.owner_id) \
-    .where(Run.id == sa.bindparam("run_id"))
+    .outerjoin(Message, Message.run_id == Run.id) \
+    .outerjoin(ToolCall, sa.and_(ToolCall.message_id == Message.id, ToolCall.run_id == Run.id)) \
+    .where(Run.id == sa.bindparam("run_id")).order_by(Message.id, ToolCall.position) \
+    .options(sa.orm.lazyload(Message.tool_calls))  # a message's calls: from `calls`
 
 
 def run_json(view: RunView) -> dict:

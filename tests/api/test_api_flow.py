@@ -9,8 +9,8 @@ import requests
 import sqlalchemy as sa
 
 from app.extensions import db
-from tests.api.apiclient import AUTH, DELETE_50, documented, events, names, paused
-from tests.fake_openai import Turn
+from tests.api.apiclient import AUTH, DELETE_50, NOTIFY_ADMIN, documented, events, names, paused
+from tests.fake_openai import ToolCall, Turn
 
 MESSAGE = "Delete 50 old records from the users table"
 # The fields the reference's captures show (02_run_stream_false_PAUSED.json), which clients may read.
@@ -90,6 +90,22 @@ def test_the_documented_flow_as_json(api, harness, fake_model):
 
     again = api.get(f"/agents/data_manager/runs/{run['run_id']}?session_id=test_session&user_id=test_user")
     assert again.status_code == 200 and again.get_json()["status"] == "COMPLETED"
+
+
+def test_a_run_of_several_turns_lists_every_call_and_message_in_order(api, harness, fake_model):
+    """The run's JSON after two model turns with calls: each turn's calls under its own reply, in order."""
+    count_users = ToolCall("count_records", {"table_name": "users"})
+    fake_model.script(Turn(text="Counting first.", tool_calls=[count_users]),
+                      Turn(text="Now the delete.", tool_calls=[DELETE_50, NOTIFY_ADMIN]))
+    run = paused(api, MESSAGE)
+    assert [t["tool_name"] for t in run["tools"]] == ["count_records", "delete_records", "send_notification"]
+    assert [t["requires_confirmation"] for t in run["tools"]] == [False, True, True]
+    assert [m["role"] for m in run["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
+    first_reply, second_reply = run["messages"][2], run["messages"][4]
+    assert (first_reply["content"], second_reply["content"]) == ("Counting first.", "Now the delete.")
+    assert [c["function"]["name"] for c in first_reply["tool_calls"]] == ["count_records"]
+    assert [c["function"]["name"] for c in second_reply["tool_calls"]] == ["delete_records", "send_notification"]
+    assert [r["tool_execution"]["tool_name"] for r in run["requirements"]] == ["delete_records", "send_notification"]
 
 
 def test_the_documented_curl_flow_over_real_http(live_server, harness, fake_model):
