@@ -386,7 +386,7 @@ class Decision:
 
 
 def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_id: int | None = None,
-                 decider_is_admin: bool = False) -> tuple[Run, int]:
+                 decider_is_admin: bool = False, locked: Run | None = None) -> tuple[Run, int]:
     """Apply several decisions to a paused run at once. Returns the run and the cursor to stream from.
 
     All or nothing: every entry is checked before anything is written (422 for an unknown call, a
@@ -395,8 +395,9 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
     one transaction; losing any of them (a double click, two clients) rolls back the lot and is a 409
     with the current run. Calls left out or with `confirmed` None stay pending, and the run stays
     paused until none is. A failed run is retried (so a continue whose model call failed can simply
-    be sent again); any other state is a 409, and no model is called."""
-    run = Run.owned_by(owner_id, run_id, lock=True) or _refuse_missing("No such run.")
+    be sent again); any other state is a 409, and no model is called. `locked`: the owner's run, already
+    read by the caller under its row lock in this transaction (not read again)."""
+    run = locked or Run.owned_by(owner_id, run_id, lock=True) or _refuse_missing("No such run.")
     cursor = run.last_seq
     calls = {c.call_id: c for c in db.session.scalars(
         sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}

@@ -62,12 +62,12 @@ def _not_found(message: str):
     raise NotFound(message)
 
 
-def _owned_run(agent_id: str, run_id: str, session_id: str | None) -> tuple[Run, int]:
+def _owned_run(agent_id: str, run_id: str, session_id: str | None, lock: bool = False) -> tuple[Run, int]:
     """The acting account's run of this agent (and of `session_id`, if sent), else a 404 that says
-    nothing about other people's runs."""
+    nothing about other people's runs. `lock`: read under the run's row lock (for a command)."""
     _agent(agent_id)
     account = auth.acting_account()
-    run = core.find_api_run(account.id, run_id, session_id) if account else None
+    run = core.find_api_run(account.id, run_id, session_id, lock=lock) if account else None
     if run is None or run.agent_id != agent_id:
         _not_found(f"No runs found for run ID {run_id}")
     return run, account.id
@@ -171,11 +171,11 @@ def create_run(agent_id):
 @limits.commands
 def continue_run(agent_id, run_id):
     form = _form(rq.ContinueForm)
-    run, owner_id = _owned_run(agent_id, run_id, form.session_id)
+    run, owner_id = _owned_run(agent_id, run_id, form.session_id, lock=True)
     decisions = form.decisions()
     with _stream_slot(form.stream) as release_slot:
         run, cursor = core.continue_run(owner_id, run_id, decisions, decider_id=owner_id,
-                                        decider_is_admin=auth.acting_account().is_admin)
+                                        decider_is_admin=auth.acting_account().is_admin, locked=run)
     return answer_after_commit(
         lambda: _answer(run_id, cursor, release_slot),
         "The decisions were recorded, but the run could not be read just now: "
