@@ -175,8 +175,7 @@ class Harness:
 
     def send(self, chat_id: str, text: str) -> str:
         with self.app.app_context():
-            run_id, _ = commands.start_run(db.session.get(ChatSession, chat_id), text)
-            return run_id
+            return commands.start_run(db.session.get(ChatSession, chat_id), text).run_id
 
     def wait(self, run_id: str, *statuses: str, timeout: float = 10.0) -> Run:
         statuses = statuses or ("paused", "completed", "failed", "cancelled")

@@ -98,6 +98,30 @@ def test_the_whole_flow_over_http(browser, harness, fake_model):
     assert "Deleted 50 records" in page and "All done." in page and "Delete 50 rows</button>" not in page
 
 
+def test_the_answer_to_a_message_shows_it_and_the_stream_does_not_repeat_it(browser, harness, fake_model):
+    fake_model.script(Turn(text="Shall I?", tool_calls=[DELETE_50]), Turn(text="Then I won't."))
+    chat = browser.new_chat()
+    sent = browser.post(f"/chats/{chat}/messages", {"message": "  <i>hello</i> there  "}).data.decode()
+    assert sent.count('class="msg msg-user') == 1 and "&lt;i&gt;hello&lt;/i&gt; there</div>" in sent, \
+        "the message, as stored (trimmed, escaped), in the answer to sending it"
+    cursor = int(re.search(r"events\?after=(\d+)", sent).group(1))
+    run_id = run_id_in(sent.encode())
+    harness.wait(run_id, "paused")
+    html = "".join(e["data"] for e in browser.events(run_id, after=cursor))
+    assert "msg-user" not in html and "Shall I?" in html and "Needs your approval" in html
+
+    # A message typed while a card waits rejects the card: the stream shows that, then the message.
+    answer = browser.post(f"/chats/{chat}/messages", {"message": "no, stop"}).data.decode()
+    assert "msg-user" not in answer
+    cursor = int(re.search(r"events\?after=(\d+)", answer).group(1))
+    harness.wait(run_id, "completed")
+    html = "".join(e["data"] for e in browser.events(run_id, after=cursor))
+    assert html.count('class="msg msg-user') == 1 and "no, stop" in html and "Then I won't." in html
+    assert html.index("call-rejected") < html.index("no, stop")
+    page = browser.get(f"/chats/{chat}").data.decode()
+    assert page.count('class="msg msg-user') == 2
+
+
 def test_reload_continues_the_stream_without_gaps_or_repeats(browser, harness, fake_model):
     fake_model.script(Turn(text="one two three four five six seven eight nine ten", token_delay=0.1))
     chat = browser.new_chat()

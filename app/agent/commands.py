@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from flask import current_app
@@ -30,9 +31,21 @@ from app.models import Account, CallStatus, ChatSession, Message, Run, RunEvent,
 MAX_MESSAGE_CHARS = 8000
 
 
-def start_run(chat: ChatSession, text: str) -> tuple[str, int]:
-    """Add the person's message and start (or resume) a run. Returns the run's id and the event cursor
-    from which a stream shows everything this message caused."""
+@dataclass(frozen=True)
+class Started:
+    """What `start_run` did. `cursor`: the event from which a stream shows everything the message caused.
+    `after_message`: for a new run, the cursor just after the person's message's own event, for a page
+    that shows the message itself (None when other events come first: cards the message rejected)."""
+    run_id: str
+    cursor: int
+    message_id: int
+    message_text: str   # as stored (trimmed)
+    message_at: datetime
+    after_message: int | None
+
+
+def start_run(chat: ChatSession, text: str) -> Started:
+    """Add the person's message and start (or resume) a run."""
     text = (text or "").strip()
     if not text:
         raise Invalid("Type a message first.")
@@ -45,31 +58,34 @@ def start_run(chat: ChatSession, text: str) -> tuple[str, int]:
 
     answers_cards = latest is not None and latest.status == RunStatus.PAUSED
     title = _title_from(text) if chat.title == "New chat" else None
+    now = utcnow()
     if answers_cards:
         run_id, cursor = latest.id, _answer_paused_run(latest, text)
-        message = Message(session_id=chat.id, run_id=run_id, role="user", content=text)
+        message = Message(session_id=chat.id, run_id=run_id, role="user", content=text, created_at=now)
         db.session.add(message)
         db.session.flush()
-        events.append(run_id, "user_message", {"message_id": message.id})
+        message_id, after_message = message.id, None
+        events.append(run_id, "user_message", {"message_id": message_id})
         if title:
             chat.title = title
-        chat.updated_at = utcnow()
+        chat.updated_at = now
     else:
         agent = agent_of(chat.agent_id)
         if agent is None:
             raise Conflict(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.")
-        run_id, cursor = new_id("run"), 0
-        _record_new_run(chat, run_id, text, current_app.extensions["models"].for_agent(agent).label, title)
+        run_id, cursor, after_message = new_id("run"), 0, 2
+        message_id = _record_new_run(chat, run_id, text, current_app.extensions["models"].for_agent(agent).label,
+                                     title, now)
     db.session.commit()
     submit(run_id, model_first=not answers_cards)  # approved calls of a paused run may run first
-    return run_id, cursor
+    return Started(run_id, cursor, message_id, text, now, after_message)
 
 
-def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title: str | None) -> None:
+def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title: str | None, now: datetime) -> int:
     """Insert the run, the person's message and the run's first two events (numbered here: the run is
     inserted with last_seq 2, so nothing needs its row's lock), and give the chat its date (and
-    `title`). One statement on PostgreSQL; four on SQLite, which has no data-modifying CTEs."""
-    now = utcnow()
+    `title`). One statement on PostgreSQL; four on SQLite, which has no data-modifying CTEs. Returns
+    the message's id."""
     params = {"new_run_id": run_id, "new_session_id": chat.id, "new_owner_id": chat.owner_id,
               "new_agent_id": chat.agent_id, "new_text": text, "new_model": model, "new_title": title, "new_now": now}
     postgres = db.session.get_bind().dialect.name == "postgresql"
@@ -87,6 +103,7 @@ def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title
     set_committed_value(chat, "updated_at", now)
     if title:
         set_committed_value(chat, "title", title)
+    return message_id
 
 
 # start_run's statements, built once (bound: new_<name>, never a column's name, which SQLAlchemy would

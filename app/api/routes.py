@@ -160,9 +160,10 @@ def create_run(agent_id):
         chat = chat or core.api_chat(account.id, agent.id, form.session_id)
         if chat.agent_id != agent.id:
             raise ApiError(f"Session {form.session_id} belongs to agent {chat.agent_id}.", 409)
-        run_id, cursor = core.start_run(chat, form.message)
+        started = core.start_run(chat, form.message)
+    run_id = started.run_id
     return answer_after_commit(
-        lambda: _answer(run_id, cursor, release_slot),
+        lambda: _answer(run_id, started.cursor, release_slot),
         "The run was started, but it could not be read just now: "
         f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id, "status": "RUNNING"})
 

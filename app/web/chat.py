@@ -213,7 +213,7 @@ def send(chat_id):
     # The sidebar changes only if this chat moves to its top, gets its title or changes its date group.
     relist = first_message or not heads_list or chat.updated_at.date() != utcnow().date()
     try:
-        run_id, cursor = commands.start_run(chat, text)
+        started = commands.start_run(chat, text)
     except Refusal as exc:
         limits.raise_if_refused(exc)
         if not _wants_fragment():
@@ -221,11 +221,15 @@ def send(chat_id):
         return render_template("chat/_send_error.html", message=str(exc), text=text), status_of(exc)
     if not _wants_fragment():
         return redirect(url_for("chat.show", chat_id=chat_id), 303)
-    # The run as start_run left it (queued), not read back: the stream from `cursor` shows the rest.
-    started = SimpleNamespace(id=run_id, session_id=chat_id, agent_id=agent_id,
-                              status=RunStatus.QUEUED)
+    # The run as start_run left it (queued), not read back: the stream from the cursor shows the rest. A
+    # new run's first events are its start and the person's message, which this answer shows itself.
+    run = SimpleNamespace(id=started.run_id, session_id=chat_id, agent_id=agent_id, status=RunStatus.QUEUED)
+    message = None if started.after_message is None else SimpleNamespace(
+        id=started.message_id, role="user", content=started.message_text, state="done", session_id=chat_id,
+        created_at=started.message_at)
     return answer_after_commit(
-        lambda: render_template("chat/_run_started.html", chat=chat, run=started, cursor=cursor,
+        lambda: render_template("chat/_run_started.html", chat=chat, run=run, message=message,
+                                cursor=started.cursor if message is None else started.after_message,
                                 first_message=first_message,
                                 chats=chats.list_chats(current_user.id) if relist else None),
         "Your message was sent. The page could not be updated just now: reload it to follow the reply.")
