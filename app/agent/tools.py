@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+import functools
 import inspect
 import json
 import sys
@@ -230,7 +231,13 @@ class Tool:
         return _to_text(result)
 
     def openai_function(self) -> dict:
-        """`{"name", "description", "parameters"}`, for a provider to wrap in its own tool format."""
+        """`{"name", "description", "parameters"}`, for a provider to wrap in its own tool format. Made
+        once per tool and handed to every model request (a deep copy per turn was a tenth of a model
+        turn's CPU): providers and serializers read it and never change it."""
+        return self._function_spec
+
+    @functools.cached_property
+    def _function_spec(self) -> dict:
         return {"name": self.name, "description": self.description, "parameters": copy.deepcopy(self.model_parameters)}
 
 
