@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.extensions import db
-from app.models import CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
+from app.models import Account, CallStatus, ChatSession, Message, Run, RunStatus, ToolCall, utcnow
 
 
 def agents():
@@ -69,10 +69,13 @@ def get_chat(owner_id: int, chat_id: str) -> ChatSession | None:
                                                           ChatSession.owner_id == owner_id, LIVE))
 
 
-def get_chat_heading_list(owner_id: int, chat_id: str) -> tuple[ChatSession, bool] | None:
+def get_chat_heading_list(owner_id: int, chat_id: str, lock_owner: bool = False) -> tuple[ChatSession, bool] | None:
     """The owner's chat, and whether it already heads their chat list (no other listed chat is as new),
-    in one statement: a message sent to it then leaves the list as it is."""
-    row = db.session.execute(_HEADING_LIST, {"owner_id": owner_id, "chat_id": chat_id}).one_or_none()
+    in one statement: a message sent to it then leaves the list as it is. `lock_owner`: the statement
+    also takes the owner's account row lock, which starting a run takes first (the caller then says so:
+    `commands.start_run(owner_locked=True)`)."""
+    statement = _HEADING_LIST_LOCKING_OWNER if lock_owner else _HEADING_LIST
+    row = db.session.execute(statement, {"owner_id": owner_id, "chat_id": chat_id}).one_or_none()
     return (row[0], bool(row[1])) if row is not None else None
 
 
@@ -87,6 +90,7 @@ def _heading_list_statement() -> sa.Select:
 
 
 _HEADING_LIST = _heading_list_statement()
+_HEADING_LIST_LOCKING_OWNER = _HEADING_LIST.join(Account, Account.id == ChatSession.owner_id).with_for_update(of=Account)
 
 
 def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:

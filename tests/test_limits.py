@@ -2,7 +2,9 @@
 chat, JSON `detail` in the API), never a 500, and a normal user alongside is unaffected."""
 from __future__ import annotations
 
+import concurrent.futures
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -138,6 +140,41 @@ def test_concurrent_active_runs(app, harness, fake_model):
     accepted = busy.post(f"/chats/{chats[2]}/messages", {"message": "and a third"})
     assert accepted.status_code == 200
     harness.wait(run_id_in(accepted.data), "completed")
+
+
+def test_two_messages_at_once_cannot_both_take_the_last_place(app, harness, fake_model):
+    """Starting a run counts the account's active runs under the account's row lock: the second of two
+    messages sent at once (two tabs) waits for the first to commit, then counts its run too. Each
+    count waits up to a second for the other to count as well, which only a missing lock allows."""
+    first = Browser(app)
+    second = Browser(app, sign_in=False)
+    second.sign_in(first.email)
+    chats = [first.new_chat() for _ in range(3)]
+    running_elsewhere(app, chats[0])  # one of the two places is taken
+    fake_model.script(*[Turn(text="a slow reply", token_delay=0.5)] * 2)  # the winner's run stays active
+
+    arrived, both = [], threading.Condition()
+
+    def count_waits_for_the_other(conn, cursor, statement, parameters, context, executemany):
+        if ") AS active" in statement:  # the count of the account's active runs, as a run starts
+            with both:
+                arrived.append(threading.get_ident())
+                both.notify_all()
+                both.wait_for(lambda: len(arrived) >= 2, timeout=1.0)
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "after_cursor_execute", count_waits_for_the_other)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda tab_chat: tab_chat[0].post(f"/chats/{tab_chat[1]}/messages",
+                                                                       {"message": "at once"}),
+                                    [(first, chats[1]), (second, chats[2])]))
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", count_waits_for_the_other)
+    assert sorted(answer.status_code for answer in answers) == [200, 429]
+    assert_refused_in_the_chat(next(a for a in answers if a.status_code == 429), "2 replies in progress")
+    harness.wait(run_id_in(next(a for a in answers if a.status_code == 200).data), "completed", timeout=20)
 
 
 def test_concurrent_active_runs_in_the_api(app, harness, fake_model):

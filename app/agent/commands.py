@@ -44,15 +44,17 @@ class Started:
     after_message: int | None
 
 
-def start_run(chat: ChatSession, text: str) -> Started:
-    """Add the person's message and start (or resume) a run."""
+def start_run(chat: ChatSession, text: str, owner_locked: bool = False) -> Started:
+    """Add the person's message and start (or resume) a run. `owner_locked`: the caller took the chat
+    owner's account row lock in this transaction (`chats.get_chat_heading_list(lock_owner=True)`),
+    which counting the owner's active runs needs first."""
     text = (text or "").strip()
     if not text:
         raise Invalid("Type a message first.")
     if len(text) > MAX_MESSAGE_CHARS:
         raise TooLarge(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).")
 
-    latest = _latest_run_within_limits(chat.owner_id, chat.id)
+    latest = _latest_run_within_limits(chat.owner_id, chat.id, owner_locked)
     if latest is not None and latest.is_active:
         raise Conflict("The agent is still answering. Wait for it to finish, or press Stop.", run=latest)
 
@@ -173,14 +175,15 @@ def check_active_runs(owner_id: int) -> None:
     _refuse_past(cap, db.session.scalar(_active_runs_count(), {"owner_id": owner_id}))
 
 
-def _latest_run_within_limits(owner_id: int, session_id: str) -> Run | None:
+def _latest_run_within_limits(owner_id: int, session_id: str, owner_locked: bool = False) -> Run | None:
     """`check_active_runs` and the chat's newest run (`Run.latest_in`), read by one statement after the
     account's lock (a statement of its own: on PostgreSQL a statement's snapshot is taken before it
     waits for a lock, so a count in the locking statement could miss a run just started)."""
     cap = current_app.config.get("MAX_ACTIVE_RUNS")
     if not cap:
         return Run.latest_in(session_id)
-    _lock_account(owner_id)
+    if not owner_locked:
+        _lock_account(owner_id)
     active, latest = db.session.execute(_latest_run_and_active_count(),
                                         {"owner_id": owner_id, "session_id": session_id}).one()
     _refuse_past(cap, active)

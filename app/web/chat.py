@@ -207,13 +207,14 @@ class _RemovedAgent:
 @bp.post("/chats/<chat_id>/messages")
 @limits.messages
 def send(chat_id):
-    chat, heads_list = chats.get_chat_heading_list(current_user.id, chat_id) or abort(404, "No such chat.")
+    chat, heads_list = chats.get_chat_heading_list(current_user.id, chat_id, lock_owner=True) \
+        or abort(404, "No such chat.")
     text = request.form.get("message", "")
     first_message, agent_id = chat.title == "New chat", chat.agent_id  # read before the command commits
     # The sidebar changes only if this chat moves to its top, gets its title or changes its date group.
     relist = first_message or not heads_list or chat.updated_at.date() != utcnow().date()
     try:
-        started = commands.start_run(chat, text)
+        started = commands.start_run(chat, text, owner_locked=True)
     except Refusal as exc:
         limits.raise_if_refused(exc)
         if not _wants_fragment():
