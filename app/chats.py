@@ -144,9 +144,13 @@ MAX_SESSION_ID = 200
 MAX_TITLE = 200
 
 
-def find_api_chat(owner_id: int, session_id: str) -> ChatSession | None:
-    """The owner's chat with this id, else the one the client named so (one statement)."""
-    return db.session.scalar(_api_chat(owner_id, session_id))
+def find_api_chat(owner_id: int, session_id: str, lock_owner: bool = False) -> ChatSession | None:
+    """The owner's chat with this id, else the one the client named so (one statement). `lock_owner`:
+    when found, also take the owner's account row lock (as `get_chat_heading_list`)."""
+    query = _api_chat(owner_id, session_id)
+    if lock_owner:
+        query = query.join(Account, Account.id == ChatSession.owner_id).with_for_update(of=Account)
+    return db.session.scalar(query)
 
 
 def find_api_run(owner_id: int, run_id: str, session_id: str | None, lock: bool = False) -> Run | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import re
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -142,21 +143,14 @@ def test_concurrent_active_runs(app, harness, fake_model):
     harness.wait(run_id_in(accepted.data), "completed")
 
 
-def test_two_messages_at_once_cannot_both_take_the_last_place(app, harness, fake_model):
-    """Starting a run counts the account's active runs under the account's row lock: the second of two
-    messages sent at once (two tabs) waits for the first to commit, then counts its run too. Each
-    count waits up to a second for the other to count as well, which only a missing lock allows."""
-    first = Browser(app)
-    second = Browser(app, sign_in=False)
-    second.sign_in(first.email)
-    chats = [first.new_chat() for _ in range(3)]
-    running_elsewhere(app, chats[0])  # one of the two places is taken
-    fake_model.script(*[Turn(text="a slow reply", token_delay=0.5)] * 2)  # the winner's run stays active
-
+@contextmanager
+def counts_wait_for_each_other(app):
+    """Each count of the account's active runs, as a run starts, waits up to a second for another to
+    count as well: only two starts not serialised by the account's row lock both get that far."""
     arrived, both = [], threading.Condition()
 
-    def count_waits_for_the_other(conn, cursor, statement, parameters, context, executemany):
-        if ") AS active" in statement:  # the count of the account's active runs, as a run starts
+    def wait(conn, cursor, statement, parameters, context, executemany):
+        if ") AS active" in statement:
             with both:
                 arrived.append(threading.get_ident())
                 both.notify_all()
@@ -164,17 +158,56 @@ def test_two_messages_at_once_cannot_both_take_the_last_place(app, harness, fake
 
     with app.app_context():
         engine = db.engine
-    sa.event.listen(engine, "after_cursor_execute", count_waits_for_the_other)
+    sa.event.listen(engine, "after_cursor_execute", wait)
     try:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            answers = list(pool.map(lambda tab_chat: tab_chat[0].post(f"/chats/{tab_chat[1]}/messages",
-                                                                       {"message": "at once"}),
-                                    [(first, chats[1]), (second, chats[2])]))
+        yield
     finally:
-        sa.event.remove(engine, "after_cursor_execute", count_waits_for_the_other)
+        sa.event.remove(engine, "after_cursor_execute", wait)
+
+
+def at_once(*sends):
+    with concurrent.futures.ThreadPoolExecutor(len(sends)) as pool:
+        return list(pool.map(lambda send: send(), sends))
+
+
+def test_two_messages_at_once_cannot_both_take_the_last_place(app, harness, fake_model):
+    """Two tabs send at once with one place left: the second start waits for the first's commit, then
+    counts its run too (it fails without the lock on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises)."""
+    first = Browser(app)
+    second = Browser(app, sign_in=False)
+    second.sign_in(first.email)
+    chats = [first.new_chat() for _ in range(3)]
+    running_elsewhere(app, chats[0])  # one of the two places is taken
+    fake_model.script(*[Turn(text="a slow reply", token_delay=0.5)] * 2)  # the winner's run stays active
+    with counts_wait_for_each_other(app):
+        answers = at_once(lambda: first.post(f"/chats/{chats[1]}/messages", {"message": "at once"}),
+                          lambda: second.post(f"/chats/{chats[2]}/messages", {"message": "at once"}))
     assert sorted(answer.status_code for answer in answers) == [200, 429]
     assert_refused_in_the_chat(next(a for a in answers if a.status_code == 429), "2 replies in progress")
     harness.wait(run_id_in(next(a for a in answers if a.status_code == 200).data), "completed", timeout=20)
+
+
+def test_two_api_runs_at_once_cannot_both_take_the_last_place(app, harness, fake_model):
+    api = Api(app)
+    fake_model.script(Turn(text="Hi."))
+    assert api.run("hello", user_id="alice", session_id="a", stream=False).status_code == 200
+    with app.app_context():  # two more sessions of alice's, with no run yet (messages per minute are few)
+        chat_a = db.session.scalar(sa.select(ChatSession).where(ChatSession.external_id == "a"))
+        db.session.add_all([ChatSession(owner_id=chat_a.owner_id, agent_id=chat_a.agent_id, external_id=name)
+                            for name in ("b", "c")])
+        db.session.commit()
+        chat_a = chat_a.id
+    running_elsewhere(app, chat_a)
+    fake_model.script(*[Turn(text="a slow reply", token_delay=0.5)] * 2)
+    def run_and_read(session):  # streamed, the default (a stream slot is taken too), read in its thread
+        answer = api.run("at once", user_id="alice", session_id=session)
+        return answer, answer.get_data(as_text=True)
+
+    with counts_wait_for_each_other(app):
+        answers = at_once(lambda: run_and_read("b"), lambda: run_and_read("c"))
+    assert sorted(answer.status_code for answer, _ in answers) == [200, 429]
+    assert_refused_in_the_api(next(a for a, _ in answers if a.status_code == 429), "2 replies in progress")
+    assert "RunCompleted" in next(body for a, body in answers if a.status_code == 200)
 
 
 def test_concurrent_active_runs_in_the_api(app, harness, fake_model):

@@ -134,8 +134,9 @@ def _event_stream(run_id: str, cursor: int) -> Response:
 
 @contextmanager
 def _stream_slot(stream: bool):
-    """Take a stream slot (429 beyond MAX_STREAMS_PER_ACCOUNT) before the command changes anything;
-    give it back if the command fails."""
+    """Take a stream slot (429 beyond MAX_STREAMS_PER_ACCOUNT) before the command reads or changes
+    anything; give it back if the command fails. Taking it ends the request's read transaction
+    (`limits.account_key`), so it comes before any row lock the command takes."""
     release = limits.take_stream_slot() if stream else None
     try:
         yield release
@@ -153,14 +154,16 @@ def create_run(agent_id):
     agent = _agent(agent_id)
     form = _form(rq.RunForm)
     account = auth.acting_account(create=True)
-    chat = core.find_api_chat(account.id, form.session_id) if form.session_id else None
-    if chat is None:  # the limits first: no new session for a run that cannot start (start_run checks them too)
-        core.check_active_runs(account.id)
     with _stream_slot(form.stream) as release_slot:
-        chat = chat or core.api_chat(account.id, agent.id, form.session_id)
+        # The account's row lock, which starting a run takes first, comes with the chat's read, or with
+        # the limits' check (before a new session: none is made for a run that cannot start).
+        chat = core.find_api_chat(account.id, form.session_id, lock_owner=True) if form.session_id else None
+        if chat is None:
+            core.check_active_runs(account.id)
+            chat = core.api_chat(account.id, agent.id, form.session_id)
         if chat.agent_id != agent.id:
             raise ApiError(f"Session {form.session_id} belongs to agent {chat.agent_id}.", 409)
-        started = core.start_run(chat, form.message)
+        started = core.start_run(chat, form.message, owner_locked=True)
     run_id = started.run_id
     return answer_after_commit(
         lambda: _answer(run_id, started.cursor, release_slot),
@@ -172,9 +175,9 @@ def create_run(agent_id):
 @limits.commands
 def continue_run(agent_id, run_id):
     form = _form(rq.ContinueForm)
-    run, owner_id = _owned_run(agent_id, run_id, form.session_id, lock=True)
-    decisions = form.decisions()
     with _stream_slot(form.stream) as release_slot:
+        run, owner_id = _owned_run(agent_id, run_id, form.session_id, lock=True)
+        decisions = form.decisions()
         run, cursor = core.continue_run(owner_id, run_id, decisions, decider_id=owner_id,
                                         decider_is_admin=auth.acting_account().is_admin, locked=run)
     return answer_after_commit(
