@@ -4,6 +4,7 @@ Reads only; deciding is the core's command (`commands.decide`), the same one the
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -21,15 +22,23 @@ class Pending:
     owner: Account      # whose run it is (the requester)
 
 
-def _decidable_by(select, account_id: int | None):
-    """Scope to the calls `account_id` may decide: their own runs' (None: anyone's, for admins and the
-    service key). Trashed chats are hidden everywhere, so their calls are too."""
+def _decidable_by(select, scoped: bool):
+    """Scope to the calls a person may decide: those of the account `decidable_account_id` (`scoped`;
+    else anyone's, for admins and the service key), pending and not expired at `decidable_now` (see
+    `decidable_params`). Trashed chats are hidden everywhere, so their calls are too."""
+    now = sa.bindparam("decidable_now", type_=ToolCall.__table__.c.expires_at.type)
     select = select.where(ToolCall.status == CallStatus.PENDING, ChatSession.deleted_at.is_(None),
-                          sa.or_(ToolCall.expires_at.is_(None), ToolCall.expires_at > utcnow()))
-    if account_id is None:
+                          sa.or_(ToolCall.expires_at.is_(None), ToolCall.expires_at > now))
+    if not scoped:
         return select
     # A member decides their own runs' calls, except those only an admin may decide.
-    return select.where(Run.owner_id == account_id, sa.or_(ToolCall.approvers.is_(None), ToolCall.approvers != "admin"))
+    return select.where(Run.owner_id == sa.bindparam("decidable_account_id", type_=Run.__table__.c.owner_id.type),
+                        sa.or_(ToolCall.approvers.is_(None), ToolCall.approvers != "admin"))
+
+
+def decidable_params(account_id: int | None) -> dict:
+    """The values `_decidable_by`'s statements are run with, for `account_id` (None: anyone's calls)."""
+    return {"decidable_now": utcnow(), "decidable_account_id": account_id}
 
 
 def _joined(select):
@@ -44,19 +53,22 @@ def scope_of(account: Account) -> int | None:
 def pending_calls(account_id: int | None, limit: int = MAX_LISTED) -> list[Pending]:
     """The calls waiting for a decision, oldest first, each with its chat and the run's owner."""
     rows = db.session.execute(_decidable_by(_joined(sa.select(ToolCall, ChatSession, Account))
-                                            .join(Account, Account.id == Run.owner_id), account_id)
-                              .order_by(ToolCall.created_at, ToolCall.position, ToolCall.id).limit(limit))
+                                            .join(Account, Account.id == Run.owner_id), account_id is not None)
+                              .order_by(ToolCall.created_at, ToolCall.position, ToolCall.id).limit(limit),
+                              decidable_params(account_id))
     return [Pending(*row) for row in rows]
 
 
 def pending_count(account_id: int | None) -> int:
     """How many calls wait for this person (one COUNT: it is on every page)."""
-    return db.session.scalar(pending_count_select(account_id))
+    return db.session.scalar(pending_count_select(account_id is not None), decidable_params(account_id))
 
 
-def pending_count_select(account_id: int | None) -> sa.Select:
-    """pending_count's statement, to fold into another one as a scalar subquery (`.correlate(None)`)."""
-    return _decidable_by(_joined(sa.select(sa.func.count()).select_from(ToolCall)), account_id)
+@functools.cache
+def pending_count_select(scoped: bool) -> sa.Select:
+    """pending_count's statement (built once; run with `decidable_params`), to fold into another one as a
+    scalar subquery (`.correlate(None)`)."""
+    return _decidable_by(_joined(sa.select(sa.func.count()).select_from(ToolCall)), scoped)
 
 
 def as_json(item: Pending, card_url: str, chat_url: str) -> dict:

@@ -1,6 +1,7 @@
 """The chat UI: pages, htmx fragments, decisions, and the run's event stream (SSE)."""
 from __future__ import annotations
 
+import functools
 import json
 from contextlib import ExitStack
 from types import SimpleNamespace
@@ -306,11 +307,20 @@ def _always_allow() -> GrantRequest | None:
 def _call_and_run(call_id: str, run_id: str) -> dict:
     """The decided call and its run as they are now, and the calls still waiting for this person (the
     sidebar's count), read back in one statement."""
-    waiting = approvals.pending_count_select(approvals.scope_of(current_user)).scalar_subquery().correlate(None)
-    call, run, g.approvals_waiting = db.session.execute(sa.select(ToolCall, Run, waiting).join(
-        Run, ToolCall.run_id == Run.id).where(ToolCall.id == call_id, Run.id == run_id)).one()
+    scope = approvals.scope_of(current_user)
+    call, run, g.approvals_waiting = db.session.execute(_call_and_run_statement(scope is not None), {
+        "call_id": call_id, "run_id": run_id, **approvals.decidable_params(scope)}).one()
     cards.know_run(run.id, run.owner_id, run.agent_id)
     return {"call": call, "run": run}
+
+
+@functools.cache
+def _call_and_run_statement(scoped: bool) -> sa.Select:
+    """Built once per scope (building it cost more than running it): bound call_id, run_id and the
+    approvals count's values."""
+    waiting = approvals.pending_count_select(scoped).scalar_subquery().correlate(None)
+    return sa.select(ToolCall, Run, waiting).join(Run, ToolCall.run_id == Run.id).where(
+        ToolCall.id == sa.bindparam("call_id"), Run.id == sa.bindparam("run_id"))
 
 
 def _from_inbox() -> bool:
