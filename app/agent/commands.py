@@ -75,7 +75,7 @@ def start_run(chat: ChatSession, text: str, owner_locked: bool = False) -> Start
         agent = agent_of(chat.agent_id)
         if agent is None:
             raise Conflict(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.")
-        run_id, cursor, after_message = new_id("run"), 0, 2
+        run_id, cursor, after_message = new_id("run"), 0, 2  # after run_started and user_message
         message_id = _record_new_run(chat, run_id, text, current_app.extensions["models"].for_agent(agent).label,
                                      title, now)
     db.session.commit()
