@@ -153,8 +153,13 @@
     if (!el || !el.querySelectorAll) return;
     enhance(el);
     if (!document.body.dataset.ready) return;  // the page's own content: handled at load
+    // Once per card: htmx runs a swap's load events when it settles (20 ms on), so the load of the
+    // message a card arrived in can come after the card's own, and must not take the focus back from
+    // someone already tabbing through the card.
     var card = el.matches(".call-pending[tabindex]") ? el : el.querySelector(".call-pending[tabindex]");
-    if (card && !el.closest("[data-deciding]")) takeFocusForCard(card);
+    if (!card || card.dataset.offered || el.closest("[data-deciding]")) return;
+    card.dataset.offered = "1";
+    takeFocusForCard(card);
   });
 
   document.addEventListener("DOMContentLoaded", function () {
