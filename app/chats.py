@@ -89,8 +89,13 @@ def _heading_list_statement() -> sa.Select:
     return sa.select(ChatSession, ~newer).where(ChatSession.id == chat_id, ChatSession.owner_id == owner_id, LIVE)
 
 
+def _locking_owner(query: sa.Select) -> sa.Select:
+    """`query` (of a chat) also taking its owner's account row lock: the lock starting a run takes first."""
+    return query.join(Account, Account.id == ChatSession.owner_id).with_for_update(of=Account)
+
+
 _HEADING_LIST = _heading_list_statement()
-_HEADING_LIST_LOCKING_OWNER = _HEADING_LIST.join(Account, Account.id == ChatSession.owner_id).with_for_update(of=Account)
+_HEADING_LIST_LOCKING_OWNER = _locking_owner(_HEADING_LIST)
 
 
 def create_chat(owner_id: int, agent_id: str | None = None) -> ChatSession:
@@ -148,9 +153,7 @@ def find_api_chat(owner_id: int, session_id: str, lock_owner: bool = False) -> C
     """The owner's chat with this id, else the one the client named so (one statement). `lock_owner`:
     when found, also take the owner's account row lock (as `get_chat_heading_list`)."""
     query = _api_chat(owner_id, session_id)
-    if lock_owner:
-        query = query.join(Account, Account.id == ChatSession.owner_id).with_for_update(of=Account)
-    return db.session.scalar(query)
+    return db.session.scalar(_locking_owner(query) if lock_owner else query)
 
 
 def find_api_run(owner_id: int, run_id: str, session_id: str | None, lock: bool = False) -> Run | None:
