@@ -168,6 +168,8 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
         "MCP_TIMEOUT": mcp_timeout,  # seconds one MCP tool call may take
         "OS_SECURITY_KEY": os_key,
         "API_AUTH": api_auth,
+        # Seconds a run request without `stream` waits for the run to pause or end (then 202: still running).
+        "API_WAIT_SECONDS": _positive(get("API_WAIT_SECONDS", "120"), "API_WAIT_SECONDS"),
         # Rate-limit counters: per process in memory by default; redis://host:6379 shares them between
         # hosts (Flask-Limiter's storage URI).
         "RATELIMIT_STORAGE_URI": _rate_storage(get("RATELIMIT_STORAGE_URI", "memory://")),

@@ -4,6 +4,7 @@ executed by a worker and followed live through the other; a worker killed mid-ru
 the other one within the lease, and nothing runs twice."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.api.apiclient import AUTH, KEY, documented
 from tests.conftest import wait_for
 from tests.fake_openai import ToolCall, Turn
 from tests.live import Client, LiveServer
@@ -60,6 +62,14 @@ class Worker:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()
+
+
+API_WAIT_SECONDS = 4.0  # shorter than the poll (5 s) that finds what no NOTIFY announced
+
+
+@pytest.fixture
+def server_env(server_env):
+    return {**server_env, "OS_SECURITY_KEY": KEY, "API_WAIT_SECONDS": str(API_WAIT_SECONDS)}
 
 
 @pytest.fixture
@@ -127,6 +137,29 @@ def test_a_run_started_on_one_web_server_is_executed_by_a_worker_and_followed_on
     assert harness.wait(run_id, "completed", "failed").status == "completed"
     assert harness.rows("users") == before - 50
     assert "Done, 50 fewer users." in client.get(f"/chats/{chat}").text
+
+
+def test_an_api_client_waits_on_either_web_server_for_what_a_worker_does(cluster, harness, fake_model):
+    """An API answer given once the run settles hears of a worker's writes as they happen (its NOTIFY), not
+    only of its own server's: it comes when the run pauses or ends, not when the wait runs out."""
+    (web_a, web_b), workers = cluster
+    fake_model.script(Turn(text="I need your confirmation.", tool_calls=[DELETE_50]), Turn(text="Done, 50 fewer users."))
+    before = harness.rows("users")
+
+    def settled(url: str, **form) -> dict:
+        started = time.monotonic()
+        response = requests.post(url, headers=AUTH, timeout=30, files={k: (None, v) for k, v in form.items()})
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < API_WAIT_SECONDS, "answered when the wait ran out, not when the run settled"
+        return response.json()
+
+    run = settled(f"{web_a.url}/agents/data_manager/runs", message="Delete 50 old records from the users table",
+                  stream="false")
+    assert run["status"] == "PAUSED"
+    continued = settled(f"{web_b.url}/agents/data_manager/runs/{run['run_id']}/continue",
+                        tools=json.dumps(documented(run["tools"][0])), stream="false")
+    assert (continued["status"], continued["content"]) == ("COMPLETED", "Done, 50 fewer users.")
+    assert harness.rows("users") == before - 50
 
 
 def test_a_worker_killed_mid_reply_is_taken_over_by_the_other_and_nothing_runs_twice(cluster, harness, fake_model):

@@ -44,10 +44,12 @@ class Started:
     after_message: int | None
 
 
-def start_run(chat: ChatSession, text: str, owner_locked: bool = False) -> Started:
+def start_run(chat: ChatSession, text: str, owner_locked: bool = False, new_run_id: str | None = None) -> Started:
     """Add the person's message and start (or resume) a run. `owner_locked`: the caller took the chat
     owner's account row lock in this transaction (`chats.get_chat_heading_list(lock_owner=True)`),
-    which counting the owner's active runs needs first."""
+    which counting the owner's active runs needs first. `new_run_id`: the id a new run takes (for a
+    caller that watches it from before it exists); a message that answers a paused run's cards
+    resumes that run instead."""
     text = (text or "").strip()
     if not text:
         raise Invalid("Type a message first.")
@@ -75,7 +77,7 @@ def start_run(chat: ChatSession, text: str, owner_locked: bool = False) -> Start
         agent = agent_of(chat.agent_id)
         if agent is None:
             raise Conflict(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.")
-        run_id, cursor, after_message = new_id("run"), 0, 2  # after run_started and user_message
+        run_id, cursor, after_message = new_run_id or new_id("run"), 0, 2  # after run_started and user_message
         message_id = _record_new_run(chat, run_id, text, current_app.extensions["models"].for_agent(agent).label,
                                      title, now)
     db.session.commit()

@@ -463,10 +463,14 @@ class _RunFields:
 class Watch:
     """A stream's view of one run: read what came after a cursor, and wait for more."""
 
-    def __init__(self, hub: "Hub", run_id: str, channel: _Channel, owner_id: int | None = None):
+    def __init__(self, hub: "Hub", run_id: str, channel: _Channel, owner_id: int | None = None,
+                 before_write: bool = False):
         self.hub, self.run_id, self.channel, self.owner_id = hub, run_id, channel, owner_id
         self.run = None  # the run's id, session_id and agent_id, from the last database read
-        self._external_seen = -1  # the first read always asks the database
+        # The first read asks the database, unless the watch was opened before the events it is for
+        # were written: each of those then reaches it (from this process, or announced by a NOTIFY or
+        # the poll), and memory has them.
+        self._external_seen = channel.external if before_write else -1
         self.placed: dict[int, int] = {}  # per reply seen: the characters it has handed out (or ENDED)
 
     @property
@@ -647,7 +651,10 @@ class Hub:
                 channel.note(held)
 
     @contextmanager
-    def watch(self, run_id: str, owner_id: int | None = None) -> Iterator[Watch]:
+    def watch(self, run_id: str, owner_id: int | None = None, before_write: bool = False) -> Iterator[Watch]:
+        """Watch a run. `before_write`: opened before the caller writes the events it will read (a
+        command whose answer waits for the run), so its reads need no database until another process
+        is heard of; the caller then knows the run's status where it starts reading (`follow`)."""
         with self._lock:
             channel = self._channels.get(run_id)
             if channel is None:
@@ -657,7 +664,7 @@ class Hub:
                 self._poller = threading.Thread(target=self._poll, name="run-events-poller", daemon=True)
                 self._poller.start()
         try:
-            yield Watch(self, run_id, channel, owner_id)
+            yield Watch(self, run_id, channel, owner_id, before_write)
         finally:
             with self._lock:
                 channel.watchers -= 1

@@ -48,7 +48,8 @@ def status_after(batch: list[Event], status: str | None) -> str | None:
 def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
            finish: Callable[[str | None], Chunk], *, hold_paused: bool = False,
            timeout: float | None = None, wait_out_errors: bool = True, watch: Watch | None = None,
-           first: tuple[int, list[Event], str | None] | None = None) -> Iterator[Chunk | None]:
+           first: tuple[int, list[Event], str | None] | None = None,
+           status: str | None = None) -> Iterator[Chunk | None]:
     """Yield `render(events)` for each batch after `cursor` (skipping falsy results), then
     `finish(status)` once the run has stopped (paused; with `hold_paused` only finished; None: the run
     is gone), then end. Yields None after PING_SECONDS without output (a caller may send a keep-alive).
@@ -57,12 +58,12 @@ def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
     `wait_out_errors` False raises a failed read at once (an answer not yet begun can still say 503).
     `watch` (opened by the caller, who closes it) and `first` (the generation before it read, and what
     `watch.read_after(cursor)` returned) let a caller check the run before its answer begins, with the
-    same statement that reads the first events."""
+    same statement that reads the first events. `status`: the run's status at `cursor`, for a `watch`
+    opened `before_write` (its first read is then from memory, which does not say it)."""
     hub = current_app.extensions["run_events"]
     deadline = None if timeout is None else time.monotonic() + timeout
     db.session.remove()
     with (nullcontext(watch) if watch is not None else hub.watch(run_id)) as watch:
-        status: str | None = None
         last_sent = time.monotonic()
         failures = 0
         while True:

@@ -19,7 +19,7 @@ from app.api.errors import ApiError, detail, jsonify
 from app.api.openapi import spec
 from app.extensions import csrf, db
 from app.jsontext import BadJson, load_json
-from app.models import Message, Run, RunStatus, utcnow
+from app.models import Message, Run, RunStatus, new_id, utcnow
 from app.web import auth
 from app.web.errors import DATABASE_UNAVAILABLE, answer_after_commit
 
@@ -81,14 +81,16 @@ def _owned_chat(session_id: str):
 
 # --- answering a run: as a stream of events, or as JSON once it settles ----------------------------------
 
-def _answer(run_id: str, cursor: int, release_slot):
+def _answer(run_id: str, cursor: int, release_slot, watched: tuple[core.Watch, str] | None = None):
     """`release_slot`: the stream slot the view took (limits.take_stream_slot) before it started
-    anything, so a refused stream starts no run; None answers with JSON once the run settles."""
+    anything, so a refused stream starts no run; None answers with JSON once the run settles.
+    `watched`: the run's watch opened before the command wrote (`_watching`) and the run's status at
+    `cursor`."""
     if release_slot is not None:
         response = _event_stream(run_id, cursor)
         response.call_on_close(release_slot)
         return response
-    view = _settled(run_id, cursor, current_app.config.get("API_WAIT_SECONDS", 120.0))
+    view = _settled(run_id, cursor, current_app.config["API_WAIT_SECONDS"], *(watched or ()))
     if view is None:  # its session was deleted meanwhile
         _not_found(f"No runs found for run ID {run_id}")
     run, body = view.run, serialize.run_json(view)
@@ -97,13 +99,26 @@ def _answer(run_id: str, cursor: int, release_slot):
     return jsonify(body, 202 if run.status in RunStatus.ACTIVE else 200)
 
 
-def _settled(run_id: str, cursor: int, timeout: float) -> serialize.RunView | None:
+def _settled(run_id: str, cursor: int, timeout: float, watch: core.Watch | None = None,
+             status: str | None = None) -> serialize.RunView | None:
     """Follow the run (holding no database connection between reads) until it pauses, completes,
     fails or is cancelled; after `timeout` answer it as it is (still RUNNING: 202)."""
     for _ in core.follow(run_id, cursor, render=lambda batch: None, finish=lambda status: None, timeout=timeout,
-                    wait_out_errors=False):
+                         wait_out_errors=False, watch=watch, status=status):
         pass
     return serialize.load_run_by_id(run_id)
+
+
+@contextmanager
+def _watching(run_id: str, stream: bool):
+    """For an answer given once the run settles: the run's watch, opened before the command writes, so
+    that following it reads nothing from the database (`Hub.watch(before_write=True)`) but the run's
+    JSON at the end. A stream is followed after the view returns: it opens its own."""
+    if stream:
+        yield None
+        return
+    with current_app.extensions["run_events"].watch(run_id, before_write=True) as watch:
+        yield watch
 
 
 def _event_stream(run_id: str, cursor: int) -> Response:
@@ -154,36 +169,42 @@ def create_run(agent_id):
     agent = _agent(agent_id)
     form = _form(rq.RunForm)
     account = auth.acting_account(create=True)
-    with _stream_slot(form.stream) as release_slot:
-        # The account's row lock, which starting a run takes first, comes with the chat's read, or with
-        # the limits' check (before a new session: none is made for a run that cannot start).
-        chat = core.find_api_chat(account.id, form.session_id, lock_owner=True) if form.session_id else None
-        if chat is None:
-            core.check_active_runs(account.id)
-            chat = core.api_chat(account.id, agent.id, form.session_id)
-        if chat.agent_id != agent.id:
-            raise ApiError(f"Session {form.session_id} belongs to agent {chat.agent_id}.", 409)
-        started = core.start_run(chat, form.message, owner_locked=True)
-    run_id = started.run_id
-    return answer_after_commit(
-        lambda: _answer(run_id, started.cursor, release_slot),
-        "The run was started, but it could not be read just now: "
-        f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id, "status": "RUNNING"})
+    new_run_id = new_id("run")
+    with _watching(new_run_id, form.stream) as watch:
+        with _stream_slot(form.stream) as release_slot:
+            # The account's row lock, which starting a run takes first, comes with the chat's read, or
+            # with the limits' check (before a new session: none is made for a run that cannot start).
+            chat = core.find_api_chat(account.id, form.session_id, lock_owner=True) if form.session_id else None
+            if chat is None:
+                core.check_active_runs(account.id)
+                chat = core.api_chat(account.id, agent.id, form.session_id)
+            if chat.agent_id != agent.id:
+                raise ApiError(f"Session {form.session_id} belongs to agent {chat.agent_id}.", 409)
+            started = core.start_run(chat, form.message, owner_locked=True, new_run_id=new_run_id)
+        run_id = started.run_id
+        # (A message that answers a paused run's cards resumes that run: it was not watched.)
+        watched = (watch, RunStatus.QUEUED) if watch is not None and run_id == new_run_id else None
+        return answer_after_commit(
+            lambda: _answer(run_id, started.cursor, release_slot, watched),
+            "The run was started, but it could not be read just now: "
+            f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id, "status": "RUNNING"})
 
 
 @bp.post("/agents/<agent_id>/runs/<run_id>/continue")
 @limits.commands
 def continue_run(agent_id, run_id):
     form = _form(rq.ContinueForm)
-    with _stream_slot(form.stream) as release_slot:
-        run, owner_id = _owned_run(agent_id, run_id, form.session_id, lock=True)
-        decisions = form.decisions()
-        run, cursor = core.continue_run(owner_id, run_id, decisions, decider_id=owner_id,
-                                        decider_is_admin=auth.acting_account().is_admin, locked=run)
-    return answer_after_commit(
-        lambda: _answer(run_id, cursor, release_slot),
-        "The decisions were recorded, but the run could not be read just now: "
-        f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id})
+    with _watching(run_id, form.stream) as watch:
+        with _stream_slot(form.stream) as release_slot:
+            run, owner_id = _owned_run(agent_id, run_id, form.session_id, lock=True)
+            status = run.status  # at the cursor: the run as the command reads it, under its lock
+            decisions = form.decisions()
+            run, cursor = core.continue_run(owner_id, run_id, decisions, decider_id=owner_id,
+                                            decider_is_admin=auth.acting_account().is_admin, locked=run)
+        return answer_after_commit(
+            lambda: _answer(run_id, cursor, release_slot, watch and (watch, status)),
+            "The decisions were recorded, but the run could not be read just now: "
+            f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id})
 
 
 @bp.post("/agents/<agent_id>/runs/<run_id>/cancel")
