@@ -354,6 +354,15 @@ class CallChange:
     def returning(self, *columns: str, next_approved: bool = False) -> "CallChange":
         return replace(self, returned=columns, next_approved=next_approved)
 
+    def returning_row(self, next_approved: bool = False) -> "CallChange":
+        """Return all of the call's columns (`events.write_with_call` then gives them to this process's
+        streams with the call's event)."""
+        return self.returning(*ToolCall.__table__.columns.keys(), next_approved=next_approved)
+
+    @property
+    def whole_row(self) -> bool:
+        return len(self.returned) == len(ToolCall.__table__.columns)
+
     def statement(self):
         """The UPDATE … RETURNING, with bound parameters named cas_*."""
         return _call_cas(tuple(sorted(self.values)), self.returned, self.next_approved)
@@ -371,7 +380,7 @@ def _call_cas(columns: tuple[str, ...], returned: tuple[str, ...], next_approved
                                     table.c.status == sa.bindparam("cas_expected", type_=table.c.status.type)) \
         .values(status=sa.bindparam("cas_new", type_=table.c.status.type),
                 updated_at=sa.bindparam("cas_now", type_=table.c.updated_at.type), **bound)
-    returning = [table.c.id, *(table.c[name] for name in returned)]
+    returning = [table.c.id, *(table.c[name] for name in returned if name != "id")]
     if next_approved:
         run_id = sa.bindparam("cas_run_id", type_=table.c.run_id.type)
         returning.append(ToolCall.first_approved(run_id, table.alias("later")).label("next_call"))

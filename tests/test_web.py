@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import time
+from html.parser import HTMLParser
 
 import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import ChatSession
-from tests.conftest import wait_for
+from tests.conftest import parse_sse, wait_for
 from tests.fake_openai import ToolCall, Turn
+from tests.test_faults import workspace_locked
 
 DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
 
@@ -297,3 +299,83 @@ def test_a_streaming_reply_shows_words_between_the_writes_that_store_them(app, b
     # several tokens at once; the stored reply is the whole of it.
     assert stored < len(renders) < 60, (stored, len(renders))
     assert harness.messages(chat)[-1][1] == words
+
+
+def live_events(browser, run_id: str, after: int):
+    """The run's event stream as it comes: the stream stays open while the caller looks at each event."""
+    response = browser.client.get(f"/runs/{run_id}/events?after={after}", buffered=False)
+    text = ""
+    try:
+        for chunk in response.response:
+            text += chunk.decode() if isinstance(chunk, bytes) else chunk
+            *blocks, text = text.split("\n\n")
+            for block in blocks:
+                yield from parse_sse(block)
+    finally:
+        response.close()
+
+
+class _Element(HTMLParser):
+    """The element with `element_id`, as a list of tags (attributes sorted, without the one that swaps it
+    in from a stream, and CSRF tokens, which carry their time) and words: two renderings of one card
+    compare equal if they show the same."""
+    VOID = {"input", "br", "img", "hr", "meta", "link"}
+
+    def __init__(self, element_id: str):
+        super().__init__()
+        self.element_id, self.depth, self.found = element_id, 0, []
+
+    def handle_starttag(self, tag, attrs):
+        if self.depth == 0:
+            if dict(attrs).get("id") != self.element_id:
+                return
+            self.found = []  # the last rendering in the text counts
+        csrf = ("name", "csrf_token") in attrs
+        self.found.append((tag, sorted((k, v) for k, v in attrs if k != "hx-swap-oob" and not (csrf and k == "value"))))
+        if tag not in self.VOID:
+            self.depth += 1
+
+    def handle_endtag(self, tag):
+        if self.depth:
+            self.depth -= 1
+            self.found.append(f"/{tag}")
+
+    def handle_data(self, data):
+        if self.depth and data.strip():
+            self.found.append(" ".join(data.split()))
+
+
+def shown(html: str, element_id: str) -> list:
+    parser = _Element(element_id)
+    parser.feed(html)
+    return parser.found
+
+
+def test_a_live_stream_shows_each_card_as_a_reload_shows_it(databases, browser, harness, fake_model):
+    """The cards a stream shows while the run goes on (made from what the run's process wrote, not read
+    back) are the cards a reload shows: the pending one with its buttons, then the outcome."""
+    fake_model.script(Turn(text="I will delete them " + "now " * 10, token_delay=0.03, tool_calls=[DELETE_50]),
+                      Turn(text="All done."))
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "Delete 50 old users"}).data)
+    seen, stream = [], live_events(browser, run_id, after=0)
+    for event in stream:
+        seen.append(event)
+        if "msg-text" in event["data"]:
+            break  # the reply is streaming: the stream was open before its card was written
+    seen += list(stream)
+    run, call_id = pending_call(browser, chat)
+    live = "".join(e["data"] for e in seen)
+    page = browser.get(f"/chats/{chat}").data.decode()
+    assert "Needs your approval" in live and shown(live, f"call-{call_id}") == shown(page, f"call-{call_id}")
+
+    with workspace_locked(databases):  # the tool waits: the stream is open before its outcome is written
+        cursor = int(re.search(rb"events\?after=(\d+)", browser.post(f"/runs/{run}/calls/{call_id}/approve").data)
+                     .group(1))
+        stream = live_events(browser, run_id, after=cursor)
+        seen = [next(stream)]
+    seen += list(stream)
+    live = "".join(e["data"] for e in seen)
+    page = browser.get(f"/chats/{chat}").data.decode()
+    assert "call-done" in live and "All done." in live
+    assert shown(live, f"call-{call_id}") == shown(page, f"call-{call_id}")

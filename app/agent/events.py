@@ -52,6 +52,9 @@ class Event:
     type: str
     data: dict
     created_at: datetime
+    # The rows of the calls the event is about, by id, as this process wrote them (never stored: None
+    # when read from the database): this process's streams render their cards without reading them.
+    calls: dict[str, dict] | None = None
 
 
 def relay(run_id: str, message_id: int, reply: str) -> None:
@@ -68,9 +71,10 @@ def relayed(run_id: str, message_id: int) -> None:
 # Writing
 # ---------------------------------------------------------------------------------------------------
 
-def append(run_id: str, type: str, data: dict | None = None) -> None:
-    """Queue an event in the current transaction; it is numbered and written when that commits."""
-    db.session.info.setdefault(_PENDING, []).append((run_id, type, data or {}))
+def append(run_id: str, type: str, data: dict | None = None, calls: dict[str, dict] | None = None) -> None:
+    """Queue an event in the current transaction; it is numbered and written when that commits.
+    `calls`: the rows of the calls it is about, for this process's streams (`Event.calls`)."""
+    db.session.info.setdefault(_PENDING, []).append((run_id, type, data or {}, calls))
 
 
 def append_to_new_run(run_id: str, seq: int, type: str, data: dict | None = None,
@@ -228,18 +232,23 @@ def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_
     if last_seq is None:
         return False
     if mine:
-        session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in _rows(run_id, last_seq, mine, now))
+        session.info.setdefault(_WRITTEN, []).extend(_written(run_id, last_seq, mine, now))
     return True
 
 
 def _rows(run_id: str, last_seq: int, mine: list, now: datetime) -> list[dict]:
     first = last_seq - len(mine) + 1
     return [{"run_id": run_id, "seq": first + i, "type": type, "data": data, "created_at": now}
-            for i, (_, type, data) in enumerate(mine)]
+            for i, (_, type, data, _) in enumerate(mine)]
+
+
+def _written(run_id: str, last_seq: int, mine: list, now: datetime) -> list[Event]:
+    first = last_seq - len(mine) + 1
+    return [Event(run_id, first + i, type, data, now, calls) for i, (_, type, data, calls) in enumerate(mine)]
 
 
 def _queued(mine: list) -> list[dict]:
-    return [{"type": type, "data": data} for _, type, data in mine]
+    return [{"type": type, "data": data} for _, type, data, _ in mine]
 
 
 @functools.cache
@@ -334,12 +343,12 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
     if session.get_bind().dialect.name == "postgresql":
         statement = _with_call(change.statement(), lease_owner is not None, resume)
         row = session.execute(statement, {**params, "events_queued": _queued(
-            mine + [(run_id, "run_resumed", {})] if resume else mine)}).first()
+            mine + [(run_id, "run_resumed", {}, None)] if resume else mine)}).first()
         if row is None:
             return CallWritten(False, None)
         resumed = bool(row.resumed)
         if resumed:
-            mine.append((run_id, "run_resumed", {}))
+            mine.append((run_id, "run_resumed", {}, None))
         last_seq = row.last_seq
         call = row if row.matched else None
     else:
@@ -349,7 +358,7 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
             return CallWritten(True, None)
         resumed = resume and bool(call.resumed)
         if resumed:
-            mine.append((run_id, "run_resumed", {}))
+            mine.append((run_id, "run_resumed", {}, None))
             params.update(events_count=len(mine), events_set_status=RunStatus.QUEUED)
         last_seq = session.execute(_numbered(lease_owner is not None, ("status",) if resumed else ()), params).scalar()
         if last_seq is None:
@@ -357,7 +366,12 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
         if mine:
             session.execute(_event_insert(), _rows(run_id, last_seq, mine, now))
     if mine:
-        session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in _rows(run_id, last_seq, mine, now))
+        if change.whole_row:  # its events go to this process's streams with the call's new row
+            card = {name: getattr(call, name) for name in change.returned}
+            mine = [(run, type, data, {change.call_id: card}) if type == "tool_call_updated"
+                    and data.get("call_id") == change.call_id else (run, type, data, calls)
+                    for run, type, data, calls in mine]
+        session.info.setdefault(_WRITTEN, []).extend(_written(run_id, last_seq, mine, now))
     return CallWritten(True, call, resumed)
 
 

@@ -179,7 +179,8 @@ def _model_turn(run: RunRef, agent, model) -> str:
         events.append(run.id, "text", {"message_id": message_id, "text": pending_text, "at": written})
     events.append(run.id, "message_completed", {"message_id": message_id, "state": "done"})
     if calls:
-        events.append(run.id, "tool_calls", {"message_id": message_id, "call_ids": [call["id"] for call in calls]})
+        events.append(run.id, "tool_calls", {"message_id": message_id, "call_ids": [call["id"] for call in calls]},
+                      calls={call["id"]: call for call in calls})
     outcome = "done" if not requests else "stopped" if gated else "tools"
     ended = {"done": RunStatus.COMPLETED, "stopped": RunStatus.PAUSED}.get(outcome)
     if ended:
@@ -264,7 +265,7 @@ def _execute_approved_calls(run: RunRef, agent, next_call: str) -> bool:
         call_id, next_call = next_call, None
         events.append(run.id, "tool_call_updated", {"call_id": call_id, "status": CallStatus.EXECUTING})
         started = events.write_with_call(
-            run.id, ToolCall.cas(call_id, CallStatus.APPROVED, CallStatus.EXECUTING).returning("name", "arguments"),
+            run.id, ToolCall.cas(call_id, CallStatus.APPROVED, CallStatus.EXECUTING).returning_row(),
             WORKER_ID, lease_until())
         if not started.ours:
             db.session.rollback()
@@ -293,7 +294,7 @@ def _execute_approved_calls(run: RunRef, agent, next_call: str) -> bool:
         # The outcome is recorded even after a Stop (the side effect happened); not when another worker
         # has recovered the run meanwhile (the call is then outcome_unknown, and stays so).
         ended = events.write_with_call(
-            run.id, ToolCall.cas(call_id, CallStatus.EXECUTING, status, **values).returning(next_approved=True))
+            run.id, ToolCall.cas(call_id, CallStatus.EXECUTING, status, **values).returning_row(next_approved=True))
         if not ended.ok:
             db.session.rollback()
             next_call = _next_approved(run.id)

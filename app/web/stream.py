@@ -1,8 +1,10 @@
 """Following a run's event log over server-sent events, and turning its events into the HTML
 fragments the browser's event stream swaps in.
 
-Fragments are rendered from the stored rows at send time (a card always shows its current state), so
-replaying an event is harmless; only `text` events append, and the client drops ids it has seen.
+Fragments are rendered from the stored rows at send time (a card shows its call's current state), or
+from the rows this process wrote with the event (`Event.calls`: the state that event recorded; a later
+change comes with a later event), so replaying an event is harmless; only `text` events append, and
+the client drops ids it has seen.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from app.agent.events import Event, Watch
 from app.agent.follow import STATUS_AFTER, follow
 from app.extensions import db
 from app.markdown import StreamingReply
-from app.models import Message, Run, RunStatus, ToolCall
+from app.models import Account, Message, Run, RunStatus, ToolCall
 
 def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
                finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False,
@@ -53,6 +55,25 @@ TEXT_INTERVAL = 0.03
 RENDER_SHARE = 10
 
 
+_CALL_COLUMNS = tuple(ToolCall.__table__.columns.keys())
+
+
+class CallCard(SimpleNamespace):
+    """A call's row as plain values, for its card: as this process wrote it (`Event.calls`), or as a
+    stream remembers it between batches. Who decided is read only if the card names someone else."""
+
+    def __init__(self, row: dict):
+        super().__init__(**{name: row.get(name) for name in _CALL_COLUMNS})
+
+    @classmethod
+    def of(cls, call: ToolCall) -> "CallCard":
+        return cls({name: getattr(call, name) for name in _CALL_COLUMNS})
+
+    @property
+    def decider(self) -> Account | None:
+        return None if self.decider_id is None else db.session.get(Account, self.decider_id)
+
+
 class StreamView:
     """What one stream remembers between batches, so that most events render without a query: the
     run's fixed fields (read once), each reply's text so far (kept from its text events, whose `at`
@@ -64,7 +85,7 @@ class StreamView:
         self.texts: dict[int, str] = {}
         self.next_text: dict[int, float] = {}  # per reply: when it may be rendered again
         self.renders: dict[int, StreamingReply] = {}  # per reply: its finished blocks, rendered once
-        self.approved: dict[str, SimpleNamespace] = {}  # cards last shown approved, by call id
+        self.approved: dict[str, CallCard] = {}  # cards last shown approved, by call id
         self._run = run
         self._held: list = []
 
@@ -75,27 +96,30 @@ class StreamView:
                                            .where(Run.id == self.run_id)).one()
         return self._run
 
-    def card(self, call_id: str, status: str | None):
-        """The call as its card shows it. `executing` after a card this stream showed approved comes
-        from memory (that transition changes nothing else); every other state is read, from the rows
-        `prefetch` loaded for the batch."""
+    def card(self, event: Event, call_id: str):
+        """The call as its card shows it: as this process wrote it with the event, if it did; `executing`
+        after a card this stream showed approved from memory (that transition changes nothing else);
+        else read, from the rows `prefetch` loaded for the batch."""
         known = self.approved.pop(call_id, None)
-        if status == "executing" and known is not None:
-            return SimpleNamespace(**{**vars(known), "status": status})
-        call = db.session.get(ToolCall, call_id)
+        if event.calls is not None and call_id in event.calls:
+            call = CallCard(event.calls[call_id])
+        elif event.data.get("status") == "executing" and known is not None:
+            return CallCard({**vars(known), "status": "executing"})
+        else:
+            call = db.session.get(ToolCall, call_id)
         if call is not None and call.status == "approved":
-            self.approved[call_id] = SimpleNamespace(
-                **{column.key: getattr(call, column.key) for column in ToolCall.__table__.columns},
-                decider=call.decider if call.decider_id is not None else None)
+            self.approved[call_id] = call if isinstance(call, CallCard) else CallCard.of(call)
         return call
 
     def prefetch(self, batch: list[Event]) -> None:
         """Load the person's messages and the cards the batch shows in one statement each (into the
         session's identity map, where render_event's `Session.get` finds them)."""
         message_ids = [e.data["message_id"] for e in batch if e.type == "user_message"]
-        call_ids = {call_id for e in batch if e.type == "tool_calls" for call_id in e.data["call_ids"]}
+        call_ids = {call_id for e in batch if e.type == "tool_calls" for call_id in e.data["call_ids"]
+                    if e.calls is None or call_id not in e.calls}
         call_ids.update(e.data["call_id"] for e in batch if e.type == "tool_call_updated" and not (
-            e.data.get("status") == "executing" and e.data["call_id"] in self.approved))
+            e.data.get("status") == "executing" and e.data["call_id"] in self.approved) and not (
+            e.calls is not None and e.data["call_id"] in e.calls))
         held = []  # the identity map holds rows weakly: keep them until the batch is rendered
         if message_ids:
             held += db.session.scalars(sa.select(Message).where(Message.id.in_(message_ids))
@@ -176,9 +200,13 @@ def _activity(event: Event, view: StreamView) -> str:
     """The status line of a call that began executing ("Calling …"), without its card."""
     if event.data.get("status") != "executing":
         return ""
-    known = view.approved.get(event.data["call_id"])
-    call = known if known is not None else db.session.get(ToolCall, event.data["call_id"])
-    return "" if call is None else render_template("chat/events/_activity.html", activity=f"Calling {call.name}…")
+    call_id = event.data["call_id"]
+    if (written := (event.calls or {}).get(call_id)) is not None:
+        name = written["name"]
+    else:
+        call = view.approved.get(call_id) or db.session.get(ToolCall, call_id)
+        name = None if call is None else call.name
+    return "" if name is None else render_template("chat/events/_activity.html", activity=f"Calling {name}…")
 
 
 def render_event(event: Event, view: StreamView) -> str:
@@ -217,11 +245,13 @@ def render_event(event: Event, view: StreamView) -> str:
                 return ""
             return render_template("chat/events/_message_append.html", message=message, agent_id=None)
         case "tool_calls":
-            calls = [db.session.get(ToolCall, call_id) for call_id in data["call_ids"]]
+            written = event.calls or {}
+            calls = [CallCard(written[call_id]) if call_id in written else db.session.get(ToolCall, call_id)
+                     for call_id in data["call_ids"]]
             return render_template("chat/events/_calls_append.html", message_id=data["message_id"],
                                    calls=[c for c in calls if c is not None])
         case "tool_call_updated":
-            call = view.card(data["call_id"], data.get("status"))
+            call = view.card(event, data["call_id"])
             if call is None:
                 return ""
             # The outbox changed when the notification was sent: it is rendered with that `done` event
