@@ -94,6 +94,7 @@ def test_the_whole_flow_over_http(browser, harness, fake_model):
     rest = browser.events(run, after=cursor)
     assert rest[-1]["event"] == "done"
     html = "".join(e["data"] for e in rest)
+    assert "Calling delete_records" in rest[0]["data"], "the stream goes on from after the decision its answer showed"
     assert f"Deleted 50 records from users. {before - 50:,} remain." in html
     assert "All done." in html
     page = browser.get(f"/chats/{chat}").data.decode()

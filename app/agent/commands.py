@@ -242,7 +242,8 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
            decider_id: int | None = None, arguments: dict | None = None, user_input: dict | None = None,
            result: str | None = None, seen: str | None = None, always: GrantRequest | None = None
            ) -> tuple[ToolCall, int]:
-    """Decide one pending call from its card. Returns the call and the cursor to stream the run from.
+    """Decide one pending call from its card. Returns the call and the cursor to stream the run from:
+    after the decision's own events (the answer shows the card, and the run, as they are then).
 
     `approve` True/False approves or rejects; `arguments` is an edit (kept pending with its fresh
     preview when `approve` is None); `user_input` and `result` answer the other kinds of pause; `seen`
@@ -290,7 +291,7 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
     # able to say the decision was recorded (its attributes load again when next read).
     if written.resumed:
         submit(run_id)
-    return call, cursor
+    return call, written.last_seq
 
 
 def _current(call: ToolCall) -> ToolCall:

@@ -317,10 +317,12 @@ def _returning_resumed(call_update):
 @dataclass(frozen=True, slots=True)
 class CallWritten:
     """What `write_with_call` did: `ours` False when the run's row did not match (with a lease: no longer
-    ours); `call` the call's RETURNING row (None: it matched nothing); `resumed` the run was queued again."""
+    ours); `call` the call's RETURNING row (None: it matched nothing); `resumed` the run was queued again;
+    `last_seq` the run's last event now (its own events included)."""
     ours: bool
     call: sa.Row | None
     resumed: bool = False
+    last_seq: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -372,7 +374,7 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
                     and data.get("call_id") == change.call_id else (run, type, data, calls)
                     for run, type, data, calls in mine]
         session.info.setdefault(_WRITTEN, []).extend(_written(run_id, last_seq, mine, now))
-    return CallWritten(True, call, resumed)
+    return CallWritten(True, call, resumed, last_seq)
 
 
 @sa.event.listens_for(sa.orm.Session, "before_commit")
