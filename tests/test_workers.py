@@ -143,7 +143,8 @@ def test_an_api_client_waits_on_either_web_server_for_what_a_worker_does(cluster
     """An API answer given once the run settles hears of a worker's writes as they happen (its NOTIFY), not
     only of its own server's: it comes when the run pauses or ends, not when the wait runs out."""
     (web_a, web_b), workers = cluster
-    fake_model.script(Turn(text="I need your confirmation.", tool_calls=[DELETE_50]), Turn(text="Done, 50 fewer users."))
+    fake_model.script(Turn(text="I need your confirmation.", tool_calls=[DELETE_50]),
+                      Turn(text="Done, 50 fewer users."))
     before = harness.rows("users")
 
     def settled(url: str, **form) -> dict:
