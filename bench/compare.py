@@ -9,7 +9,8 @@ same fake model (bench/fakemodel.py), the same PostgreSQL and the same load clie
 Each side gets a fresh database (created on the admin URL, dropped at the end). Measured per side:
 pause and continue medians (1 client, sequential), full pause+continue cycles/s with 10 clients,
 server CPU per cycle and PostgreSQL CPU per cycle (the backends serving that side's databases, read
-from /proc: the server must run on this machine). The reference is driven through its REST API
+from /proc: the server must run on this machine; with those that closed during the measurement, from
+the PostgreSQL server's reaped children, which also counts autovacuum workers that ran meanwhile). The reference is driven through its REST API
 (bench.client.AgentOSClient); this app through the same client and API ("app, API") and through its
 page flow as a browser does ("app, page": bench.client.Browser). With --sqlite this app also runs
 on SQLite (the reference needs PostgreSQL).
@@ -141,15 +142,25 @@ def start_app(dbs: S.Databases, model_url: str, workdir: Path, label: str, flow:
 
 # --- measuring ---------------------------------------------------------------------------------------
 
-def cpu_now(side: Side) -> tuple[float, dict[int, float]]:
-    return (S.cpu_seconds(side.server_pids()),
-            {pid: S.cpu_seconds([pid]) for pid in S.pg_backend_pids(side.database_names)})
+def cpu_now(side: Side) -> tuple[float, dict[int, float], float | None]:
+    """This side's server CPU, its PostgreSQL backends' CPU by pid, and the CPU of the PostgreSQL
+    server's children that have exited so far (None: no backend to find the server by)."""
+    backends = {pid: S.cpu_seconds([pid]) for pid in S.pg_backend_pids(side.database_names)}
+    return S.cpu_seconds(side.server_pids()), backends, S.exited_children_cpu(list(backends))
 
 
-def cpu_since(side: Side, start: tuple[float, dict[int, float]]) -> tuple[float, float]:
-    server, backends = cpu_now(side)
-    # Backends alive at the end, from the start (or from when they began); one that exited is missed.
-    return server - start[0], sum(cpu - start[1].get(pid, 0.0) for pid, cpu in backends.items())
+def cpu_since(side: Side, start: tuple[float, dict[int, float], float | None]) -> tuple[float, float]:
+    server, backends, exited = cpu_now(side)
+    start_server, start_backends, start_exited = start
+    # Backends alive at the end, from the start (or from when they began)...
+    alive = sum(cpu - start_backends.get(pid, 0.0) for pid, cpu in backends.items())
+    # ...and those that exited meanwhile (a pool's overflow connections close when given back, and were
+    # missed before): the server's exited children's CPU, less what they had used before the start.
+    # Autovacuum workers that ran meanwhile count too: the side's writes made their work.
+    gone = 0.0
+    if exited is not None and start_exited is not None:
+        gone = (exited - start_exited) - sum(cpu for pid, cpu in start_backends.items() if pid not in backends)
+    return server - start_server, alive + max(0.0, gone)
 
 
 async def cycle_of(client, browser_flow: bool):

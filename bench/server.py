@@ -224,6 +224,19 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
+def exited_children_cpu(backends: list[int]) -> float | None:
+    """CPU seconds of the PostgreSQL server's children that have exited (its postmaster's cutime and
+    cstime: the postmaster reaps each backend as it exits), found through a backend's parent."""
+    for pid in backends:
+        try:
+            postmaster = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue
+        return (int(fields[13]) + int(fields[14])) / CLK_TCK  # cutime, cstime (fields 16 and 17 of stat)
+    return None
+
+
 def pg_backend_pids(database_names: tuple[str, ...]) -> list[int]:
     """PostgreSQL backends serving our databases (when the server runs on this machine)."""
     pids = []
