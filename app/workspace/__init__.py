@@ -270,4 +270,5 @@ def recent_outbox(engine: sa.Engine, owner_id: int | None, limit: int = 20) -> l
             .order_by(outbox.c.created_at.desc(), outbox.c.id.desc()).limit(max(0, int(limit))))
     with engine.connect().execution_options(read_only=True) as conn:  # SQLite: no write lock to read
         rows = conn.execute(stmt).mappings().all()
+        conn.commit()  # not a ROLLBACK, which makes psycopg forget its prepared statements
     return [{**row, "created_at": as_utc(row["created_at"])} for row in rows]
