@@ -101,6 +101,14 @@ _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 _READ_ONLY = {"read_only": True}
 
 
+def begin_reads() -> None:
+    """The session's next statements only read (`reads_only`), unless it is in a transaction already,
+    which they then join: on PostgreSQL no BEGIN and, above all, no ROLLBACK at the end, at which
+    psycopg forgets its prepared statements."""
+    if not db.session().in_transaction():
+        db.session.connection(execution_options=reads_only(db.engine))
+
+
 @contextmanager
 def patient_checkouts():
     token = _patient.set(True)

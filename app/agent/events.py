@@ -31,7 +31,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from flask import current_app
 
-from app.extensions import db, reads_only
+from app.extensions import begin_reads, db
 from app.models import CallChange, CallStatus, Run, RunEvent, RunStatus, ToolCall, utcnow
 
 log = logging.getLogger(__name__)
@@ -514,8 +514,7 @@ class Watch:
                 return self._placing(batch, cursor), None
         self._external_seen = channel.external
         try:
-            if not db.session().in_transaction():  # a request's first read joins its transaction
-                db.session.connection(execution_options=reads_only(db.engine))
+            begin_reads()  # a request's first read joins its transaction
             query = sa.select(Run.status, Run.session_id, Run.agent_id, Run.last_seq, RunEvent.seq, RunEvent.type,
                               RunEvent.data, RunEvent.created_at) \
                 .select_from(Run).outerjoin(RunEvent, sa.and_(RunEvent.run_id == Run.id, RunEvent.seq > cursor)) \
@@ -701,7 +700,7 @@ class Hub:
                 continue
             try:
                 with self.app.app_context():
-                    db.session.connection(execution_options=reads_only(db.engine))
+                    begin_reads()
                     ids = list(watched)
                     latest = {}
                     for start in range(0, len(ids), 500):

@@ -19,7 +19,7 @@ from typing import TypeVar
 from flask import current_app
 
 from app.agent.events import Event, Watch
-from app.extensions import TRANSIENT_DB_ERRORS, db, reads_only
+from app.extensions import TRANSIENT_DB_ERRORS, begin_reads, db
 from app.models import RunStatus
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
                     (status == RunStatus.PAUSED and not hold_paused)
                 # Words relayed from memory (no seq) render without the database: no connection for them.
                 relayed_only = batch and all(event.seq is None for event in batch)
-                if (batch or stopped) and not relayed_only and not db.session().in_transaction():
-                    db.session.connection(execution_options=reads_only(db.engine))
+                if (batch or stopped) and not relayed_only:
+                    begin_reads()
                 chunk = render(batch) if batch else (finish(status) if stopped else None)
             except TRANSIENT_DB_ERRORS as exc:
                 if not wait_out_errors:

@@ -25,7 +25,7 @@ from app.agent.events import Then
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.recovery import WORKER_ID, commit_owned, lease_until
 from app.agent.tools import ToolArgumentError, ToolContext, ToolError
-from app.extensions import db, reads_only
+from app.extensions import begin_reads, db, reads_only
 from app.models import CallStatus, Message, Run, RunStatus, ToolCall, new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,7 @@ def execute(run_id: str) -> None:
 def _model_turn(run: RunRef, agent, model) -> str:
     """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
     chains = getattr(model, "chains", False)
-    if not db.session().in_transaction():
-        # Not the run's taking: the context is a read of its own (on PostgreSQL no BEGIN, no COMMIT).
-        db.session.connection(execution_options=reads_only(db.engine))
+    begin_reads()  # unless it joins the run's taking, the context is a read of its own
     turn = read_context(run.session_id, from_chain_head=chains, owner_id=run.owner_id, agent_id=run.agent_id)
     context, reply_id = turn.context, turn.reply_id
     # Nothing more is written before the model call: the reply's row is made with its first words (or

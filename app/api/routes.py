@@ -17,7 +17,7 @@ from app.api import core, errors, serialize
 from app.api import request_models as rq
 from app.api.errors import ApiError, detail, jsonify
 from app.api.openapi import spec
-from app.extensions import csrf, db, reads_only
+from app.extensions import begin_reads, csrf, db
 from app.jsontext import BadJson, load_json
 from app.models import Message, Run, RunStatus, new_id, utcnow
 from app.web import auth
@@ -106,8 +106,7 @@ def _settled(run_id: str, cursor: int, timeout: float, watch: core.Watch | None 
     for _ in core.follow(run_id, cursor, render=lambda batch: None, finish=lambda status: None, timeout=timeout,
                          wait_out_errors=False, watch=watch, status=status):
         pass
-    if not db.session().in_transaction():  # following it ended the answer's reads: read as it did
-        db.session.connection(execution_options=reads_only(db.engine))
+    begin_reads()  # following it ended the answer's reads: read as it did
     return serialize.load_run_by_id(run_id)
 
 

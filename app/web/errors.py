@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from app.agent import refusals
-from app.extensions import db, reads_only
+from app.extensions import begin_reads, db
 
 # The database is down, unreachable or locked for too long (DBAPIError), or every connection of this
 # worker's pool stayed busy for DATABASE_POOL_TIMEOUT (PoolTimeout): a 503 either way, never a 500.
@@ -67,12 +67,11 @@ def answer_after_commit(render: Callable[[], ResponseReturnValue], done: str, ca
     while it did: answer with what was done instead (`done`, for the person; in the API a 202 with
     `api_body` and `done` as its detail), from values known without the database.
 
-    The answer only reads: on PostgreSQL outside a transaction (`reads_only`), as psycopg forgets its
+    The answer only reads: on PostgreSQL outside a transaction (`begin_reads`), as psycopg forgets its
     prepared statements at every ROLLBACK, and the one that ended the answer's reads at the request's
     end had every hot statement planned anew."""
     try:
-        if not db.session().in_transaction():
-            db.session.connection(execution_options=reads_only(db.engine))
+        begin_reads()
         return render()
     except DATABASE_UNAVAILABLE as exc:
         current_app.logger.warning("committed, then the database was lost before the answer: %s",
