@@ -101,8 +101,11 @@ def create_app(overrides: dict | None = None, *, cli: bool = True) -> Flask:
         if app.config["SEED_WORKSPACE"]:
             from app.workspace import ensure_workspace
             ensure_workspace(db.engines["workspace"])
+    from app import sign_ins
     from app.agent import events
-    events.init_app(app)  # wake-ups for streams: in memory, LISTEN/NOTIFY on PostgreSQL, polling
+    # Wake-ups for streams (in memory, LISTEN/NOTIFY on PostgreSQL, polling), whose listener also tells
+    # the remembered sign-ins of changes.
+    events.init_app(app, sign_ins.init_app(app))
     if app.config["RUN_SWEEP_SECONDS"] and not cli:
         # Servers only: a `flask` command (say `db upgrade` on a fresh install, before the tables exist)
         # must not sweep runs in the background.

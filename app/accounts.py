@@ -16,6 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db, reads_only
 from app.models import Account, ApiToken, ChatSession, Invite, LoginSession, Role, Run, utcnow
+from app.sign_ins import sign_ins
 
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # scrypt of a megabyte-long "password" would be a cheap way to burn our CPU
@@ -187,33 +188,46 @@ def signed_in_account(token: str) -> Account | None:
     """The enabled account whose live login session this cookie token names, or None."""
     if not token or len(token) > 100:
         return None
-    try:
-        row = _signed_in_row(token)
-    except sa.exc.DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-        # The database dropped the connection (it restarted): the pool has let go of all it held.
-        row = _signed_in_row(token)
-    if row is None:
-        return None
-    # The request's signed-in account, read once: detached, so no commit expires it (no reload on the
-    # next `current_user` access). Changes to an account load it anew by id.
-    account = Account(**row._mapping)
-    sa.orm.make_transient_to_detached(account)
+    key = ("browser", digest(token))
+    remembered = sign_ins()
+    values = remembered.get(key)
+    if values is None:
+        generation = remembered.generation()
+        try:
+            row = _signed_in_row(key[1])
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The database dropped the connection (it restarted): the pool has let go of all it held.
+            row = _signed_in_row(key[1])
+        if row is None:
+            return None
+        values = dict(row._mapping)
+        remembered.put(key, generation, values, expires_at=_aware(values.pop("session_expires_at")))
+    account = detached_account(values)
     account.login_token = token
     return account
 
 
-def _signed_in_row(token: str):
+def detached_account(values: dict) -> Account:
+    """The request's account from its row's values: detached, so no commit expires it (no reload on the
+    next access). Changes to an account load it anew by id."""
+    account = Account(**values)
+    sa.orm.make_transient_to_detached(account)
+    return account
+
+
+def _signed_in_row(token_hash: str):
     # One Core statement on a connection of its own that only reads (on SQLite: no write lock), so the
     # request's own transaction begins when its view first needs the database.
     with db.engine.connect().execution_options(**reads_only(db.engine)) as conn:
-        return conn.execute(_SIGNED_IN, {"token_hash": digest(token), "now": utcnow()}).one_or_none()
+        return conn.execute(_SIGNED_IN, {"token_hash": token_hash, "now": utcnow()}).one_or_none()
 
 
-_SIGNED_IN = sa.select(*Account.__table__.c).join(LoginSession, LoginSession.account_id == Account.id).where(
-    LoginSession.token_hash == sa.bindparam("token_hash"), LoginSession.expires_at > sa.bindparam("now"),
-    Account.disabled_at.is_(None))
+_SIGNED_IN = sa.select(*Account.__table__.c, LoginSession.expires_at.label("session_expires_at")) \
+    .join(LoginSession, LoginSession.account_id == Account.id).where(
+        LoginSession.token_hash == sa.bindparam("token_hash"), LoginSession.expires_at > sa.bindparam("now"),
+        Account.disabled_at.is_(None))
 
 
 def end_login_session(token: str) -> None:

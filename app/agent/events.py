@@ -719,24 +719,36 @@ class Hub:
         return POLL_SECONDS_LISTENING if listening else POLL_SECONDS
 
 
-def init_app(app) -> Hub:
+def init_app(app, sign_ins=None) -> Hub:
+    """The process's hub; on PostgreSQL its listener also tells `sign_ins` (app.sign_ins) of changes."""
     hub = app.extensions["run_events"] = Hub(app)
     with app.app_context():
         if db.engine.dialect.name == "postgresql" and app.config.get("RUN_EVENTS_LISTEN", True):
-            hub.listener = Listener(db.engine.url, CHANNEL, hub.notify).start()
+            handlers = {CHANNEL: hub.notify}
+            on_listen = None
+            if sign_ins is not None:
+                from app.sign_ins import CHANNEL as SIGN_INS_CHANNEL
+                handlers[SIGN_INS_CHANNEL] = sign_ins.forget_all
+                on_listen = sign_ins.forget_all  # what changed while it was not listening is unknown
+            hub.listener = Listener(db.engine.url, handlers, on_listen=on_listen)
+            if sign_ins is not None:
+                sign_ins.listen_with(hub.listener.listening)
+            hub.listener.start()
     return hub
 
 
 class Listener:
-    """LISTENs on a PostgreSQL channel in a background thread and hands each payload to `on_note`
-    (here: wake this process's watchers; in a worker also: take a queued run)."""
+    """LISTENs on PostgreSQL channels in a background thread and hands each payload to its channel's
+    handler (here: wake this process's watchers, forget remembered sign-ins; in a worker: take a queued
+    run). `on_listen` runs each time it starts listening (again), before `listening` is set."""
 
-    def __init__(self, url: sa.URL, channel: str, on_note):
+    def __init__(self, url: sa.URL, handlers: dict[str, Callable[[str], None]],
+                 on_listen: Callable[[], None] | None = None):
         self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.channel, self.on_note = channel, on_note
+        self.handlers, self.on_listen = handlers, on_listen
         self.listening = threading.Event()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"listen-{channel}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"listen-{'+'.join(handlers)}", daemon=True)
 
     def start(self) -> "Listener":
         self._thread.start()
@@ -752,15 +764,18 @@ class Listener:
         while not self._stopped.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {self.channel}")
+                    for channel in self.handlers:
+                        conn.execute(f"LISTEN {channel}")
+                    if self.on_listen is not None:
+                        self.on_listen()
                     self.listening.set()
                     backoff = 0.5
                     while not self._stopped.is_set():
                         for note in conn.notifies(timeout=1.0):
-                            self.on_note(note.payload)
+                            self.handlers[note.channel](note.payload)
             except Exception as exc:  # the database went away: poll meanwhile, reconnect soon
                 if self.listening.is_set():
-                    log.warning("listener on %s lost its connection (%s); reconnecting", self.channel, exc)
+                    log.warning("listener on %s lost its connection (%s); reconnecting", ", ".join(self.handlers), exc)
                 self.listening.clear()
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 10.0)

@@ -169,7 +169,7 @@ class QueuedRuns:
     def start(self) -> "QueuedRuns":
         with self.app.app_context():
             if db.engine.dialect.name == "postgresql":
-                self.listener = Listener(db.engine.url, QUEUED_CHANNEL, self.executor.submit).start()
+                self.listener = Listener(db.engine.url, {QUEUED_CHANNEL: self.executor.submit}).start()
         self._poller.start()
         return self
 

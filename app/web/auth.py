@@ -21,6 +21,7 @@ from flask import Flask, current_app, g, request
 from app import accounts
 from app.extensions import db
 from app.models import Account
+from app.sign_ins import sign_ins
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,15 @@ def acting_account(create: bool = False) -> Account | None:
         return g.acting_account
     account = _acting_account(create)
     if account is not None:
-        if sa.inspect(account).expired_attributes:
-            db.session.refresh(account)  # just created (and committed)
-        db.session.expunge(account)  # loaded once: no commit of the request expires (and reloads) it
+        if sa.inspect(account).session is not None:
+            if sa.inspect(account).expired_attributes:
+                db.session.refresh(account)  # just created (and committed)
+            db.session.expunge(account)  # loaded once: no commit of the request expires (and reloads) it
         g.acting_account = account
     return account
+
+
+_COLUMNS = tuple(sa.inspect(Account).column_attrs)
 
 
 def _acting_account(create: bool) -> Account | None:
@@ -109,9 +114,17 @@ def _acting_account(create: bool) -> Account | None:
             raise ApiAuthError(f"This token acts for its own account only, not for user_id {user_id!r}.", 403)
         return account
     user_id = user_id or DEFAULT_USER_ID
+    key = ("user", user_id)
+    remembered = sign_ins()
+    if (values := remembered.get(key)) is not None:
+        return accounts.detached_account(values)
+    # Not inside a transaction begun earlier: its snapshot might predate what `generation` has seen.
+    generation = None if db.session().in_transaction() else remembered.generation()
     find = sa.select(Account).where(sa.or_(Account.external_id == user_id, Account.email == user_id.lower()))
     account = db.session.scalar(find.order_by(Account.external_id.is_(None)).limit(1))
-    if account is None and create:
+    if account is not None:
+        remembered.put(key, generation, {column.key: getattr(account, column.key) for column in _COLUMNS})
+    elif create:
         try:
             account = Account(external_id=user_id, name=user_id[:120])
             db.session.add(account)
