@@ -122,9 +122,9 @@ def test_a_gevent_worker_whose_pool_runs_dry_answers_503_and_recovers(app, serve
         chat = client.new_chat()
         slow: list = []
         with locker.connect() as lock:
-            lock.exec_driver_sql("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+            lock.exec_driver_sql("LOCK TABLE chat_sessions IN ACCESS EXCLUSIVE MODE")
             blocked = threading.Thread(target=lambda: slow.append(client.get(f"/chats/{chat}")))
-            blocked.start()  # loads its account: waits on the lock, holding the worker's only connection
+            blocked.start()  # loads its chat: waits on the lock, holding the worker's only connection
             time.sleep(0.5)
             starved = Client(server.url, sign_in=False).get("/")  # a visitor: even "who is this?" needs a connection
             assert starved.status_code == 503 and starved.headers["Retry-After"] == "5"
