@@ -6,6 +6,7 @@ import os
 import re
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,20 @@ def stop_app(app) -> None:
         db.session.remove()
         for engine in db.engines.values():
             engine.dispose()
+
+
+@contextmanager
+def on_each_statement(app, callback, when: str = "before"):
+    """`callback(conn, cursor, statement, parameters, context, executemany)` before (or "after") each
+    statement the app database is sent; before, it may raise to fail the statement."""
+    with app.app_context():
+        engine = db.engine
+    event = f"{when}_cursor_execute"
+    sa.event.listen(engine, event, callback)
+    try:
+        yield
+    finally:
+        sa.event.remove(engine, event, callback)
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):

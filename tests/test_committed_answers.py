@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.agent import commands
-from app.extensions import db
 from tests.api.apiclient import DELETE_50, KEY, Api, documented, paused
+from tests.conftest import on_each_statement
 from tests.fake_openai import Turn
 
 
@@ -41,13 +41,8 @@ def database_lost_after_the_commit(app, monkeypatch, step: str = "submit"):
                                           Exception("terminating connection due to administrator command"))
 
     monkeypatch.setattr(commands, step, step_then_lose)
-    with app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", fail)
-    try:
+    with on_each_statement(app, fail):
         yield lost
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", fail)
 
 
 def paused_in_the_browser(browser, harness, fake_model):
@@ -128,18 +123,13 @@ def test_an_api_run_that_committed_answers_202_with_its_id(app, harness, fake_mo
 def test_a_failure_before_the_commit_is_still_a_503(app, browser, harness, fake_model, monkeypatch):
     """Nothing committed: then 503 "try again" is the truth, and trying again works."""
     run_id, call_id = paused_in_the_browser(browser, harness, fake_model)
-    with app.app_context():
-        engine = db.engine
 
     def fail(conn, cursor, statement, parameters, context, executemany):
         if "UPDATE tool_calls" in statement:
             raise sa.exc.OperationalError(statement, parameters, Exception("server closed the connection"))
 
-    sa.event.listen(engine, "before_cursor_execute", fail)
-    try:
+    with on_each_statement(app, fail):
         response = browser.post(f"/runs/{run_id}/calls/{call_id}/approve")
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", fail)
     assert response.status_code == 503 and "try again" in response.get_data(as_text=True).lower()
     assert harness.calls(run_id)[0].status == "pending"
     assert browser.post(f"/runs/{run_id}/calls/{call_id}/approve").status_code == 200

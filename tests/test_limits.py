@@ -16,7 +16,7 @@ import requests
 from app.extensions import db
 from app.models import ChatSession, Run, RunStatus, utcnow
 from tests.api.apiclient import DELETE_50, KEY, Api
-from tests.conftest import Browser, wait_for
+from tests.conftest import Browser, on_each_statement, wait_for
 from tests.fake_openai import Turn
 from tests.live import Client, LiveServer
 
@@ -156,13 +156,8 @@ def counts_wait_for_each_other(app):
                 both.notify_all()
                 both.wait_for(lambda: len(arrived) >= 2, timeout=1.0)
 
-    with app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, "after_cursor_execute", wait)
-    try:
+    with on_each_statement(app, wait, when="after"):
         yield
-    finally:
-        sa.event.remove(engine, "after_cursor_execute", wait)
 
 
 def at_once(*sends):
