@@ -45,16 +45,22 @@ def read_context(session_id: str, from_chain_head: bool = False, owner_id: int |
       for one (a grant made while the model thinks is used from the next turn on; one revoked
       meanwhile is never used, the lookup itself is fresh)."""
     reserve = db.session.get_bind().dialect.name == "postgresql"
+    rows = db.session.execute(_conversation(from_chain_head, reserve, owner_id is not None),
+                              {"session_id": session_id, "owner_id": owner_id, "agent_id": agent_id})
+    return turn_from_rows(rows, reserve, grants=owner_id is not None)
+
+
+def turn_from_rows(rows, reserve_reply_id: bool, grants: bool) -> TurnStart:
+    """The TurnStart that the rows of `conversation_select` (with those options) make."""
     messages: dict[int, tuple] = {}
-    reply_id, grants_live = None, owner_id is None
-    for row in db.session.execute(_conversation(from_chain_head, reserve, owner_id is not None),
-                                  {"session_id": session_id, "owner_id": owner_id, "agent_id": agent_id}):
+    reply_id, grants_live = None, not grants
+    for row in rows:
         _, calls = messages.setdefault(row.id, (row, []))
         if row.call_id is not None:
             calls.append(row)
-        if reserve:
+        if reserve_reply_id:
             reply_id = row.reply_id
-        if owner_id is not None:
+        if grants:
             grants_live = row.grants_live
     items: list[ContextItem] = []
     for message, calls in messages.values():
@@ -75,11 +81,21 @@ def _conversation(from_chain_head: bool, reserve_reply_id: bool = False, grants:
     it runs before every model turn. `reserve_reply_id` (PostgreSQL): each row also carries one new id
     from the messages' sequence (an uncorrelated scalar subquery: drawn once per statement). `grants`
     (bound: owner_id, agent_id): and whether the account has a live grant for the agent."""
+    messages, granted = Message.__table__, ApprovalGrant.__table__
+    return conversation_select(
+        sa.bindparam("session_id", type_=messages.c.session_id.type), from_chain_head, reserve_reply_id,
+        (sa.bindparam("owner_id", type_=granted.c.account_id.type),
+         sa.bindparam("agent_id", type_=granted.c.agent_id.type)) if grants else None)
+
+
+def conversation_select(session_id, from_chain_head: bool, reserve_reply_id: bool = False, grants=None):
+    """`_conversation` for the session `session_id` and the grants of `grants` = (owner_id, agent_id):
+    bound parameters, or expressions (`loop._taking_with_turn` reads them from the run it takes)."""
     messages, calls = Message.__table__, ToolCall.__table__
-    session_id = sa.bindparam("session_id", type_=messages.c.session_id.type)
     query = sa.select(messages.c.id, messages.c.role, messages.c.content, messages.c.state, messages.c.response_id,
                       calls.c.call_id, calls.c.name, calls.c.raw_arguments, calls.c.status, calls.c.result,
-                      calls.c.reason, calls.c.error, calls.c.kind, calls.c.arguments, calls.c.original_arguments) \
+                      calls.c.reason, calls.c.error, calls.c.kind, calls.c.arguments, calls.c.original_arguments,
+                      calls.c.position) \
         .select_from(messages).outerjoin(calls, calls.c.message_id == messages.c.id) \
         .where(messages.c.session_id == session_id)
     if from_chain_head:
@@ -92,9 +108,9 @@ def _conversation(from_chain_head: bool, reserve_reply_id: bool = False, grants:
         query = query.add_columns(sa.select(sa.func.nextval(sequence)).scalar_subquery().label("reply_id"))
     if grants:
         granted = ApprovalGrant.__table__
+        owner_id, agent_id = grants
         query = query.add_columns(sa.exists().where(
-            granted.c.account_id == sa.bindparam("owner_id", type_=granted.c.account_id.type),
-            granted.c.agent_id == sa.bindparam("agent_id", type_=granted.c.agent_id.type),
+            granted.c.account_id == owner_id, granted.c.agent_id == agent_id,
             granted.c.revoked_at.is_(None)).label("grants_live"))
     return query.order_by(messages.c.id, calls.c.position)
 

@@ -516,6 +516,20 @@ class Models:
     def __init__(self, config: dict, default: Model):
         self.config, self.default = config, default
         self._by_agent: dict[str, Model] = {}
+        self._chaining: bool | None = None
+        self._chaining_known = False
+
+    def chaining(self, agents) -> bool | None:
+        """Whether the models of all these agents chain turns (True), none does (False), or they differ
+        or cannot be made (None). Asked once: the agents are fixed for the process's life."""
+        if not self._chaining_known:
+            try:
+                kinds = {bool(getattr(self.for_agent(agent), "chains", False)) for agent in agents}
+            except Exception:  # an agent's model that cannot be made fails its own runs, not this
+                kinds = set()
+            self._chaining = kinds.pop() if len(kinds) == 1 else None
+            self._chaining_known = True
+        return self._chaining
 
     def for_agent(self, agent) -> Model:
         model = self._by_agent.get(agent.id)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.agent import events, rules
-from app.agent.context import build_context, read_context
+from app.agent.context import TurnStart, build_context, conversation_select, read_context, turn_from_rows
 from app.agent.events import Then
 from app.agent.llm import ContextItem, ModelError, TextDelta, ToolCallRequest, TurnDone
 from app.agent.recovery import WORKER_ID, commit_owned, lease_until
@@ -64,9 +64,8 @@ def execute(run_id: str) -> None:
     Transactions are few and short: taking the run shares one with the first step (a tool call's
     `executing`, or the model turn's new message), and none stays open across a model call or a tool."""
     # The same statement names the first call waiting to be executed (none: a new run's first step is
-    # the model, with no query for its calls).
-    taken = db.session.execute(_taking(), {"run_id": run_id, "worker": WORKER_ID, "until": lease_until(),
-                                           "now": utcnow()}).first()
+    # the model, with no query for its calls), and on PostgreSQL reads that model turn's context.
+    taken, turn = _take(run_id)
     if taken is None:
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
@@ -83,7 +82,7 @@ def execute(run_id: str) -> None:
             if next_call is not None and not _execute_approved_calls(run, agent, next_call):
                 return
             next_call = _UNKNOWN  # after a model turn, its auto-approved calls may wait
-            outcome = _model_turn(run, agent, model)
+            outcome, turn = _model_turn(run, agent, model, turn), None
             if outcome != "tools":
                 return
         _finish(run.id, RunStatus.FAILED, "run_failed",
@@ -94,11 +93,13 @@ def execute(run_id: str) -> None:
         _finish(run_id, RunStatus.FAILED, "run_failed", error="Something went wrong on the server. Retry to continue.")
 
 
-def _model_turn(run: RunRef, agent, model) -> str:
-    """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'."""
+def _model_turn(run: RunRef, agent, model, turn: TurnStart | None = None) -> str:
+    """One model call. Returns 'done', 'tools' (calls ran or are approved: loop), or 'stopped'. `turn`:
+    its context, if the run's taking read it."""
     chains = getattr(model, "chains", False)
-    begin_reads()  # unless it joins the run's taking, the context is a read of its own
-    turn = read_context(run.session_id, from_chain_head=chains, owner_id=run.owner_id, agent_id=run.agent_id)
+    if turn is None:
+        begin_reads()  # unless it joins the run's taking, the context is a read of its own
+        turn = read_context(run.session_id, from_chain_head=chains, owner_id=run.owner_id, agent_id=run.agent_id)
     context, reply_id = turn.context, turn.reply_id
     # Nothing more is written before the model call: the reply's row is made with its first words (or
     # at the turn's end), in the transaction that numbers them. The commit ends the run's taking, if
@@ -227,6 +228,26 @@ def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallReque
 _UNKNOWN = ""  # "ask the database which approved call comes first"
 
 
+def _take(run_id: str) -> tuple[sa.Row | None, TurnStart | None]:
+    """Take the queued run: (session_id, owner_id, agent_id, its first approved call), or None. On
+    PostgreSQL, when every agent's model agrees on chaining (so the context's start does not depend
+    on which agent the run is of), the same statement reads the first model turn's context if no
+    approved call comes first."""
+    params = {"run_id": run_id, "worker": WORKER_ID, "until": lease_until(), "now": utcnow()}
+    chains = None
+    if db.session.get_bind().dialect.name == "postgresql":
+        chains = current_app.extensions["models"].chaining(current_app.extensions["agents"].all())
+    if chains is None:
+        return db.session.execute(_taking(), params).first(), None
+    rows = db.session.execute(_taking_with_turn(chains), params).all()
+    if not rows:
+        return None, None
+    taken = rows[0]
+    if taken.next_call is not None or taken.id is None:
+        return taken, None
+    return taken, turn_from_rows(rows, reserve_reply_id=True, grants=True)
+
+
 # The loop's own hot statements are Core, built once with their values bound (no ORM unit of work,
 # no statement built per step).
 @functools.cache
@@ -238,7 +259,27 @@ def _taking():
         .values(status=RunStatus.RUNNING, lease_owner=sa.bindparam("worker", type_=runs.c.lease_owner.type),
                 lease_until=sa.bindparam("until", type_=runs.c.lease_until.type),
                 updated_at=sa.bindparam("now", type_=runs.c.updated_at.type)) \
-        .returning(runs.c.session_id, runs.c.owner_id, runs.c.agent_id, ToolCall.first_approved(run_id))
+        .returning(runs.c.session_id, runs.c.owner_id, runs.c.agent_id,
+                   ToolCall.first_approved(run_id).label("next_call"))
+
+
+@functools.cache
+def _taking_with_turn(chains: bool):
+    """PostgreSQL: `_taking`, joined to the run's conversation (`context.conversation_select`, one row
+    per message and call) when no approved call waits; one row of NULLs for it otherwise. The
+    conversation finds the run's fields by its id (they never change), so it is not correlated."""
+    runs = Run.__table__
+    run_id = sa.bindparam("run_id", type_=runs.c.id.type)
+
+    def of_run(column):
+        return sa.select(column).where(runs.c.id == run_id).scalar_subquery()
+
+    taken = _taking().cte("taken")
+    turn = conversation_select(of_run(runs.c.session_id), chains, reserve_reply_id=True,
+                               grants=(of_run(runs.c.owner_id), of_run(runs.c.agent_id))) \
+        .where(sa.select(taken.c.next_call).scalar_subquery().is_(None)).subquery("turn")
+    return sa.select(taken, turn).select_from(taken).outerjoin(turn, sa.true()) \
+        .order_by(turn.c.id, turn.c.position)
 
 
 @functools.cache
