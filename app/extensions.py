@@ -71,8 +71,9 @@ def _check_before_use(dbapi_connection, record, proxy) -> None:
     it. A server that closes a connection (a restart, pg_terminate_backend) has already said so in its
     socket, which is read here without a round trip; one idle for PING_AFTER_IDLE_SECONDS is also
     pinged, for a connection lost without a word (a firewall's idle timeout). A goodbye still on its
-    way fails the statement instead, and SQLAlchemy then lets the pool's connections go; the sign-in
-    read, every page's first, reads once more on a new one (app.accounts)."""
+    way fails the statement instead, and SQLAlchemy then lets the pool's connections go; a request's
+    first read reads once more on a new one (`_read_once_more_on_a_dropped_connection`; the sign-in
+    read, on a connection of its own, in app.accounts)."""
     try:
         # Never blocks. The first read takes the server's last words, if any, the second its closing.
         dbapi_connection.pgconn.consume_input()
@@ -87,6 +88,25 @@ def _check_before_use(dbapi_connection, record, proxy) -> None:
             dbapi_connection.autocommit = autocommit
     except Exception:
         raise sa.exc.InvalidatePoolError() from None
+
+
+@sa.event.listens_for(sa.orm.Session, "do_orm_execute")
+def _read_once_more_on_a_dropped_connection(state):
+    """A read that begins a session's transaction, on a pooled connection the server had just dropped
+    (its goodbye still on the way at checkout, `_check_before_use`), runs once more: SQLAlchemy has let
+    the pool's connections go by then, so it gets a new one. Only then: nothing is pending, queued
+    (session.info) or read yet, so there is nothing for the failed transaction to have lost."""
+    session = state.session
+    if not state.is_select or session.in_transaction() or any(session.info.values()) or session.new or session.dirty \
+            or session.deleted:
+        return None
+    try:
+        return state.invoke_statement()
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        session.rollback()
+        return state.invoke_statement()
 
 
 def reads_only(engine: sa.Engine) -> dict:

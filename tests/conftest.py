@@ -147,6 +147,27 @@ def on_each_statement(app, callback, when: str = "before"):
         sa.event.remove(engine, event, callback)
 
 
+@contextmanager
+def sign_in_reads(app):
+    """The statements that read a login session, as they are sent."""
+    seen = []
+
+    def count(conn, cursor, statement, *args):
+        if "login_sessions" in statement and statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    with on_each_statement(app, count):
+        yield seen
+
+
+def until_the_sign_in_is_remembered(app, browser, path: str = "/account") -> None:
+    """GET `path` until a request finds the browser's sign-in remembered (PostgreSQL, app.sign_ins):
+    the notifications of the account's own creation and sign-in arrive a moment later, and forget it."""
+    with sign_in_reads(app) as reads:
+        wait_for(lambda: reads.clear() or browser.get(path).status_code == 200 and not reads,
+                 message="a request that finds the sign-in remembered")
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from flask_migrate import upgrade
 
 from app import create_app
-from app.extensions import db
+from app.extensions import PatientQueuePool, _check_before_use, db
 from app.models import Message, Run
 from tests.api.apiclient import AUTH, KEY, Api
-from tests.conftest import Browser, parse_sse, stop_app, wait_for
+from tests.conftest import Browser, parse_sse, stop_app, until_the_sign_in_is_remembered, wait_for
 from tests.fake_openai import Turn
 from tests.live import Client, LiveServer
 
@@ -37,14 +37,16 @@ def test_postgres_engines_get_the_configured_pool_and_sqlite_keeps_its_own(app_c
         stop_app(app)
 
 
-def _drop_the_connections_of(app_url: str, admin_url: str, wait: bool = False) -> None:
-    """What a database restart does to the connections a pool holds (`wait`: until they are gone)."""
+def _drop_the_connections_of(app_url: str, admin_url: str, wait: bool = False, listener: bool = True) -> None:
+    """What a database restart does to the connections a pool holds (`wait`: until they are gone;
+    `listener` False: all but the LISTENing one)."""
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     name = sa.make_url(app_url).database
     with admin.connect() as conn:
         ended = conn.exec_driver_sql(
             "SELECT pid FROM (SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()) AS terminated", (name,)).scalars().all()
+            "WHERE datname = %s AND pid <> pg_backend_pid() AND (%s OR query NOT LIKE 'LISTEN%%')) AS terminated",
+            (name, listener)).scalars().all()
     admin.dispose()
     if wait:  # until their processes exited, which closes their sockets (the server is on this machine)
         wait_for(lambda: not any(map(_alive, ended)), message="the connections to end")
@@ -82,6 +84,22 @@ def test_a_page_right_after_the_database_dropped_its_connections_still_loads(app
     assert browser.post(f"/chats/{chat}/messages", {"message": "hello"}).status_code == 200
     assert harness.wait(harness.latest_run(chat)).status == "completed"
     assert harness.messages(chat) == [("user", "hello"), ("assistant", "Still here.")]
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_pages_first_read_on_a_connection_found_dropped_reads_once_more(app, browser, databases,
+                                                                           postgres_admin_url):
+    """A goodbye that arrives after the pool checked the connection: the page's first read fails on it
+    (its sign-in is remembered, so that read is the view's own) and runs again on a new connection."""
+    chat = browser.new_chat()
+    until_the_sign_in_is_remembered(app, browser, f"/chats/{chat}")
+    sa.event.remove(PatientQueuePool, "checkout", _check_before_use)  # the goodbye is not read at checkout
+    try:
+        _drop_the_connections_of(databases.app_url, postgres_admin_url, wait=True, listener=False)
+        page = browser.get(f"/chats/{chat}")
+    finally:
+        sa.event.listen(PatientQueuePool, "checkout", _check_before_use)
+    assert page.status_code == 200 and 'id="composer-input"' in page.get_data(as_text=True)
 
 
 @pytest.fixture

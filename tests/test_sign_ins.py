@@ -7,39 +7,23 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 
 import pytest
 
 from app import sign_ins
 from app.models import Role
-from tests.conftest import ROOT, Browser, on_each_statement, wait_for
+from tests.conftest import ROOT, Browser, sign_in_reads, until_the_sign_in_is_remembered, wait_for
 from tests.live import Client, LiveServer
 
 AT_ONCE = 5.0  # seconds: far less than a remembered sign-in lives (app.sign_ins.ENTRY_SECONDS)
 postgresql_only = pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
 
 
-@contextmanager
-def sign_in_reads(app):
-    """Counts the statements that read a login session."""
-    seen = []
-
-    def count(conn, cursor, statement, *args):
-        if "login_sessions" in statement and statement.lstrip().upper().startswith("SELECT"):
-            seen.append(statement)
-
-    with on_each_statement(app, count):
-        yield seen
-
-
 def test_postgresql_remembers_a_sign_in_and_sqlite_reads_it_each_time(app, databases, browser):
     remembers = databases.backend == "postgresql"
+    if remembers:
+        until_the_sign_in_is_remembered(app, browser)
     with sign_in_reads(app) as reads:
-        if remembers:  # once the notifications of the account's own creation and sign-in have arrived
-            wait_for(lambda: reads.clear() or browser.get("/account").status_code == 200 and not reads,
-                     message="a request that finds the sign-in remembered")
-        reads.clear()
         for _ in range(3):
             assert browser.get("/account").status_code == 200
     assert len(reads) == (0 if remembers else 3)
