@@ -34,8 +34,8 @@ def test_the_process_that_disables_an_account_forgets_it_without_waiting_for_the
     listener = app.extensions["run_events"].listener
     wait_for(listener.listening.is_set, message="the listener")
     listener.handlers[sign_ins.CHANNEL] = lambda payload: None  # as if the notification came late
-    assert browser.get("/account").status_code == 200
     admin = Browser(app, role=Role.ADMIN)
+    assert browser.get("/account").status_code == 200  # remembered from here on
     assert admin.post(f"/admin/accounts/{browser.account_id}/disable", htmx=False).status_code == 303
     assert browser.get("/account").status_code == 302
 
