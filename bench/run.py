@@ -897,9 +897,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, SQLite files)")
     parser.add_argument("--only", default=",".join(PHASES),
                         help=f"comma-separated phases to run (default all: {','.join(PHASES)})")
+    parser.add_argument("--stream-levels", metavar="N,N", default=None,
+                        help="the streams phase's levels (default 1,100,1000; quick 1,50): "
+                             "`--only streams --stream-levels 1` is the first-token overhead alone")
     args = parser.parse_args(argv)
     args.only = set(args.only.split(","))
-    plan = PLAN["quick" if args.quick else "full"]
+    plan = dict(PLAN["quick" if args.quick else "full"])
+    if args.stream_levels:
+        plan["streams"] = [int(level) for level in args.stream_levels.split(",")]
     budget = (args.minutes or plan["budget_min"]) * 60
     started = time.monotonic()
     command = "python -m bench.run" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
