@@ -56,12 +56,16 @@ def start_run(chat: ChatSession, text: str, owner_locked: bool = False, new_run_
     if len(text) > MAX_MESSAGE_CHARS:
         raise TooLarge(f"That message is too long ({len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}).")
 
+    title = _title_from(text) if chat.title == "New chat" else None
+    if owner_locked and db.session.get_bind().dialect.name == "postgresql":
+        started = _start_new_run_if_free(chat, text, title, new_run_id)
+        if started is not None:
+            return started
     latest = _latest_run_within_limits(chat.owner_id, chat.id, owner_locked)
     if latest is not None and latest.is_active:
         raise Conflict("The agent is still answering. Wait for it to finish, or press Stop.", run=latest)
 
     answers_cards = latest is not None and latest.status == RunStatus.PAUSED
-    title = _title_from(text) if chat.title == "New chat" else None
     now = utcnow()
     if answers_cards:
         run_id, cursor = latest.id, _answer_paused_run(latest, text)
@@ -85,15 +89,40 @@ def start_run(chat: ChatSession, text: str, owner_locked: bool = False, new_run_
     return Started(run_id, cursor, message_id, text, now, after_message)
 
 
-def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title: str | None, now: datetime) -> int:
+def _start_new_run_if_free(chat: ChatSession, text: str, title: str | None, new_run_id: str | None) -> Started | None:
+    """PostgreSQL, under the owner's lock: the new run in one statement that also checks what
+    `_latest_run_within_limits` reads (the chat's newest run neither active nor paused, the account
+    under MAX_ACTIVE_RUNS), so the usual message is one statement, not two. None: nothing was written
+    (the checks failed, or the chat's agent is gone): the caller reads why, and refuses or resumes."""
+    agent = agent_of(chat.agent_id)
+    if agent is None:
+        return None
+    run_id, now = new_run_id or new_id("run"), utcnow()
+    message_id = _record_new_run(chat, run_id, text, current_app.extensions["models"].for_agent(agent).label,
+                                 title, now, gated=True, cap=current_app.config.get("MAX_ACTIVE_RUNS") or None)
+    if message_id is None:
+        return None
+    db.session.commit()
+    submit(run_id, model_first=True)
+    return Started(run_id, 0, message_id, text, now, 2)  # after run_started and user_message
+
+
+def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title: str | None, now: datetime,
+                    gated: bool = False, cap: int | None = None) -> int | None:
     """Insert the run, the person's message and the run's first two events (numbered here: the run is
     inserted with last_seq 2, so nothing needs its row's lock), and give the chat its date (and
     `title`). One statement on PostgreSQL; four on SQLite, which has no data-modifying CTEs. Returns
-    the message's id."""
+    the message's id. `gated` (PostgreSQL only): insert only if the chat's newest run is neither
+    active nor paused and the account has fewer than `cap` active runs (None: no cap); None if not."""
     params = {"new_run_id": run_id, "new_session_id": chat.id, "new_owner_id": chat.owner_id,
               "new_agent_id": chat.agent_id, "new_text": text, "new_model": model, "new_title": title, "new_now": now}
     postgres = db.session.get_bind().dialect.name == "postgresql"
-    if postgres:
+    if postgres and gated:
+        message_id = db.session.execute(_new_run_in_one(True, cap is not None), {**params, "new_cap": cap}) \
+            .scalar_one_or_none()
+        if message_id is None:
+            return None
+    elif postgres:
         message_id = db.session.execute(_new_run_in_one(), params).scalar_one()
     else:
         db.session.execute(_new_run_insert(), params)
@@ -112,23 +141,42 @@ def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title
 
 # start_run's statements, built once (bound: new_<name>, never a column's name, which SQLAlchemy would
 # take for a value to set: run_id, session_id, owner_id, agent_id, text, model, title, now).
+def _new_run_values() -> dict:
+    runs = Run.__table__
+    return dict(
+        id=_bound(runs.c.id, "run_id"), session_id=_bound(runs.c.session_id), owner_id=_bound(runs.c.owner_id),
+        agent_id=_bound(runs.c.agent_id), status=sa.literal(RunStatus.QUEUED, runs.c.status.type),
+        input=_bound(runs.c.input, "text"), model=_bound(runs.c.model), last_seq=sa.literal(2, runs.c.last_seq.type),
+        created_at=_bound(runs.c.created_at, "now"), updated_at=_bound(runs.c.updated_at, "now"))
+
+
+def _new_message_values() -> dict:
+    messages = Message.__table__
+    return dict(
+        session_id=_bound(messages.c.session_id), run_id=_bound(messages.c.run_id),
+        role=sa.literal("user", messages.c.role.type), content=_bound(messages.c.content, "text"),
+        state=sa.literal("done", messages.c.state.type), created_at=_bound(messages.c.created_at, "now"))
+
+
+def _inserting(table, values: dict, condition=None) -> sa.Insert:
+    """An INSERT of one row of `values`; with `condition`, only if it holds."""
+    if condition is None:
+        return sa.insert(table).values(values)
+    return sa.insert(table).from_select(list(values), sa.select(*values.values()).where(condition))
+
+
 @functools.cache
 def _new_run_insert():
-    runs = Run.__table__
-    return sa.insert(runs).values(
-        id=_bound(runs.c.id, "run_id"), session_id=_bound(runs.c.session_id), owner_id=_bound(runs.c.owner_id),
-        agent_id=_bound(runs.c.agent_id), status=RunStatus.QUEUED, input=_bound(runs.c.input, "text"),
-        model=_bound(runs.c.model), last_seq=2, created_at=_bound(runs.c.created_at, "now"),
-        updated_at=_bound(runs.c.updated_at, "now"))
+    return _inserting(Run.__table__, _new_run_values())
 
 
 @functools.cache
 def _new_message_insert():
-    messages = Message.__table__
-    return sa.insert(messages).values(
-        session_id=_bound(messages.c.session_id), run_id=_bound(messages.c.run_id), role="user",
-        content=_bound(messages.c.content, "text"), state="done",
-        created_at=_bound(messages.c.created_at, "now")).returning(messages.c.id)
+    return _message_inserting()
+
+
+def _message_inserting(condition=None) -> sa.Insert:
+    return _inserting(Message.__table__, _new_message_values(), condition).returning(Message.__table__.c.id)
 
 
 @functools.cache
@@ -140,18 +188,23 @@ def _chat_touch():
 
 
 @functools.cache
-def _new_run_in_one():
+def _new_run_in_one(gated: bool = False, capped: bool = False):
     """PostgreSQL: the run, its message, the chat's date and the run's first two events in one statement,
-    returning the message's id (its `user_message` event names it)."""
+    returning the message's id (its `user_message` event names it). `gated`: only if the chat's newest
+    run is neither active nor paused and (`capped`) the owner has fewer than new_cap active runs; then
+    no row, and nothing written, if not."""
     from sqlalchemy.dialects import postgresql  # here: a SQLite worker never loads the dialect
 
-    run = _new_run_insert().cte("new_run")
-    message = _new_message_insert().cte("new_message")
-    chat = _chat_touch().cte("touched_chat")
+    free = None
+    if gated:
+        free = sa.exists(sa.select(sa.literal(1)).where(_free_for_a_new_run(capped)).cte("free").select())
+    run = _inserting(Run.__table__, _new_run_values(), free).cte("new_run")
+    message = _message_inserting(free).cte("new_message")
+    chat = (_chat_touch() if free is None else _chat_touch().where(free)).cte("touched_chat")
     run_events = RunEvent.__table__
-    first_two = sa.union_all(
+    first_two = sa.union_all(  # from the message's row: none when it was not inserted
         sa.select(sa.literal(1).label("seq"), sa.literal("run_started").label("type"),
-                  sa.cast(sa.literal("{}"), postgresql.JSON).label("data")),
+                  sa.cast(sa.literal("{}"), postgresql.JSON).label("data")).select_from(message),
         sa.select(sa.literal(2), sa.literal("user_message"),
                   sa.func.json_build_object("message_id", message.c.id)).select_from(message)).subquery("first_two")
     inserted = sa.insert(run_events).from_select(
@@ -159,6 +212,21 @@ def _new_run_in_one():
         sa.select(_bound(run_events.c.run_id), first_two.c.seq, first_two.c.type, first_two.c.data,
                   _bound(run_events.c.created_at, "now"))).cte("first_events")
     return sa.select(message.c.id).add_cte(run, chat, inserted)
+
+
+def _free_for_a_new_run(capped: bool):
+    """The chat's newest run is neither active nor paused (a paused one is resumed by the message
+    instead), and (`capped`) the owner has fewer than new_cap runs active (bound: new_session_id,
+    new_owner_id, new_cap)."""
+    runs = Run.__table__
+    newest_status = sa.select(runs.c.status).where(runs.c.session_id == _bound(runs.c.session_id)) \
+        .order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(1).scalar_subquery()
+    free = sa.func.coalesce(newest_status.not_in([*RunStatus.ACTIVE, RunStatus.PAUSED]), sa.true())
+    if capped:
+        active = sa.select(sa.func.count()).select_from(runs).where(
+            runs.c.owner_id == _bound(runs.c.owner_id), runs.c.status.in_(RunStatus.ACTIVE)).scalar_subquery()
+        free = sa.and_(free, active < sa.bindparam("new_cap", type_=sa.Integer()))
+    return free
 
 
 def _bound(column, name: str | None = None):
@@ -409,7 +477,8 @@ class Decision:
 
 
 def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_id: int | None = None,
-                 decider_is_admin: bool = False, locked: Run | None = None) -> tuple[Run, int]:
+                 decider_is_admin: bool = False, locked: Run | None = None,
+                 locked_calls: list[ToolCall] | None = None) -> tuple[Run, int]:
     """Apply several decisions to a paused run at once. Returns the run and the cursor to stream from.
 
     All or nothing: every entry is checked before anything is written (422 for an unknown call, a
@@ -419,11 +488,14 @@ def continue_run(owner_id: int, run_id: str, decisions: list[Decision], decider_
     with the current run. Calls left out or with `confirmed` None stay pending, and the run stays
     paused until none is. A failed run is retried (so a continue whose model call failed can simply
     be sent again); any other state is a 409, and no model is called. `locked`: the owner's run, already
-    read by the caller under its row lock in this transaction (not read again)."""
+    read by the caller under its row lock in this transaction (not read again), and `locked_calls` its
+    calls if read with it (`Run.read_locked_with_calls`)."""
     run = locked or Run.owned_by(owner_id, run_id, lock=True) or _refuse_missing("No such run.")
     cursor = run.last_seq
-    calls = {c.call_id: c for c in db.session.scalars(
-        sa.select(ToolCall).where(ToolCall.run_id == run.id).order_by(ToolCall.created_at, ToolCall.position))}
+    if locked is None or locked_calls is None:
+        locked_calls = db.session.scalars(sa.select(ToolCall).where(ToolCall.run_id == run.id)
+                                          .order_by(ToolCall.created_at, ToolCall.position))
+    calls = {c.call_id: c for c in locked_calls}
     _expire_due(run.id, calls.values())
     try:
         changes = _check_decisions(RunRef(run.id, run.session_id, run.owner_id, run.agent_id), calls, decisions,
