@@ -156,16 +156,26 @@ def find_api_chat(owner_id: int, session_id: str, lock_owner: bool = False) -> C
     return db.session.scalar(_locking_owner(query) if lock_owner else query)
 
 
-def find_api_run(owner_id: int, run_id: str, session_id: str | None, lock: bool = False) -> Run | None:
+def find_api_run(owner_id: int, run_id: str, session_id: str | None) -> Run | None:
     """The owner's run, if it is in the chat `find_api_chat` finds for `session_id` (in any of theirs
-    for None), in one statement; with `lock`, read afresh under the run's row lock (as `Run.owned_by`)."""
+    for None), in one statement."""
+    return db.session.scalar(_api_run(owner_id, run_id, session_id))
+
+
+def find_api_run_to_decide(owner_id: int, run_id: str, session_id: str | None
+                           ) -> tuple[Run, list[ToolCall] | None] | None:
+    """`find_api_run`, read afresh under the run's row lock (as `Run.owned_by`), with its calls when
+    the same statement could read them (`Run.read_locked_with_calls`)."""
+    query = _api_run(owner_id, run_id, session_id).with_for_update(of=Run).execution_options(populate_existing=True)
+    return Run.read_locked_with_calls(query)
+
+
+def _api_run(owner_id: int, run_id: str, session_id: str | None) -> sa.Select:
     query = sa.select(Run).where(Run.id == run_id, Run.owner_id == owner_id)
     if session_id is not None:
         chat_id = _api_chat(owner_id, session_id).with_only_columns(ChatSession.id).scalar_subquery()
         query = query.where(Run.session_id == chat_id)
-    if lock:
-        query = query.with_for_update(of=Run).execution_options(populate_existing=True)
-    return db.session.scalar(query)
+    return query
 
 
 def _api_chat(owner_id: int, session_id: str) -> sa.Select:

@@ -209,6 +209,25 @@ class Run(db.Model):
         return db.session.scalar(query)
 
     @classmethod
+    def read_locked_with_calls(cls, query: sa.Select) -> "tuple[Run, list[ToolCall] | None] | None":
+        """`query` (of one Run, `with_for_update(of=Run)`) that also reads the run's calls, in their
+        order, in the same statement: (run, calls) or None. PostgreSQL's wait for the lock re-reads the
+        run's row but not its calls, so calls come only if the run did not change between the
+        statement's snapshot and the lock (every change to a call numbers an event: `last_seq` moves);
+        else None, for the caller to read them afresh."""
+        before_lock = sa.orm.aliased(cls)
+        seq_seen = sa.select(before_lock.last_seq).where(before_lock.id == cls.id).scalar_subquery()
+        rows = db.session.execute(query.add_columns(seq_seen, ToolCall)
+                                  .outerjoin(ToolCall, ToolCall.run_id == cls.id)
+                                  .order_by(ToolCall.created_at, ToolCall.position)).all()
+        if not rows:
+            return None
+        run, last_seq_seen = rows[0][0], rows[0][1]
+        if run.last_seq != last_seq_seen:
+            return run, None
+        return run, [row[2] for row in rows if row[2] is not None]
+
+    @classmethod
     def latest_in(cls, session_id: str) -> "Run | None":
         """The chat's newest run: it decides what the composer and the stream show."""
         return db.session.scalar(sa.select(cls).where(cls.session_id == session_id)

@@ -62,15 +62,25 @@ def _not_found(message: str):
     raise NotFound(message)
 
 
-def _owned_run(agent_id: str, run_id: str, session_id: str | None, lock: bool = False) -> tuple[Run, int]:
+def _owned_run(agent_id: str, run_id: str, session_id: str | None) -> tuple[Run, int]:
     """The acting account's run of this agent (and of `session_id`, if sent), else a 404 that says
-    nothing about other people's runs. `lock`: read under the run's row lock (for a command)."""
+    nothing about other people's runs."""
+    run, _, owner_id = _owned_run_and_calls(agent_id, run_id, session_id, to_decide=False)
+    return run, owner_id
+
+
+def _owned_run_and_calls(agent_id: str, run_id: str, session_id: str | None, to_decide: bool = True):
+    """`_owned_run`, and for a command (`to_decide`) read under the run's row lock with its calls when
+    the same statement could read them (else None: `core.find_api_run_to_decide`)."""
     _agent(agent_id)
     account = auth.acting_account()
-    run = core.find_api_run(account.id, run_id, session_id, lock=lock) if account else None
-    if run is None or run.agent_id != agent_id:
+    found = None
+    if account is not None:
+        found = core.find_api_run_to_decide(account.id, run_id, session_id) if to_decide \
+            else (core.find_api_run(account.id, run_id, session_id), None)
+    if found is None or found[0] is None or found[0].agent_id != agent_id:
         _not_found(f"No runs found for run ID {run_id}")
-    return run, account.id
+    return *found, account.id
 
 
 def _owned_chat(session_id: str):
@@ -197,11 +207,12 @@ def continue_run(agent_id, run_id):
     form = _form(rq.ContinueForm)
     with _watching(run_id, form.stream) as watch:
         with _stream_slot(form.stream) as release_slot:
-            run, owner_id = _owned_run(agent_id, run_id, form.session_id, lock=True)
+            run, calls, owner_id = _owned_run_and_calls(agent_id, run_id, form.session_id)
             status = run.status  # at the cursor: the run as the command reads it, under its lock
             decisions = form.decisions()
             run, cursor = core.continue_run(owner_id, run_id, decisions, decider_id=owner_id,
-                                            decider_is_admin=auth.acting_account().is_admin, locked=run)
+                                            decider_is_admin=auth.acting_account().is_admin, locked=run,
+                                            locked_calls=calls)
         return answer_after_commit(
             lambda: _answer(run_id, cursor, release_slot, watch and (watch, status)),
             "The decisions were recorded, but the run could not be read just now: "

@@ -7,10 +7,13 @@ import json
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from app.agent.definition import Agent
 from app.agent.tools import ToolContext, tool
+from app.extensions import db
 from tests.api.apiclient import DELETE_50, NOTIFY_ADMIN, Api, documented, events, names, paused
+from tests.conftest import wait_for
 from tests.fake_openai import ToolCall, Turn
 
 PAUSED_TEXT = "I have tools to execute, but I need confirmation."
@@ -129,6 +132,42 @@ def test_10_concurrent_continues_run_the_tool_once_and_the_losers_get_409(app, a
     assert [body["status"] for code, body in answers if code == 200] == ["COMPLETED"]
     assert harness.rows("users") == before - 50, "the tool ran exactly once"
     assert sum(1 for r in fake_model.requests if r.tool_outputs()) == 1, "the model was asked once"
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_continue_that_waited_for_another_decision_sees_it(app, api, harness, fake_model):
+    """The continue reads the run, under its lock, with its calls in one statement; PostgreSQL re-reads
+    only the run's row after the wait. A decision made meanwhile moved the run's events on, so the calls
+    are read again: the same approval sent twice is an echo (200, still paused for the other call), not a
+    conflict with itself."""
+    run = pause_on(api, fake_model, DELETE_50, NOTIFY_ADMIN)
+    first = run["tools"][0]
+    answers = []
+
+    def approve_the_first():
+        answers.append(Api(app).continue_(run["run_id"], [{**first, "confirmed": True}], stream=False))
+
+    with app.app_context(), db.engine.connect() as other:
+        other.execute(sa.text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": run["run_id"]})
+        waiting = threading.Thread(target=approve_the_first)
+        waiting.start()
+        wait_for(lambda: other.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )).scalar(), message="the continue waits for the run's lock")
+        # What another tab's approval of the first call writes meanwhile: the call and the run's events.
+        other.execute(sa.text("UPDATE tool_calls SET status = 'approved', decided_by = 'user' "
+                              "WHERE run_id = :run AND call_id = :call"), {"run": run["run_id"], "call": first["tool_call_id"]})
+        other.execute(sa.text("UPDATE runs SET last_seq = last_seq + 1 WHERE id = :id"), {"id": run["run_id"]})
+        other.execute(sa.text("INSERT INTO run_events (run_id, seq, type, data, created_at) SELECT id, last_seq, "
+                              "'tool_call_updated', '{}', now() FROM runs WHERE id = :id"), {"id": run["run_id"]})
+        other.commit()
+    waiting.join()
+
+    [answer] = answers
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["status"] == "PAUSED"
+    assert [tool.get("confirmed") for tool in body["tools"]] == [True, None]
 
 
 @pytest.mark.parametrize("stream", [False, True])
