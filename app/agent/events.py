@@ -298,15 +298,22 @@ def _numbered_then(with_lease: bool, run_columns: tuple[str, ...], then: tuple[C
 
 
 @functools.cache
-def _with_call(call_update, with_lease: bool, resume: bool):
+def _with_call(call_update, with_lease: bool, resume: bool, read: Callable | None = None):
     """PostgreSQL: one statement that numbers and inserts the run's events and changes one of its calls
     (`call_update`, a CallChange's statement). An uncorrelated EXISTS runs first: the run's row is
-    taken before the call's (the lock order)."""
+    taken before the call's (the lock order). `read(changed, run_id)`: a SELECT whose rows the same
+    statement reads, joined to the write's row as read_<column>; it sees the database as it was before
+    the statement (the changed call's old row: the caller has its new one)."""
     bumped, insert = _numbered_insert(_numbering(with_lease, (), resume), resume)
     changed = call_update.where(sa.exists(sa.select(bumped.c.last_seq))) \
         .returning(sa.true().label("matched")).cte("changed")
-    return sa.select(bumped.c.last_seq, bumped.c.resumed, changed).select_from(bumped) \
-        .outerjoin(changed, sa.true()).add_cte(insert.cte("inserted"))
+    statement = sa.select(bumped.c.last_seq, bumped.c.resumed, changed).select_from(bumped) \
+        .outerjoin(changed, sa.true())
+    if read is not None:
+        rows = read(changed, _bound("run_id")).subquery("read")
+        statement = statement.add_columns(*(column.label(f"read_{column.name}") for column in rows.c)) \
+            .outerjoin(rows, sa.true())
+    return statement.add_cte(insert.cte("inserted"))
 
 
 @functools.cache
@@ -318,11 +325,13 @@ def _returning_resumed(call_update):
 class CallWritten:
     """What `write_with_call` did: `ours` False when the run's row did not match (with a lease: no longer
     ours); `call` the call's RETURNING row (None: it matched nothing); `resumed` the run was queued again;
-    `last_seq` the run's last event now (its own events included)."""
+    `last_seq` the run's last event now (its own events included); `read` the rows its `read` read
+    (dicts, unordered; PostgreSQL only)."""
     ours: bool
     call: sa.Row | None
     resumed: bool = False
     last_seq: int | None = None
+    read: tuple[dict, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -330,24 +339,32 @@ class CallWritten:
 
 
 def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = None,
-                    lease_until: datetime | None = None, resume_after: str | None = None) -> CallWritten:
+                    lease_until: datetime | None = None, resume_after: str | None = None,
+                    read: Callable | None = None) -> CallWritten:
     """Write the run's queued events with the change of one of its calls (`ToolCall.cas`): on PostgreSQL
     one statement that takes the run's row first (the lock order), on SQLite three. With `lease_owner`
     the run must still be running under our lease (renewed). With `resume_after` (the id of a call just
     decided and no longer pending) a paused run is queued again, with a `run_resumed` event, when none
-    of its other calls is pending. Unless `.ok`, the caller rolls back (events may have been written)."""
+    of its other calls is pending. `read` (PostgreSQL; a cached builder, see `_with_call`): rows to read
+    in the same statement. Unless `.ok`, the caller rolls back (events may have been written)."""
     session = db.session()
     resume = resume_after is not None
     mine = _take_queued(session, run_id)
     now = utcnow()
     params = {**_params(run_id, len(mine), lease_owner, lease_until, now=now), **change.params(run_id),
               "events_resume_after": resume_after}
+    read_rows: tuple[dict, ...] = ()
     if session.get_bind().dialect.name == "postgresql":
-        statement = _with_call(change.statement(), lease_owner is not None, resume)
-        row = session.execute(statement, {**params, "events_queued": _queued(
-            mine + [(run_id, "run_resumed", {}, None)] if resume else mine)}).first()
-        if row is None:
+        statement = _with_call(change.statement(), lease_owner is not None, resume, read)
+        rows = session.execute(statement, {**params, "events_queued": _queued(
+            mine + [(run_id, "run_resumed", {}, None)] if resume else mine)}).all()
+        if not rows:
             return CallWritten(False, None)
+        row = rows[0]
+        if read is not None:
+            read_rows = tuple(values for values in (
+                {name[5:]: value for name, value in r._mapping.items() if name.startswith("read_")} for r in rows)
+                if any(value is not None for value in values.values()))
         resumed = bool(row.resumed)
         if resumed:
             mine.append((run_id, "run_resumed", {}, None))
@@ -374,7 +391,7 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
                     and data.get("call_id") == change.call_id else (run, type, data, calls)
                     for run, type, data, calls in mine]
         session.info.setdefault(_WRITTEN, []).extend(_written(run_id, last_seq, mine, now))
-    return CallWritten(True, call, resumed, last_seq)
+    return CallWritten(True, call, resumed, last_seq, read_rows)
 
 
 @sa.event.listens_for(sa.orm.Session, "before_commit")

@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 from flask import current_app
@@ -65,7 +66,8 @@ def execute(run_id: str) -> None:
     `executing`, or the model turn's new message), and none stays open across a model call or a tool."""
     # The same statement names the first call waiting to be executed (none: a new run's first step is
     # the model, with no query for its calls), and on PostgreSQL reads that model turn's context.
-    taken, turn = _take(run_id)
+    chains = _agreed_chaining()
+    taken, turn = _take(run_id, chains)
     if taken is None:
         db.session.rollback()
         return  # another worker has it, or it was cancelled meanwhile
@@ -79,8 +81,10 @@ def execute(run_id: str) -> None:
     model = current_app.extensions["models"].for_agent(agent)
     try:
         for _ in range(MAX_MODEL_TURNS):
-            if next_call is not None and not _execute_approved_calls(run, agent, next_call):
-                return
+            if next_call is not None:
+                ran, turn = _execute_approved_calls(run, agent, next_call, chains)
+                if not ran:
+                    return
             next_call = _UNKNOWN  # after a model turn, its auto-approved calls may wait
             outcome, turn = _model_turn(run, agent, model, turn), None
             if outcome != "tools":
@@ -228,15 +232,20 @@ def _new_calls(run: RunRef, agent, message_id: int, requests: list[ToolCallReque
 _UNKNOWN = ""  # "ask the database which approved call comes first"
 
 
-def _take(run_id: str) -> tuple[sa.Row | None, TurnStart | None]:
-    """Take the queued run: (session_id, owner_id, agent_id, its first approved call), or None. On
-    PostgreSQL, when every agent's model agrees on chaining (so the context's start does not depend
-    on which agent the run is of), the same statement reads the first model turn's context if no
+def _agreed_chaining() -> bool | None:
+    """On PostgreSQL, whether every agent's model chains its turns (`Models.chaining`), so a statement
+    that does not know the run's agent yet can read a model turn's context with its other work (where
+    the context starts depends on it); None on SQLite, or when the models disagree."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return None
+    return current_app.extensions["models"].chaining(current_app.extensions["agents"].all())
+
+
+def _take(run_id: str, chains: bool | None) -> tuple[sa.Row | None, TurnStart | None]:
+    """Take the queued run: (session_id, owner_id, agent_id, its first approved call), or None. With
+    `chains` (`_agreed_chaining`) the same statement reads the first model turn's context if no
     approved call comes first."""
     params = {"run_id": run_id, "worker": WORKER_ID, "until": lease_until(), "now": utcnow()}
-    chains = None
-    if db.session.get_bind().dialect.name == "postgresql":
-        chains = current_app.extensions["models"].chaining(current_app.extensions["agents"].all())
     if chains is None:
         return db.session.execute(_taking(), params).first(), None
     rows = db.session.execute(_taking_with_turn(chains), params).all()
@@ -265,21 +274,45 @@ def _taking():
 
 @functools.cache
 def _taking_with_turn(chains: bool):
-    """PostgreSQL: `_taking`, joined to the run's conversation (`context.conversation_select`, one row
-    per message and call) when no approved call waits; one row of NULLs for it otherwise. The
-    conversation finds the run's fields by its id (they never change), so it is not correlated."""
+    """PostgreSQL: `_taking`, joined to the run's conversation (`_run_turn`, one row per message and
+    call) when no approved call waits; one row of NULLs for it otherwise."""
+    run_id = sa.bindparam("run_id", type_=Run.__table__.c.id.type)
+
+    taken = _taking().cte("taken")
+    turn = _run_turn(run_id, chains).where(sa.select(taken.c.next_call).scalar_subquery().is_(None)).subquery("turn")
+    return sa.select(taken, turn).select_from(taken).outerjoin(turn, sa.true()) \
+        .order_by(turn.c.id, turn.c.position)
+
+
+def _run_turn(run_id, chains: bool) -> sa.Select:
+    """The run's next model turn's context (`context.conversation_select`, reserving the reply's id,
+    with the grants), finding the run's session, owner and agent by `run_id` (they never change)."""
     runs = Run.__table__
-    run_id = sa.bindparam("run_id", type_=runs.c.id.type)
 
     def of_run(column):
         return sa.select(column).where(runs.c.id == run_id).scalar_subquery()
 
-    taken = _taking().cte("taken")
-    turn = conversation_select(of_run(runs.c.session_id), chains, reserve_reply_id=True,
-                               grants=(of_run(runs.c.owner_id), of_run(runs.c.agent_id))) \
-        .where(sa.select(taken.c.next_call).scalar_subquery().is_(None)).subquery("turn")
-    return sa.select(taken, turn).select_from(taken).outerjoin(turn, sa.true()) \
-        .order_by(turn.c.id, turn.c.position)
+    return conversation_select(of_run(runs.c.session_id), chains, reserve_reply_id=True,
+                               grants=(of_run(runs.c.owner_id), of_run(runs.c.agent_id)))
+
+
+@functools.cache
+def _turn_after_the_calls(chains: bool):
+    """For `events.write_with_call(read=…)`: the next model turn's context, read by the statement that
+    records a call's outcome when no approved call comes after it (that call's row as it was before)."""
+    def read(changed, run_id):
+        return _run_turn(run_id, chains).where(sa.select(changed.c.next_call).scalar_subquery().is_(None))
+    return read
+
+
+def _turn_with(rows: tuple[dict, ...], call) -> TurnStart:
+    """The TurnStart of `_turn_after_the_calls`'s rows, with `call`'s new row in place of its old one."""
+    new = {name: getattr(call, name) for name in ("call_id", "name", "raw_arguments", "status", "result", "reason",
+                                                  "error", "kind", "arguments", "original_arguments", "position")}
+    rows = [SimpleNamespace(**(row | new if row["id"] == call.message_id and row["call_id"] == call.call_id
+                               else row)) for row in rows]
+    rows.sort(key=lambda row: (row.id, -1 if row.position is None else row.position))
+    return turn_from_rows(rows, reserve_reply_id=True, grants=True)
 
 
 @functools.cache
@@ -292,12 +325,17 @@ def _next_approved(run_id: str) -> str | None:
     return db.session.scalar(_first_approved(), {"run_id": run_id})
 
 
-def _execute_approved_calls(run: RunRef, agent, next_call: str) -> bool:
+def _execute_approved_calls(run: RunRef, agent, next_call: str, chains: bool | None = None
+                            ) -> tuple[bool, TurnStart | None]:
     """Run every approved call once, from `next_call` (_UNKNOWN: look it up): `executing` is committed
     before the side effect starts, and the outcome is committed as soon as it is known. Each of the
     two is one statement on PostgreSQL (the call, the run's lease and numbering, the event), and the
-    outcome's statement names the next approved call, so no query lists them."""
+    outcome's statement names the next approved call, so no query lists them; with `chains`
+    (`_agreed_chaining`) the last outcome's statement also reads the next model turn's context.
+    Returns (False: stop here, the run is no longer ours; that context, if read)."""
     ctx = tool_context(run)
+    read = _turn_after_the_calls(chains) if chains is not None else None
+    turn = None
     if next_call == _UNKNOWN:
         next_call = _next_approved(run.id)
     while next_call is not None:
@@ -308,7 +346,7 @@ def _execute_approved_calls(run: RunRef, agent, next_call: str) -> bool:
             WORKER_ID, lease_until())
         if not started.ours:
             db.session.rollback()
-            return False  # cancelled between approval and execution: the side effect never starts
+            return False, None  # cancelled between approval and execution: the side effect never starts
         if started.call is None:  # decided otherwise meanwhile (the run was stopped): it never starts
             db.session.rollback()
             next_call = _next_approved(run.id)
@@ -333,14 +371,16 @@ def _execute_approved_calls(run: RunRef, agent, next_call: str) -> bool:
         # The outcome is recorded even after a Stop (the side effect happened); not when another worker
         # has recovered the run meanwhile (the call is then outcome_unknown, and stays so).
         ended = events.write_with_call(
-            run.id, ToolCall.cas(call_id, CallStatus.EXECUTING, status, **values).returning_row(next_approved=True))
+            run.id, ToolCall.cas(call_id, CallStatus.EXECUTING, status, **values).returning_row(next_approved=True),
+            read=read)
         if not ended.ok:
             db.session.rollback()
             next_call = _next_approved(run.id)
             continue
         next_call = ended.call.next_call
+        turn = _turn_with(ended.read, ended.call) if ended.read and next_call is None else None
         db.session.commit()  # the ledger records the outcome before anything else can go wrong
-    return True
+    return True, turn
 
 
 def _raised(exc: Exception) -> str:
