@@ -156,7 +156,8 @@ def test_a_continue_that_waited_for_another_decision_sees_it(app, api, harness, 
         )).scalar(), message="the continue waits for the run's lock")
         # What another tab's approval of the first call writes meanwhile: the call and the run's events.
         other.execute(sa.text("UPDATE tool_calls SET status = 'approved', decided_by = 'user' "
-                              "WHERE run_id = :run AND call_id = :call"), {"run": run["run_id"], "call": first["tool_call_id"]})
+                              "WHERE run_id = :run AND call_id = :call"),
+                      {"run": run["run_id"], "call": first["tool_call_id"]})
         other.execute(sa.text("UPDATE runs SET last_seq = last_seq + 1 WHERE id = :id"), {"id": run["run_id"]})
         other.execute(sa.text("INSERT INTO run_events (run_id, seq, type, data, created_at) SELECT id, last_seq, "
                               "'tool_call_updated', '{}', now() FROM runs WHERE id = :id"), {"id": run["run_id"]})
