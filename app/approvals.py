@@ -65,10 +65,13 @@ def pending_count(account_id: int | None) -> int:
 
 
 @functools.cache
-def pending_count_select(scoped: bool) -> sa.Select:
+def pending_count_select(scoped: bool, but_one: bool = False) -> sa.Select:
     """pending_count's statement (built once; run with `decidable_params`), to fold into another one as a
-    scalar subquery (`.correlate(None)`)."""
-    return _decidable_by(_joined(sa.select(sa.func.count()).select_from(ToolCall)), scoped)
+    scalar subquery (`.correlate(None)`). `but_one`: not counting the call `decidable_but`."""
+    select = _decidable_by(_joined(sa.select(sa.func.count()).select_from(ToolCall)), scoped)
+    if but_one:
+        select = select.where(ToolCall.id != sa.bindparam("decidable_but", type_=ToolCall.__table__.c.id.type))
+    return select
 
 
 def as_json(item: Pending, card_url: str, chat_url: str) -> dict:

@@ -321,15 +321,20 @@ class ToolCall(db.Model):
         return db.session.scalar(query if owner_id is None else query.where(Run.owner_id == owner_id))
 
     @classmethod
-    def owned_with_run(cls, owner_id: int | None, run_id: str, call_id: str):
+    def owned_with_run(cls, owner_id: int | None, run_id: str, call_id: str, also=None, also_params=None):
         """`owned_by` that also takes the run's row lock (the lock order: run first) and reads the run's
         fields, in one statement: (call, run row with last_seq, session_id, owner_id, agent_id) or None.
         On PostgreSQL, waiting for the lock re-reads the run's row but not the call's: a call read as
-        pending may have been decided meanwhile (the decision's compare-and-set is what settles it)."""
+        pending may have been decided meanwhile (the decision's compare-and-set is what settles it).
+        `also`: one more (uncorrelated) column the caller wants read with them, as the run row's `also`,
+        run with `also_params`."""
         query = sa.select(cls, Run.last_seq, Run.session_id, Run.owner_id, Run.agent_id) \
             .join(Run, cls.run_id == Run.id).where(cls.id == call_id, cls.run_id == run_id) \
             .with_for_update(of=Run).execution_options(populate_existing=True)
-        row = db.session.execute(query if owner_id is None else query.where(Run.owner_id == owner_id)).first()
+        if also is not None:
+            query = query.add_columns(also.label("also"))
+        query = query if owner_id is None else query.where(Run.owner_id == owner_id)
+        row = db.session.execute(query, also_params or {}).first()
         return None if row is None else (row[0], row)
 
     @classmethod

@@ -64,6 +64,28 @@ def test_an_admin_sees_everyones_with_whose_it_is_and_the_admin_page_links_there
     assert 'href="/approvals"' in admin.get("/admin").data.decode()
 
 
+def test_deciding_in_the_chat_updates_the_card_the_run_and_the_count_in_place(app, browser, harness, fake_model):
+    chat, run_id, call_id = pending_call(browser, harness, fake_model)
+    pending_call(browser, harness, fake_model, "more")
+
+    edited = browser.post(f"/runs/{run_id}/calls/{call_id}/edit", {"arg.table_name": "users", "arg.count": "10"})
+    assert edited.status_code == 200
+    edited = edited.data.decode()
+    assert f'id="call-{call_id}"' in edited and "call-pending" in edited and "10" in edited
+    assert re.search(r'<a id="approvals-link"[^>]*hx-swap-oob="true"[^>]*>Approvals \(2\)</a>', edited), \
+        "an edited call still waits"
+
+    fake_model.script(Turn(text="Done."))
+    decided = browser.post(f"/runs/{run_id}/calls/{call_id}/approve", {"seen": re.search(
+        r'name="seen" value="([^"]+)"', edited).group(1)}).data.decode()
+    assert f'id="call-{call_id}"' in decided and "call-pending" not in decided
+    assert "Edited and approved by you" in decided
+    assert re.search(r'<a id="approvals-link"[^>]*hx-swap-oob="true"[^>]*>Approvals \(1\)</a>', decided)
+    assert f'/runs/{run_id}/events' in decided, "the run's stream follows it from the decision on"
+    harness.wait(run_id, "completed")
+    assert sidebar_count(browser.get(f"/chats/{chat}").data.decode()) == "Approvals (1)"
+
+
 def test_deciding_in_the_inbox_updates_the_card_and_the_count_in_place(app, browser, harness, fake_model):
     _, run_id, call_id = pending_call(browser, harness, fake_model)
     _, other_run, other_call = pending_call(browser, harness, fake_model, "more")

@@ -306,12 +306,27 @@ def _answer_paused_run(run: Run, text: str) -> int:
     return cursor
 
 
+@dataclass(frozen=True)
+class Decided:
+    """What `decide` did. `call`: as read before the decision (after the commit its attributes are read
+    again); `cursor`: where to stream the run from, after the decision's own events; `written`: the
+    call's row as the decision wrote it, `run` its run's fixed fields and `run_status` its status then
+    (queued if it resumed, else paused), all None when nothing was written (an edit that changed
+    nothing); `also`: the caller's column read with the call (`ToolCall.owned_with_run`)."""
+    call: ToolCall
+    cursor: int
+    written: sa.Row | None = None
+    run: RunRef | None = None
+    run_status: str | None = None
+    also: object = None
+
+
 def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None, reason: str | None = None,
            decider_id: int | None = None, arguments: dict | None = None, user_input: dict | None = None,
-           result: str | None = None, seen: str | None = None, always: GrantRequest | None = None
-           ) -> tuple[ToolCall, int]:
-    """Decide one pending call from its card. Returns the call and the cursor to stream the run from:
-    after the decision's own events (the answer shows the card, and the run, as they are then).
+           result: str | None = None, seen: str | None = None, always: GrantRequest | None = None,
+           also=None, also_params: dict | None = None) -> Decided:
+    """Decide one pending call from its card. Returns what it did (`Decided`): the answer shows the
+    card, and the run, as the decision left them, and streams the run from after its events.
 
     `approve` True/False approves or rejects; `arguments` is an edit (kept pending with its fresh
     preview when `approve` is None); `user_input` and `result` answer the other kinds of pause; `seen`
@@ -320,8 +335,9 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
     (app.grants). `owner_id` scopes the lookup to that account's runs (None: an admin, for anyone's);
     `decider_id` is recorded as who decided. The second of two racing decisions gets a 409 with the
     call's current state; a call whose approval expired is expired now (if the sweeper has not yet)
-    and refused."""
-    call, run = ToolCall.owned_with_run(owner_id, run_id, call_id) or _refuse_missing("No such tool call.")
+    and refused. `also` (with `also_params`): a column to read with the call, for the caller."""
+    call, run = ToolCall.owned_with_run(owner_id, run_id, call_id, also, also_params) \
+        or _refuse_missing("No such tool call.")
     always = always.checked(call) if always is not None and approve else None
     cursor = run.last_seq
     _expire_due(run_id, [call])  # the sweeper may not have run yet
@@ -342,15 +358,17 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
         raise _settled_or(Invalid(str(exc), call=_current(call))) from None
     if change is None:
         db.session.rollback()
-        return call, cursor
+        return Decided(call, cursor)
     values = {**change.values, "decider_id": decider_id} if change.status != CallStatus.PENDING else change.values
     if always is not None and change.status == CallStatus.APPROVED:
         _grant_from(call, ref, decider_id, owner_id is None, always, utcnow())
     # The call's compare-and-set, its event and (when nothing else is pending) the run's resumption,
     # in one statement on PostgreSQL, three on SQLite.
+    # (With the call's whole new row: this process's streams, and the caller, show it without a read.)
     events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": change.status})
-    written = events.write_with_call(run_id, ToolCall.cas(call.id, CallStatus.PENDING, change.status, **values),
-                                     resume_after=None if change.status == CallStatus.PENDING else call.id)
+    written = events.write_with_call(
+        run_id, ToolCall.cas(call.id, CallStatus.PENDING, change.status, **values).returning_row(),
+        resume_after=None if change.status == CallStatus.PENDING else call.id)
     if not written.ok:
         db.session.rollback()
         raise _settled(db.session.get(ToolCall, call.id))
@@ -359,7 +377,8 @@ def decide(owner_id: int | None, run_id: str, call_id: str, approve: bool | None
     # able to say the decision was recorded (its attributes load again when next read).
     if written.resumed:
         submit(run_id)
-    return call, written.last_seq
+    return Decided(call, written.last_seq, written.call, ref, RunStatus.QUEUED if written.resumed else RunStatus.PAUSED,
+                   getattr(run, "also", None))
 
 
 def _current(call: ToolCall) -> ToolCall:

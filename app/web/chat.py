@@ -18,10 +18,10 @@ from app.agent.decisions import refresh_previews
 from app.agent.refusals import Expired, Invalid, NotFound, Refusal
 from app.grants import GrantRequest
 from app.extensions import db
-from app.models import Run, RunStatus, ToolCall, utcnow
+from app.models import CallStatus, Run, RunStatus, ToolCall, utcnow
 from app.web import cards
 from app.web.errors import answer_after_commit, status_of
-from app.web.stream import StreamView, follow_run, render_batch, sse
+from app.web.stream import CallCard, StreamView, follow_run, render_batch, sse
 
 bp = Blueprint("chat", __name__)
 cards.register(bp)
@@ -263,9 +263,11 @@ def decide(run_id, call_id, decision):
     typed = None
     try:
         choice, typed = cards.decision_from_form(owner_id, run_id, call_id, decision, request.form)
-        call, cursor = commands.decide(owner_id, run_id, call_id, decider_id=current_user.id,
-                                       reason=request.form.get("reason"), seen=request.form.get("seen"),
-                                       always=_always_allow() if decision == "approve" else None, **choice)
+        decided = commands.decide(owner_id, run_id, call_id, decider_id=current_user.id,
+                                  reason=request.form.get("reason"), seen=request.form.get("seen"),
+                                  always=_always_allow() if decision == "approve" else None,
+                                  **_others_waiting(call_id), **choice)
+        call = decided.call
     except Refusal as exc:
         if isinstance(exc, NotFound):
             abort(404, str(exc))
@@ -291,7 +293,8 @@ def decide(run_id, call_id, decision):
         return answer_after_commit(lambda: render_template("approvals/_decided.html", call=call),
                                    f"{done} Reload the page to see the outcome.", call_id=call_id)
     return answer_after_commit(
-        lambda: render_template("chat/_decided.html", cursor=cursor, **_call_and_run(call_id, run_id)),
+        lambda: render_template("chat/_decided.html", cursor=decided.cursor,
+                                **_call_and_run(decided, call_id, run_id)),
         f"{done} The page could not be updated just now: reload it to see the outcome.", call_id=call_id)
 
 
@@ -304,9 +307,25 @@ def _always_allow() -> GrantRequest | None:
                         duration=form.get("always_for", "forever"))
 
 
-def _call_and_run(call_id: str, run_id: str) -> dict:
-    """The decided call and its run as they are now, and the calls still waiting for this person (the
-    sidebar's count), read back in one statement."""
+def _others_waiting(call_id: str) -> dict:
+    """For `commands.decide`: read with the call the other calls waiting for this person (the sidebar's
+    count, which the answer updates)."""
+    scope = approvals.scope_of(current_user)
+    return {"also": approvals.pending_count_select(scope is not None, but_one=True).scalar_subquery().correlate(None),
+            "also_params": {**approvals.decidable_params(scope), "decidable_but": call_id}}
+
+
+def _call_and_run(decided: commands.Decided, call_id: str, run_id: str) -> dict:
+    """The decided call and its run as the decision left them, and the calls still waiting for this
+    person (the sidebar's count): from what the decision wrote and read with the call, or, when it
+    wrote nothing, read back in one statement."""
+    if decided.written is not None:
+        run = decided.run
+        card = CallCard(decided.written._mapping)
+        g.approvals_waiting = decided.also + (card.status == CallStatus.PENDING)
+        cards.know_run(run.id, run.owner_id, run.agent_id)
+        return {"call": card, "run": SimpleNamespace(id=run.id, session_id=run.session_id, agent_id=run.agent_id,
+                                                    status=decided.run_status, error=None)}
     scope = approvals.scope_of(current_user)
     call, run, g.approvals_waiting = db.session.execute(_call_and_run_statement(scope is not None), {
         "call_id": call_id, "run_id": run_id, **approvals.decidable_params(scope)}).one()
