@@ -1,12 +1,19 @@
 """Streams follow a run from this process's memory when this process wrote its events, and from the
 database when another process may have: the NOTIFY of a commit can reach the listener before that
 commit is published in memory, and a NOTIFY skipped for that reason must not be lost if the commit fails."""
+import re
+from contextlib import contextmanager
+
 import pytest
 import sqlalchemy as sa
 
 from app.agent import events
 from app.extensions import db
 from app.models import Message, Run, RunEvent, RunStatus, utcnow
+from tests.conftest import Browser, on_each_statement
+from tests.fake_openai import ToolCall as ModelToolCall, Turn
+
+DELETE_50 = ModelToolCall("delete_records", {"table_name": "users", "count": 50})
 
 
 def _on_commit(hook):
@@ -198,3 +205,81 @@ def test_a_stream_that_starts_at_the_newest_event_is_read_from_memory_after_its_
             sa.event.remove(db.engine, "after_cursor_execute", listener_hands_over)
         db.session.rollback()
         assert watch.read_after(1) == ([], None)
+
+
+# A message's or a decision's answer opens the run's stream; the watch the command opened before it
+# wrote is kept for that stream (`Hub.hand_over`), whose first read then needs no database.
+
+@contextmanager
+def _run_reads(app):
+    """The statements that read the run or its events, as they are sent."""
+    seen = []
+
+    def note(conn, cursor, sql, *args):
+        if sql.lstrip().upper().startswith("SELECT") and ("FROM runs" in sql or "run_events" in sql):
+            seen.append(sql)
+
+    with on_each_statement(app, note):
+        yield seen
+
+
+def _message(browser, fake_model, turn) -> tuple[str, int]:
+    """Send a message that pauses the run on a card; (run id, the cursor its answer's stream starts at)."""
+    fake_model.script(turn)
+    chat = browser.new_chat()
+    page = browser.post(f"/chats/{chat}/messages", {"message": "delete 50 users"}).data.decode()
+    run_id, after = re.search(r"/runs/(run_\w+)/events\?after=(\d+)", page).groups()
+    return run_id, int(after)
+
+
+def test_the_stream_a_message_opens_here_reads_nothing_and_shows_everything(app, browser, fake_model, harness):
+    run_id, after = _message(browser, fake_model, Turn(text="This needs your approval.", tool_calls=[DELETE_50]))
+    harness.wait(run_id, "paused")
+    with _run_reads(app) as reads:
+        stream = browser.events(run_id, after=after)
+    assert reads == [], "the kept watch heard every event since before the message was written"
+    html = "".join(event["data"] for event in stream)
+    assert "This needs your approval." in html and "delete_records" in html
+    assert stream[-1]["event"] == "done", "the stream ends at the pause, as one that read the database"
+
+    # Its second stream (a reload's, a reconnect's) reads the database as before.
+    with _run_reads(app) as reads:
+        again = browser.events(run_id, after=after)
+    replayed = "".join(event["data"] for event in again)
+    assert reads and "This needs your approval." in replayed and "delete_records" in replayed
+
+
+def test_the_stream_a_decision_opens_here_reads_nothing(app, browser, fake_model, harness):
+    run_id, after = _message(browser, fake_model, Turn(tool_calls=[DELETE_50]))
+    [call] = harness.calls(harness.wait(run_id, "paused").id)
+    browser.events(run_id, after=after)
+    fake_model.script(Turn(text="Deleted them."))
+    answer = browser.post(f"/runs/{run_id}/calls/{call.id}/approve").data.decode()
+    after = int(re.search(rf"/runs/{run_id}/events\?after=(\d+)", answer).group(1))
+    harness.wait(run_id, "completed")
+    with _run_reads(app) as reads:
+        stream = browser.events(run_id, after=after)
+    assert reads == []
+    assert "Deleted them." in "".join(event["data"] for event in stream)
+
+
+def test_a_kept_watch_is_only_for_its_owners_stream_from_its_cursor(app, browser, fake_model, harness):
+    run_id, after = _message(browser, fake_model, Turn(tool_calls=[DELETE_50]))
+    harness.wait(run_id, "paused")
+    stranger = Browser(app)
+    assert stranger.client.get(f"/runs/{run_id}/events?after={after}").status_code == 404
+    with _run_reads(app) as reads:
+        earlier = browser.events(run_id, after=0)  # another cursor: the database, and not the kept watch
+    assert reads and "delete_records" in "".join(event["data"] for event in earlier)
+    with _run_reads(app) as reads:
+        browser.events(run_id, after=after)
+    assert reads == [], "still kept for the stream it was kept for"
+
+
+def test_a_kept_watch_no_stream_takes_is_let_go(app, browser, fake_model, harness, monkeypatch):
+    monkeypatch.setattr(events, "HAND_OVER_SECONDS", 0.0)
+    hub = app.extensions["run_events"]
+    run_id, _ = _message(browser, fake_model, Turn(tool_calls=[DELETE_50]))
+    harness.wait(run_id, "paused")
+    _message(browser, fake_model, Turn(text="Another chat."))  # keeping another watch lets the first go
+    assert run_id not in hub._parked and run_id not in hub._channels

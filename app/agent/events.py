@@ -23,8 +23,9 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -599,6 +600,25 @@ class Watch:
             self.channel.changed.wait_for(lambda: self.channel.generation != seen_generation, timeout=timeout)
 
 
+HAND_OVER_SECONDS = 10.0  # how long a command's watch waits for its answer's stream (`Hub.hand_over`)
+
+
+class HandOver:
+    """A watch a command opened before it wrote, for the stream its answer opens (`Hub.hand_over`):
+    `keep` says where that stream starts and what the run is there."""
+
+    def __init__(self, watch: Watch, owner_id: int, stack: ExitStack):
+        self.watch, self.owner_id, self.stack = watch, owner_id, stack
+        self.cursor: int | None = None
+        self.status: str | None = None
+        self.kept_at = 0.0
+
+    def keep(self, cursor: int, status: str, session_id: str, agent_id: str) -> None:
+        """Keep the watch for a stream of the run from `cursor`, where the run is `status`."""
+        self.cursor, self.status, self.kept_at = cursor, status, time.monotonic()
+        self.watch.run = _RunFields(self.watch.run_id, session_id, agent_id)
+
+
 class Hub:
     """This process's wake-ups for run streams (one per app)."""
 
@@ -607,6 +627,7 @@ class Hub:
         self.listener: Listener | None = None
         self._lock = threading.Lock()
         self._channels: dict[str, _Channel] = {}
+        self._parked: dict[str, HandOver] = {}  # watches kept for a stream (`hand_over`), by run
         self._poller: threading.Thread | None = None
         self._stopped = threading.Event()
 
@@ -703,6 +724,44 @@ class Hub:
                 if channel.watchers == 0:
                     del self._channels[run_id]
 
+    @contextmanager
+    def hand_over(self, run_id: str, owner_id: int) -> Iterator["HandOver"]:
+        """For a command whose answer opens the run's stream (a page's message or decision): a watch
+        opened before the command writes and, if the command then `keep`s it, kept for that stream
+        (`take_over`), so the stream's first read needs no database. Closed if it is not kept, and
+        when no stream of this owner took it within HAND_OVER_SECONDS."""
+        stack = ExitStack()
+        watch = stack.enter_context(self.watch(run_id, owner_id, before_write=True))
+        handing = HandOver(watch, owner_id, stack)
+        try:
+            yield handing
+        finally:
+            if handing.cursor is None:
+                stack.close()
+        if handing.cursor is not None:
+            with self._lock:
+                expired = self._parked_expired()
+                previous = self._parked.pop(run_id, None)
+                self._parked[run_id] = handing
+            for stale in expired + ([previous] if previous is not None else []):
+                stale.stack.close()
+
+    def take_over(self, run_id: str, owner_id: int, cursor: int) -> "HandOver | None":
+        """The watch a command of this owner kept for the run's stream from `cursor` (`hand_over`), now
+        the caller's to close (`HandOver.stack`), or None."""
+        with self._lock:
+            handing = self._parked.get(run_id)
+            if handing is None or handing.owner_id != owner_id or handing.cursor != cursor:
+                return None
+            del self._parked[run_id]
+        return handing
+
+    def _parked_expired(self) -> list["HandOver"]:
+        """Under `_lock`: remove the kept watches no stream took in time, and return them to close."""
+        now = time.monotonic()
+        expired = [run_id for run_id, handing in self._parked.items() if handing.kept_at + HAND_OVER_SECONDS < now]
+        return [self._parked.pop(run_id) for run_id in expired]
+
     def stop(self) -> None:
         self._stopped.set()
         if self.listener is not None:
@@ -711,6 +770,10 @@ class Hub:
     def _poll(self) -> None:
         """The fallback for writes no NOTIFY announces: one query for every watched run's last_seq."""
         while not self._stopped.wait(self._poll_seconds()):
+            with self._lock:
+                expired = self._parked_expired()
+            for handing in expired:
+                handing.stack.close()
             with self._lock:
                 watched = {run_id: channel.highest for run_id, channel in self._channels.items()}
             if not watched:

@@ -18,7 +18,7 @@ from app.agent.decisions import refresh_previews
 from app.agent.refusals import Expired, Invalid, NotFound, Refusal
 from app.grants import GrantRequest
 from app.extensions import db
-from app.models import CallStatus, Run, RunStatus, ToolCall, utcnow
+from app.models import CallStatus, Run, RunStatus, ToolCall, new_id, utcnow
 from app.web import cards
 from app.web.errors import answer_after_commit, status_of
 from app.web.stream import CallCard, StreamView, follow_run, render_batch, sse
@@ -208,19 +208,23 @@ class _RemovedAgent:
 @bp.post("/chats/<chat_id>/messages")
 @limits.messages
 def send(chat_id):
-    chat, heads_list = chats.get_chat_heading_list(current_user.id, chat_id, lock_owner=True) \
-        or abort(404, "No such chat.")
-    text = request.form.get("message", "")
-    first_message, agent_id = chat.title == "New chat", chat.agent_id  # read before the command commits
-    # The sidebar changes only if this chat moves to its top, gets its title or changes its date group.
-    relist = first_message or not heads_list or chat.updated_at.date() != utcnow().date()
-    try:
-        started = commands.start_run(chat, text, owner_locked=True)
-    except Refusal as exc:
-        limits.raise_if_refused(exc)
-        if not _wants_fragment():
-            abort(status_of(exc), str(exc))
-        return render_template("chat/_send_error.html", message=str(exc), text=text), status_of(exc)
+    new_run_id = new_id("run")
+    with _handing_over(new_run_id) as handing:
+        chat, heads_list = chats.get_chat_heading_list(current_user.id, chat_id, lock_owner=True) \
+            or abort(404, "No such chat.")
+        text = request.form.get("message", "")
+        first_message, agent_id = chat.title == "New chat", chat.agent_id  # read before the command commits
+        # The sidebar changes only if this chat moves to its top, gets its title or changes its date group.
+        relist = first_message or not heads_list or chat.updated_at.date() != utcnow().date()
+        try:
+            started = commands.start_run(chat, text, owner_locked=True, new_run_id=new_run_id)
+        except Refusal as exc:
+            limits.raise_if_refused(exc)
+            if not _wants_fragment():
+                abort(status_of(exc), str(exc))
+            return render_template("chat/_send_error.html", message=str(exc), text=text), status_of(exc)
+        if _wants_fragment() and started.run_id == new_run_id:  # (not a paused run resumed by the message)
+            handing.keep(started.after_message, RunStatus.QUEUED, chat_id, agent_id)
     if not _wants_fragment():
         return redirect(url_for("chat.show", chat_id=chat_id), 303)
     # The run as start_run left it (queued), not read back: the stream from the cursor shows the rest. A
@@ -262,11 +266,14 @@ def decide(run_id, call_id, decision):
     owner_id = None if current_user.is_admin else current_user.id
     typed = None
     try:
-        choice, typed = cards.decision_from_form(owner_id, run_id, call_id, decision, request.form)
-        decided = commands.decide(owner_id, run_id, call_id, decider_id=current_user.id,
-                                  reason=request.form.get("reason"), seen=request.form.get("seen"),
-                                  always=_always_allow() if decision == "approve" else None,
-                                  **_others_waiting(call_id), **choice)
+        with _handing_over(run_id) as handing:
+            choice, typed = cards.decision_from_form(owner_id, run_id, call_id, decision, request.form)
+            decided = commands.decide(owner_id, run_id, call_id, decider_id=current_user.id,
+                                      reason=request.form.get("reason"), seen=request.form.get("seen"),
+                                      always=_always_allow() if decision == "approve" else None,
+                                      **_others_waiting(call_id), **choice)
+            if decided.written is not None and _wants_fragment() and not _from_inbox():
+                handing.keep(decided.cursor, decided.run_status, decided.run.session_id, decided.run.agent_id)
         call = decided.call
     except Refusal as exc:
         if isinstance(exc, NotFound):
@@ -305,6 +312,14 @@ def _always_allow() -> GrantRequest | None:
         return None
     return GrantRequest(scope=form.get("always_scope", "chat"), same_arguments=form.get("always_same_arguments") == "1",
                         duration=form.get("always_for", "forever"))
+
+
+def _handing_over(run_id: str):
+    """A watch of the run for the stream this command's answer opens (`Hub.hand_over`), opened before
+    the command reads or writes: starting to watch may switch greenlets, which must never happen while
+    a transaction holds SQLite's write lock."""
+    db.session.remove()
+    return current_app.extensions["run_events"].hand_over(run_id, current_user.id)
 
 
 def _others_waiting(call_id: str) -> dict:
@@ -389,7 +404,15 @@ def run_events(run_id):
     # happen while holding SQLite's write lock; the read below then needs no lock (a plain BEGIN).
     db.session.remove()
     watching = ExitStack()
-    watch = watching.enter_context(current_app.extensions["run_events"].watch(run_id, owner_id=current_user.id))
+    hub = current_app.extensions["run_events"]
+    # The watch this person's message or decision kept for this stream, if it was answered here: its
+    # first read needs no database (it has heard every event since before the command wrote).
+    handed = hub.take_over(run_id, current_user.id, cursor)
+    if handed is not None:
+        watching.enter_context(handed.stack)
+        watch = handed.watch
+    else:
+        watch = watching.enter_context(hub.watch(run_id, owner_id=current_user.id))
     try:
         seen = watch.generation
         batch, status = watch.read_after(cursor)
@@ -410,7 +433,8 @@ def run_events(run_id):
                                      for event, html in render_batch(batch, view)),
         finish=lambda status: sse("", event="done"),
         first="retry: 1000\n\n",  # headers go out at once; reconnect quickly after a restart
-        hold_paused=request.args.get("hold") == "1", watch=watch, first_read=(seen, batch, status))
+        hold_paused=request.args.get("hold") == "1", watch=watch, first_read=(seen, batch, status),
+        status=handed and handed.status)
     response = Response(stream, mimetype="text/event-stream",
                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     response.call_on_close(watching.close)

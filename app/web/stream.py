@@ -24,16 +24,17 @@ from app.models import Account, Message, Run, RunStatus, ToolCall
 
 def follow_run(run_id: str, cursor: int, render: Callable[[list[Event]], str],
                finish: Callable[[str | None], str], first: str = "", hold_paused: bool = False,
-               watch: Watch | None = None, first_read=None) -> Iterator[str]:
+               watch: Watch | None = None, first_read=None, status: str | None = None) -> Iterator[str]:
     """The run's events after `cursor` as server-sent events: `first`, then what `app.agent.follow`
     yields (rendered by `render`, closed by `finish(status)`), with a comment as keep-alive.
-    `watch` and `first_read`: see `app.agent.follow.follow`."""
+    `watch`, `first_read` and `status`: see `app.agent.follow.follow`."""
     db.session.remove()
 
     def stream():
         if first:
             yield first
-        for chunk in follow(run_id, cursor, render, finish, hold_paused=hold_paused, watch=watch, first=first_read):
+        for chunk in follow(run_id, cursor, render, finish, hold_paused=hold_paused, watch=watch, first=first_read,
+                            status=status):
             yield ": ping\n\n" if chunk is None else chunk
 
     return stream_with_context(stream())
