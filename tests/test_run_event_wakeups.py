@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from app.agent import events
 from app.extensions import db
-from app.models import Message, Run, RunEvent, RunStatus, utcnow
+from app.models import Message, Role, Run, RunEvent, RunStatus, utcnow
 from tests.conftest import Browser, on_each_statement
 from tests.fake_openai import ToolCall as ModelToolCall, Turn
 
@@ -274,6 +274,17 @@ def test_a_kept_watch_is_only_for_its_owners_stream_from_its_cursor(app, browser
     with _run_reads(app) as reads:
         browser.events(run_id, after=after)
     assert reads == [], "still kept for the stream it was kept for"
+
+
+def test_an_admin_who_decides_anothers_call_gets_no_stream_of_that_run(app, browser, fake_model, harness):
+    run_id, _ = _message(browser, fake_model, Turn(tool_calls=[DELETE_50]))
+    [call] = harness.calls(harness.wait(run_id, "paused").id)
+    admin = Browser(app, role=Role.ADMIN)
+    fake_model.script(Turn(text="Deleted them."))
+    answer = admin.post(f"/runs/{run_id}/calls/{call.id}/approve")
+    assert answer.status_code == 200 and "Approved by" in answer.data.decode()
+    after = re.search(rf"/runs/{run_id}/events\?after=(\d+)", answer.data.decode()).group(1)
+    assert admin.client.get(f"/runs/{run_id}/events?after={after}").status_code == 404
 
 
 def test_a_kept_watch_no_stream_takes_is_let_go(app, browser, fake_model, harness, monkeypatch):

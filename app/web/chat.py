@@ -272,7 +272,9 @@ def decide(run_id, call_id, decision):
                                       reason=request.form.get("reason"), seen=request.form.get("seen"),
                                       always=_always_allow() if decision == "approve" else None,
                                       **_others_waiting(call_id), **choice)
-            if decided.written is not None and _wants_fragment() and not _from_inbox():
+            # (An admin deciding another account's call gets no stream of that run from it.)
+            if decided.written is not None and decided.run.owner_id == current_user.id and _wants_fragment() \
+                    and not _from_inbox():
                 handing.keep(decided.cursor, decided.run_status, decided.run.session_id, decided.run.agent_id)
         call = decided.call
     except Refusal as exc:
