@@ -239,8 +239,7 @@ class Harness:
 
     def decide(self, owner_id: int, run_id: str, call_id: str, approve: bool, reason: str | None = None):
         with self.app.app_context():
-            call, _ = commands.decide(owner_id, run_id, call_id, approve, reason)
-            return call.status
+            return commands.decide(owner_id, run_id, call_id, approve, reason).call.status  # as stored now
 
     def messages(self, chat_id: str) -> list[tuple[str, str]]:
         from app.models import Message
