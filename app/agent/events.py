@@ -386,7 +386,7 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
         if mine:
             session.execute(_event_insert(), _rows(run_id, last_seq, mine, now))
     if mine:
-        if change.whole_row:  # its events go to this process's streams with the call's new row
+        if change.whole_row and call is not None:  # its events go to this process's streams with its new row
             card = {name: getattr(call, name) for name in change.returned}
             mine = [(run, type, data, {change.call_id: card}) if type == "tool_call_updated"
                     and data.get("call_id") == change.call_id else (run, type, data, calls)
