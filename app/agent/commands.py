@@ -58,53 +58,51 @@ def start_run(chat: ChatSession, text: str, owner_locked: bool = False, new_run_
 
     title = _title_from(text) if chat.title == "New chat" else None
     if owner_locked and db.session.get_bind().dialect.name == "postgresql":
-        started = _start_new_run_if_free(chat, text, title, new_run_id)
+        # The usual message: the new run's checks are in its insert (one statement, not two).
+        started = _start_new_run(chat, text, title, new_run_id, gated=True)
         if started is not None:
             return started
     latest = _latest_run_within_limits(chat.owner_id, chat.id, owner_locked)
     if latest is not None and latest.is_active:
         raise Conflict("The agent is still answering. Wait for it to finish, or press Stop.", run=latest)
+    if latest is None or latest.status != RunStatus.PAUSED:
+        return _start_new_run(chat, text, title, new_run_id) or _refuse_missing_agent(chat)
 
-    answers_cards = latest is not None and latest.status == RunStatus.PAUSED
     now = utcnow()
-    if answers_cards:
-        run_id, cursor = latest.id, _answer_paused_run(latest, text)
-        message = Message(session_id=chat.id, run_id=run_id, role="user", content=text, created_at=now)
-        db.session.add(message)
-        db.session.flush()
-        message_id, after_message = message.id, None
-        events.append(run_id, "user_message", {"message_id": message_id})
-        if title:
-            chat.title = title
-        chat.updated_at = now
-    else:
-        agent = agent_of(chat.agent_id)
-        if agent is None:
-            raise Conflict(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.")
-        run_id, cursor, after_message = new_run_id or new_id("run"), 0, 2  # after run_started and user_message
-        message_id = _record_new_run(chat, run_id, text, current_app.extensions["models"].for_agent(agent).label,
-                                     title, now)
+    run_id, cursor = latest.id, _answer_paused_run(latest, text)
+    message = Message(session_id=chat.id, run_id=run_id, role="user", content=text, created_at=now)
+    db.session.add(message)
+    db.session.flush()
+    events.append(run_id, "user_message", {"message_id": message.id})
+    if title:
+        chat.title = title
+    chat.updated_at = now
     db.session.commit()
-    submit(run_id, model_first=not answers_cards)  # approved calls of a paused run may run first
-    return Started(run_id, cursor, message_id, text, now, after_message)
+    submit(run_id)  # approved calls of a paused run may run first
+    return Started(run_id, cursor, message.id, text, now, None)
 
 
-def _start_new_run_if_free(chat: ChatSession, text: str, title: str | None, new_run_id: str | None) -> Started | None:
-    """PostgreSQL, under the owner's lock: the new run in one statement that also checks what
-    `_latest_run_within_limits` reads (the chat's newest run neither active nor paused, the account
-    under MAX_ACTIVE_RUNS), so the usual message is one statement, not two. None: nothing was written
-    (the checks failed, or the chat's agent is gone): the caller reads why, and refuses or resumes."""
+def _start_new_run(chat: ChatSession, text: str, title: str | None, new_run_id: str | None,
+                   gated: bool = False) -> Started | None:
+    """Record and submit a new run of the chat's agent (None: that agent is gone). `gated` (PostgreSQL,
+    under the owner's lock): the insert also checks what `_latest_run_within_limits` reads (the chat's
+    newest run neither active nor paused, the account under MAX_ACTIVE_RUNS); None too when it wrote
+    nothing for that reason, and the caller reads why."""
     agent = agent_of(chat.agent_id)
     if agent is None:
         return None
     run_id, now = new_run_id or new_id("run"), utcnow()
     message_id = _record_new_run(chat, run_id, text, current_app.extensions["models"].for_agent(agent).label,
-                                 title, now, gated=True, cap=current_app.config.get("MAX_ACTIVE_RUNS") or None)
+                                 title, now, gated=gated, cap=current_app.config.get("MAX_ACTIVE_RUNS") or None)
     if message_id is None:
         return None
     db.session.commit()
     submit(run_id, model_first=True)
     return Started(run_id, 0, message_id, text, now, 2)  # after run_started and user_message
+
+
+def _refuse_missing_agent(chat: ChatSession):
+    raise Conflict(f"The agent {chat.agent_id!r} of this chat is no longer configured on this server.")
 
 
 def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title: str | None, now: datetime,

@@ -500,7 +500,7 @@ class Watch:
     def __init__(self, hub: "Hub", run_id: str, channel: _Channel, owner_id: int | None = None,
                  before_write: bool = False):
         self.hub, self.run_id, self.channel, self.owner_id = hub, run_id, channel, owner_id
-        self.run = None  # the run's id, session_id and agent_id, from the last database read
+        self.run = None  # the run's id, session_id and agent_id: from the last database read, or `HandOver.keep`
         # The first read asks the database, unless the watch was opened before the events it is for
         # were written: each of those then reaches it (from this process, or announced by a NOTIFY or
         # the poll), and memory has them.
