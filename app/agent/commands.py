@@ -42,6 +42,7 @@ class Started:
     message_text: str   # as stored (trimmed)
     message_at: datetime
     after_message: int | None
+    model: str | None = None  # a new run's model (its label)
 
 
 def start_run(chat: ChatSession, text: str, owner_locked: bool = False, new_run_id: str | None = None) -> Started:
@@ -73,7 +74,8 @@ def start_run(chat: ChatSession, text: str, owner_locked: bool = False, new_run_
     message = Message(session_id=chat.id, run_id=run_id, role="user", content=text, created_at=now)
     db.session.add(message)
     db.session.flush()
-    events.append(run_id, "user_message", {"message_id": message.id})
+    events.append(run_id, "user_message", {"message_id": message.id},
+                  row=_user_message_row(message.id, chat.id, run_id, text, now))
     if title:
         chat.title = title
     chat.updated_at = now
@@ -92,13 +94,14 @@ def _start_new_run(chat: ChatSession, text: str, title: str | None, new_run_id: 
     if agent is None:
         return None
     run_id, now = new_run_id or new_id("run"), utcnow()
-    message_id = _record_new_run(chat, run_id, text, current_app.extensions["models"].for_agent(agent).label,
-                                 title, now, gated=gated, cap=current_app.config.get("MAX_ACTIVE_RUNS") or None)
+    model = current_app.extensions["models"].for_agent(agent).label
+    message_id = _record_new_run(chat, run_id, text, model, title, now, gated=gated,
+                                 cap=current_app.config.get("MAX_ACTIVE_RUNS") or None)
     if message_id is None:
         return None
     db.session.commit()
     submit(run_id, model_first=True)
-    return Started(run_id, 0, message_id, text, now, 2)  # after run_started and user_message
+    return Started(run_id, 0, message_id, text, now, 2, model)  # after run_started and user_message
 
 
 def _refuse_missing_agent(chat: ChatSession):
@@ -127,7 +130,8 @@ def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title
         message_id = db.session.execute(_new_message_insert(), params).scalar_one()
         db.session.execute(_chat_touch(), params)
     events.append_to_new_run(run_id, 1, "run_started", created_at=now)
-    events.append_to_new_run(run_id, 2, "user_message", {"message_id": message_id}, created_at=now)
+    events.append_to_new_run(run_id, 2, "user_message", {"message_id": message_id}, created_at=now,
+                             row=_user_message_row(message_id, chat.id, run_id, text, now))
     if postgres:
         events.inserted_with_new_run(run_id)  # the statement above inserted them
     # The ORM's copy of the chat says what the database now holds (no UPDATE of its own at commit).
@@ -135,6 +139,12 @@ def _record_new_run(chat: ChatSession, run_id: str, text: str, model: str, title
     if title:
         set_committed_value(chat, "title", title)
     return message_id
+
+
+def _user_message_row(message_id: int, session_id: str, run_id: str, text: str, now: datetime) -> dict:
+    """The person's message as stored, for its event's watchers in this process (`events.Event.row`)."""
+    return dict(id=message_id, session_id=session_id, run_id=run_id, role="user", content=text, state="done",
+                response_id=None, created_at=now)
 
 
 # start_run's statements, built once (bound: new_<name>, never a column's name, which SQLAlchemy would
@@ -546,12 +556,14 @@ def _write_decisions(run_id: str, changes: list, decider_id: int | None) -> bool
     for number, (call, status, values) in enumerate(changes, start=1):
         if status != CallStatus.PENDING:
             values = {**values, "decider_id": decider_id}
-        events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
-        change = ToolCall.cas(call.id, CallStatus.PENDING, status, **values)
+        change = ToolCall.cas(call.id, CallStatus.PENDING, status, **values).returning_row()
         if number < len(changes):
-            if db.session.execute(change.statement(), change.params(run_id)).first() is None:
+            if (row := db.session.execute(change.statement(), change.params(run_id)).first()) is None:
                 raise _Lost()
+            events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status},
+                          calls={call.id: row._asdict()})
             continue
+        events.append(run_id, "tool_call_updated", {"call_id": call.id, "status": status})
         # A call left pending (kept with an edit) keeps the run paused.
         written = events.write_with_call(run_id, change,
                                          resume_after=None if status == CallStatus.PENDING else call.id)

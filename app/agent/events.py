@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from flask import current_app
@@ -56,6 +57,18 @@ class Event:
     # The rows of the calls the event is about, by id, as this process wrote them (never stored: None
     # when read from the database): this process's streams render their cards without reading them.
     calls: dict[str, dict] | None = None
+    # Likewise the message it is about, as this process wrote it: the whole new row for user_message and
+    # message_started, what the turn's end changed for message_completed (the REST API's run views).
+    row: dict | None = None
+
+
+class _Queued(NamedTuple):
+    """An event waiting for its transaction's numbering (`append`)."""
+    run_id: str
+    type: str
+    data: dict
+    calls: dict[str, dict] | None = None
+    row: dict | None = None
 
 
 def relay(run_id: str, message_id: int, reply: str) -> None:
@@ -72,19 +85,21 @@ def relayed(run_id: str, message_id: int) -> None:
 # Writing
 # ---------------------------------------------------------------------------------------------------
 
-def append(run_id: str, type: str, data: dict | None = None, calls: dict[str, dict] | None = None) -> None:
+def append(run_id: str, type: str, data: dict | None = None, calls: dict[str, dict] | None = None,
+           row: dict | None = None) -> None:
     """Queue an event in the current transaction; it is numbered and written when that commits.
-    `calls`: the rows of the calls it is about, for this process's streams (`Event.calls`)."""
-    db.session.info.setdefault(_PENDING, []).append((run_id, type, data or {}, calls))
+    `calls`, `row`: the rows it is about, for this process's watchers (`Event.calls`, `Event.row`)."""
+    db.session.info.setdefault(_PENDING, []).append(_Queued(run_id, type, data or {}, calls, row))
 
 
 def append_to_new_run(run_id: str, seq: int, type: str, data: dict | None = None,
-                      created_at: datetime | None = None) -> None:
+                      created_at: datetime | None = None, row: dict | None = None) -> None:
     """Queue an event of a run inserted by this same transaction, already numbered: the caller gave the
     new row `last_seq` = the highest of these numbers, so nothing needs the row's lock or an UPDATE
     (nobody else can see the run before the commit)."""
     db.session.info.setdefault(_NUMBERED, []).append(
-        {"run_id": run_id, "seq": seq, "type": type, "data": data or {}, "created_at": created_at or utcnow()})
+        {"run_id": run_id, "seq": seq, "type": type, "data": data or {}, "created_at": created_at or utcnow(),
+         "row": row})
 
 
 def inserted_with_new_run(run_id: str) -> None:
@@ -239,17 +254,18 @@ def _write(session: sa.orm.Session, run_id: str, lease_owner: str | None, lease_
 
 def _rows(run_id: str, last_seq: int, mine: list, now: datetime) -> list[dict]:
     first = last_seq - len(mine) + 1
-    return [{"run_id": run_id, "seq": first + i, "type": type, "data": data, "created_at": now}
-            for i, (_, type, data, _) in enumerate(mine)]
+    return [{"run_id": run_id, "seq": first + i, "type": queued.type, "data": queued.data, "created_at": now}
+            for i, queued in enumerate(mine)]
 
 
 def _written(run_id: str, last_seq: int, mine: list, now: datetime) -> list[Event]:
     first = last_seq - len(mine) + 1
-    return [Event(run_id, first + i, type, data, now, calls) for i, (_, type, data, calls) in enumerate(mine)]
+    return [Event(run_id, first + i, queued.type, queued.data, now, queued.calls, queued.row)
+            for i, queued in enumerate(mine)]
 
 
 def _queued(mine: list) -> list[dict]:
-    return [{"type": type, "data": data} for _, type, data, _ in mine]
+    return [{"type": queued.type, "data": queued.data} for queued in mine]
 
 
 @functools.cache
@@ -358,7 +374,7 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
     if session.get_bind().dialect.name == "postgresql":
         statement = _with_call(change.statement(), lease_owner is not None, resume, read)
         rows = session.execute(statement, {**params, "events_queued": _queued(
-            mine + [(run_id, "run_resumed", {}, None)] if resume else mine)}).all()
+            mine + [_Queued(run_id, "run_resumed", {})] if resume else mine)}).all()
         if not rows:
             return CallWritten(False, None)
         row = rows[0]
@@ -368,7 +384,7 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
                 if any(value is not None for value in values.values()))
         resumed = bool(row.resumed)
         if resumed:
-            mine.append((run_id, "run_resumed", {}, None))
+            mine.append(_Queued(run_id, "run_resumed", {}))
         last_seq = row.last_seq
         call = row if row.matched else None
     else:
@@ -378,7 +394,7 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
             return CallWritten(True, None)
         resumed = resume and bool(call.resumed)
         if resumed:
-            mine.append((run_id, "run_resumed", {}, None))
+            mine.append(_Queued(run_id, "run_resumed", {}))
             params.update(events_count=len(mine), events_set_status=RunStatus.QUEUED)
         last_seq = session.execute(_numbered(lease_owner is not None, ("status",) if resumed else ()), params).scalar()
         if last_seq is None:
@@ -388,9 +404,8 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
     if mine:
         if change.whole_row and call is not None:  # its events go to this process's streams with its new row
             card = {name: getattr(call, name) for name in change.returned}
-            mine = [(run, type, data, {change.call_id: card}) if type == "tool_call_updated"
-                    and data.get("call_id") == change.call_id else (run, type, data, calls)
-                    for run, type, data, calls in mine]
+            mine = [queued._replace(calls={change.call_id: card}) if queued.type == "tool_call_updated"
+                    and queued.data.get("call_id") == change.call_id else queued for queued in mine]
         session.info.setdefault(_WRITTEN, []).extend(_written(run_id, last_seq, mine, now))
     return CallWritten(True, call, resumed, last_seq, read_rows)
 
@@ -399,7 +414,7 @@ def write_with_call(run_id: str, change: CallChange, lease_owner: str | None = N
 def _write_queued(session: sa.orm.Session) -> None:
     if numbered := session.info.pop(_NUMBERED, None):
         session.flush()  # the new runs' rows first
-        session.execute(_event_insert(), numbered)
+        session.execute(_event_insert(), [{k: v for k, v in row.items() if k != "row"} for row in numbered])
         session.info.setdefault(_WRITTEN, []).extend(Event(**row) for row in numbered)
     while queued := session.info.get(_PENDING):
         _write(session, queued[0][0], None, None)

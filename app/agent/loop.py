@@ -180,7 +180,8 @@ def _model_turn(run: RunRef, agent, model, turn: TurnStart | None = None) -> str
         then += (_calls_then(calls),)
     if not made_whole and pending_text:
         events.append(run.id, "text", {"message_id": message_id, "text": pending_text, "at": written})
-    events.append(run.id, "message_completed", {"message_id": message_id, "state": "done"})
+    events.append(run.id, "message_completed", {"message_id": message_id, "state": "done"},
+                  row={"state": "done", "response_id": response_id})
     if calls:
         events.append(run.id, "tool_calls", {"message_id": message_id, "call_ids": [call["id"] for call in calls]},
                       calls={call["id"]: call for call in calls})
@@ -420,7 +421,9 @@ def _new_reply(run: RunRef, text: str, reply_id: int | None, state: str = "strea
         message_id, insert = db.session.execute(_reply_insert(None), values).scalar_one(), ()
     else:
         message_id, insert = reply_id, (Then(_reply_insert, {**values, "reply_id": reply_id}),)
-    events.append(run.id, "message_started", {"message_id": message_id})
+    row = {name: values[f"reply_{name}"] for name in _REPLY_COLUMNS}
+    events.append(run.id, "message_started", {"message_id": message_id},
+                  row={**row, "id": message_id, "role": "assistant"})
     if text:
         events.append(run.id, "text", {"message_id": message_id, "text": text, "at": 0})
     return message_id, insert
@@ -506,7 +509,8 @@ def _calls_insert(gate):
 def interrupt_message(run_id: str, message_id: int) -> None:
     messages = Message.__table__
     db.session.execute(sa.update(messages).where(messages.c.id == message_id).values(state="interrupted"))
-    events.append(run_id, "message_completed", {"message_id": message_id, "state": "interrupted"})
+    events.append(run_id, "message_completed", {"message_id": message_id, "state": "interrupted"},
+                  row={"state": "interrupted"})
 
 
 def _finish(run_id: str, status: str, event: str, error: str | None = None) -> None:
