@@ -7,7 +7,7 @@ so CSRF-exempt; every error is JSON `{"detail": "..."}` (`app.api.errors`).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import NotFound
@@ -17,6 +17,7 @@ from app.api import core, errors, serialize
 from app.api import request_models as rq
 from app.api.errors import ApiError, detail, jsonify
 from app.api.openapi import spec
+from app.api.run_views import NewRunChat, Remembered, Tracked
 from app.extensions import begin_reads, csrf, db
 from app.jsontext import BadJson, load_json
 from app.models import Message, Run, RunStatus, new_id, utcnow
@@ -25,6 +26,7 @@ from app.web.errors import DATABASE_UNAVAILABLE, answer_after_commit
 
 bp = Blueprint("api", __name__)
 csrf.exempt(bp)
+bp.record_once(lambda state: state.app.extensions.setdefault("api_run_views", Remembered()))
 
 PUBLIC = ("api.health", "api.ready", "api.openapi", "api.docs")
 STARTED_AT = utcnow()
@@ -91,18 +93,21 @@ def _owned_chat(session_id: str):
 
 # --- answering a run: as a stream of events, or as JSON once it settles ----------------------------------
 
-def _answer(run_id: str, cursor: int, release_slot, watched: tuple[core.Watch, str] | None = None):
+def _answer(run_id: str, cursor: int, release_slot, watched: tuple[core.Watch, str] | None = None,
+            tracked: Tracked | None = None, keep_for=None):
     """`release_slot`: the stream slot the view took (limits.take_stream_slot) before it started
     anything, so a refused stream starts no run; None answers with JSON once the run settles.
     `watched`: the run's watch opened before the command wrote (`_watching`) and the run's status at
-    `cursor`."""
+    `cursor` (`keep_for` keeps it for a streamed answer: `_watching`); `tracked`: the run's view at
+    `cursor`, if this process knows it (`run_views`)."""
     if release_slot is not None:
-        response = _event_stream(run_id, cursor)
+        response = _event_stream(run_id, cursor, *(watched or ()), tracked=tracked)
         response.call_on_close(release_slot)
-        return response
-    view = _settled(run_id, cursor, current_app.config["API_WAIT_SECONDS"], *(watched or ()))
+        return keep_for(response) if watched else response
+    view = _settled(run_id, cursor, current_app.config["API_WAIT_SECONDS"], *(watched or ()), tracked=tracked)
     if view is None:  # its session was deleted meanwhile
         _not_found(f"No runs found for run ID {run_id}")
+    current_app.extensions["api_run_views"].keep(view)
     run, body = view.run, serialize.run_json(view)
     if run.status == RunStatus.FAILED:
         return jsonify({**body, "detail": run.error or "The run failed."}, 502)
@@ -110,52 +115,68 @@ def _answer(run_id: str, cursor: int, release_slot, watched: tuple[core.Watch, s
 
 
 def _settled(run_id: str, cursor: int, timeout: float, watch: core.Watch | None = None,
-             status: str | None = None) -> serialize.RunView | None:
+             status: str | None = None, tracked: Tracked | None = None) -> serialize.RunView | None:
     """Follow the run (holding no database connection between reads) until it pauses, completes,
-    fails or is cancelled; after `timeout` answer it as it is (still RUNNING: 202)."""
-    for _ in core.follow(run_id, cursor, render=lambda batch: None, finish=lambda status: None, timeout=timeout,
+    fails or is cancelled; after `timeout` answer it as it is (still RUNNING: 202). Read unless
+    `tracked` followed it all the way from memory."""
+    tracked = tracked or Tracked(None)
+    for _ in core.follow(run_id, cursor, render=tracked.advance, finish=lambda status: None, timeout=timeout,
                          wait_out_errors=False, watch=watch, status=status):
         pass
+    if (view := tracked.settled()) is not None:
+        return view
     begin_reads()  # following it ended the answer's reads: read as it did
     return serialize.load_run_by_id(run_id)
 
 
 @contextmanager
-def _watching(run_id: str, stream: bool):
-    """For an answer given once the run settles: the run's watch, opened before the command writes, so
-    that following it reads nothing from the database (`Hub.watch(before_write=True)`) but the run's
-    JSON at the end. A stream is followed after the view returns: it opens its own."""
-    if stream:
-        yield None
-        return
-    with current_app.extensions["run_events"].watch(run_id, before_write=True) as watch:
-        yield watch
+def _watching(run_id: str):
+    """The run's watch, opened before the command writes, so that following it reads nothing from the
+    database (`Hub.watch(before_write=True)`) but, unless `run_views` followed it from memory, the run
+    itself. A streamed answer is followed after the view returns: `keep_for(response)` leaves the watch
+    open until that response is closed."""
+    with ExitStack() as stack:
+        watch = stack.enter_context(current_app.extensions["run_events"].watch(run_id, before_write=True))
+
+        def keep_for(response: Response) -> Response:
+            response.call_on_close(stack.pop_all().close)
+            return response
+
+        yield watch, keep_for
 
 
-def _event_stream(run_id: str, cursor: int) -> Response:
+def _event_stream(run_id: str, cursor: int, watch: core.Watch | None = None, status: str | None = None,
+                  tracked: Tracked | None = None) -> Response:
     """The run's events after `cursor` as the reference's named events; the stream ends when the run
-    pauses, completes, fails or is cancelled, always with the event that says which."""
+    pauses, completes, fails or is cancelled, always with the event that says which. `watch`, `status`,
+    `tracked`: as for `_settled`."""
     ended = False
     view = None
+    tracked = tracked or Tracked(None)
 
     def render(batch):
         nonlocal ended, view
+        tracked.advance(batch)
+        if tracked.view is not None:
+            view = tracked.view
         # Text frames name only the run's fixed fields: a batch of words needs no read.
-        if view is None or any(event.type != "text" for event in batch):
+        elif view is None or any(event.type != "text" for event in batch):
             view = serialize.load_run_by_id(run_id)
         frames = [frame for event in batch for frame in serialize.event_frames(view, event)]
         if frames:
             ended = frames[-1]["event"] in serialize.FINAL_EVENTS
+            if ended and tracked.settled() is not None:
+                current_app.extensions["api_run_views"].keep(view)
         return "".join(serialize.sse(frame) for frame in frames)
 
     def finish(status):
         if ended or status not in serialize.FINAL_KIND:
             return ""
-        view = serialize.load_run_by_id(run_id)
+        view = tracked.settled() or serialize.load_run_by_id(run_id)
         return "".join(serialize.sse(frame) for frame in serialize.final_frames(view, serialize.FINAL_KIND[status]))
 
-    return Response(core.follow_run(run_id, cursor, render, finish), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return Response(core.follow_run(run_id, cursor, render, finish, watch=watch, status=status),
+                    mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 @contextmanager
@@ -181,7 +202,7 @@ def create_run(agent_id):
     form = _form(rq.RunForm)
     account = auth.acting_account(create=True)
     new_run_id = new_id("run")
-    with _watching(new_run_id, form.stream) as watch:
+    with _watching(new_run_id) as (watch, keep_for):
         with _stream_slot(form.stream) as release_slot:
             # The account's row lock, which starting a run takes first, comes with the chat's read, or
             # with the limits' check (before a new session: none is made for a run that cannot start).
@@ -191,12 +212,14 @@ def create_run(agent_id):
                 chat = core.api_chat(account.id, agent.id, form.session_id)
             if chat.agent_id != agent.id:
                 raise ApiError(f"Session {form.session_id} belongs to agent {chat.agent_id}.", 409)
+            seen = NewRunChat.of(chat, account)
             started = core.start_run(chat, form.message, owner_locked=True, new_run_id=new_run_id)
         run_id = started.run_id
         # (A message that answers a paused run's cards resumes that run: it was not watched.)
-        watched = (watch, RunStatus.QUEUED) if watch is not None and run_id == new_run_id else None
+        watched = (watch, RunStatus.QUEUED) if run_id == new_run_id else None
+        tracked = Tracked.new_run(seen, started) if watched else None
         return answer_after_commit(
-            lambda: _answer(run_id, started.cursor, release_slot, watched),
+            lambda: _answer(run_id, started.cursor, release_slot, watched, tracked, keep_for),
             "The run was started, but it could not be read just now: "
             f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id, "status": "RUNNING"})
 
@@ -205,16 +228,17 @@ def create_run(agent_id):
 @limits.commands
 def continue_run(agent_id, run_id):
     form = _form(rq.ContinueForm)
-    with _watching(run_id, form.stream) as watch:
+    with _watching(run_id) as (watch, keep_for):
         with _stream_slot(form.stream) as release_slot:
             run, calls, owner_id = _owned_run_and_calls(agent_id, run_id, form.session_id)
             status = run.status  # at the cursor: the run as the command reads it, under its lock
+            tracked = Tracked.continued(current_app.extensions["api_run_views"], run, calls, auth.acting_account())
             decisions = form.decisions()
             run, cursor = core.continue_run(owner_id, run_id, decisions, decider_id=owner_id,
                                             decider_is_admin=auth.acting_account().is_admin, locked=run,
                                             locked_calls=calls)
         return answer_after_commit(
-            lambda: _answer(run_id, cursor, release_slot, watch and (watch, status)),
+            lambda: _answer(run_id, cursor, release_slot, (watch, status), tracked, keep_for),
             "The decisions were recorded, but the run could not be read just now: "
             f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id})
 

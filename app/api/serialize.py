@@ -35,17 +35,17 @@ FINAL_EVENTS = ("RunPaused", "RunCompleted", "RunError", "RunCancelled")
 
 # --- time -------------------------------------------------------------------------------------------
 
-def _utc(moment: datetime) -> datetime:
+def utc(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes; they were stored in UTC.
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def unix(moment: datetime | None) -> int | None:
-    return int(_utc(moment).timestamp()) if moment else None
+    return int(utc(moment).timestamp()) if moment else None
 
 
 def iso(moment: datetime | None) -> str | None:
-    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
 # --- runs -------------------------------------------------------------------------------------------
