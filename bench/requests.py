@@ -224,20 +224,28 @@ def page_cycle(page: Page, chat_id: str, m: Measure) -> None:
     m.executor_cycle("executor (page cycle)")
 
 
-def api_cycle(client, session_id: str, user_id: str, m: Measure) -> None:
+def api_cycle(client, session_id: str, user_id: str, m: Measure, stream: bool = False) -> None:
+    """A pause and a continue; with `stream`, each answer is the run's event stream (read whole), the
+    reference's default, else its JSON once it settles."""
     headers = {"Authorization": f"Bearer {API_KEY}"}
     with m.kind("API run"):
         response = client.post("/agents/data_manager/runs", headers=headers, data={
-            "message": "bench pause", "session_id": session_id, "user_id": user_id, "stream": "false"})
-        paused = response.get_json()
-    assert paused["status"] == "PAUSED", paused
+            "message": "bench pause", "session_id": session_id, "user_id": user_id, "stream": str(stream).lower()})
+        paused = _last_frame(response) if stream else response.get_json()
+    assert paused["status" if not stream else "event"] in ("PAUSED", "RunPaused"), paused
     tools = [{**tool, "confirmed": True} for tool in paused["tools"] if tool.get("requires_confirmation")]
     with m.kind("API continue"):
         response = client.post(f"/agents/data_manager/runs/{paused['run_id']}/continue", headers=headers, data={
-            "tools": json.dumps(tools), "session_id": session_id, "user_id": user_id, "stream": "false"})
-        done = response.get_json()
-    assert done["status"] == "COMPLETED", done
+            "tools": json.dumps(tools), "session_id": session_id, "user_id": user_id, "stream": str(stream).lower()})
+        done = _last_frame(response) if stream else response.get_json()
+    assert done["status" if not stream else "event"] in ("COMPLETED", "RunCompleted"), done
     m.executor_cycle("API executor (API cycle)")
+
+
+def _last_frame(response) -> dict:
+    """The payload of a streamed answer's last event."""
+    data = [line for line in response.get_data(as_text=True).splitlines() if line.startswith("data: ")]
+    return json.loads(data[-1][len("data: "):])
 
 
 def main() -> None:
@@ -247,6 +255,8 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE", help="cProfile the request thread (after warm-up) into FILE")
     parser.add_argument("--profile-executor", metavar="FILE", help="cProfile the executor's runs into FILE")
     parser.add_argument("--sql", action="store_true", help="also print the last cycle's statements per kind")
+    parser.add_argument("--api-stream", action="store_true",
+                        help="the API's answers are event streams (the reference's default), not JSON")
     args = parser.parse_args()
     fake = BenchFake().start()
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,13 +288,14 @@ def main() -> None:
                     response = page.client.post("/chats", data={}, headers={"X-CSRFToken": page.csrf})
                     chat_id = response.headers["Location"].rsplit("/", 1)[-1]
                 page_cycle(page, chat_id, m)
-                api_cycle(api, f"bench-{i // 10}", "bench-api", m)
+                api_cycle(api, f"bench-{i // 10}", "bench-api", m, stream=args.api_stream)
             if profile is not None:
                 profile.disable()
                 profile.dump_stats(args.profile)
             if m.executor_profile is not None:
                 m.executor_profile.dump_stats(args.profile_executor)
-            print(f"{dbs.backend}, {args.cycles} cycles after {warm} to warm up; CPU of the request's thread\n")
+            print(f"{dbs.backend}, {args.cycles} cycles after {warm} to warm up; CPU of the request's thread"
+                  + ("; the API's answers streamed" if args.api_stream else "") + "\n")
             print(m.table())
             for name, statements in m.sql.items():
                 print(f"\n{name}:")
