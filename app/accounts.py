@@ -16,7 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db, reads_only
 from app.models import Account, ApiToken, ChatSession, Invite, LoginSession, Role, Run, utcnow
-from app.sign_ins import sign_ins
+from app.sign_ins import forget_sign_ins_at_commit, sign_ins
 
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # scrypt of a megabyte-long "password" would be a cheap way to burn our CPU
@@ -272,26 +272,42 @@ def revoke_api_token(account_id: int, token_id: int) -> None:
     revoked = db.session.execute(sa.update(ApiToken).where(
         ApiToken.id == token_id, ApiToken.account_id == account_id, ApiToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())).rowcount
+    forget_sign_ins_at_commit()  # other processes hear of it from the table's trigger (migration 0010)
     db.session.commit()
     if not revoked:
         raise AccountError("No such token.", "not_found")
 
 
 def account_for_api_token(secret: str) -> Account | None:
-    """The enabled account a live token belongs to; records the token's last use (at most once a minute)."""
+    """The enabled account a live token belongs to (detached, as `signed_in_account`'s); records the
+    token's last use (at most once a minute). Remembered like a sign-in (`app.sign_ins`): revoking the
+    token or disabling its account is announced to every process."""
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 100:
         return None
-    row = db.session.execute(sa.select(ApiToken, Account).join(Account, Account.id == ApiToken.account_id).where(
-        ApiToken.token_hash == digest(secret), ApiToken.revoked_at.is_(None),
-        Account.disabled_at.is_(None))).first()
-    if row is None:
-        return None
-    token, account = row
+    key = ("token", digest(secret))
+    remembered = sign_ins()
+    values = remembered.get(key)
+    if values is None:
+        # Not inside a transaction begun earlier: its snapshot might predate what `generation` has seen.
+        generation = None if db.session().in_transaction() else remembered.generation()
+        row = db.session.execute(_TOKEN_ACCOUNT, {"token_hash": key[1]}).first()
+        if row is None:
+            return None
+        values = dict(row._mapping)
+        remembered.put(key, generation, values)
     now = utcnow()
-    if token.last_used_at is None or _aware(token.last_used_at) < now - TOKEN_USE_RESOLUTION:
-        db.session.execute(sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+    if values["token_last_used_at"] is None or _aware(values["token_last_used_at"]) < now - TOKEN_USE_RESOLUTION:
+        db.session.execute(sa.update(ApiToken).where(ApiToken.id == values["token_id"]).values(last_used_at=now))
         db.session.commit()
-    return account
+        values["token_last_used_at"] = now  # the remembered entry too: one write a minute, not one a request
+    return detached_account({name: value for name, value in values.items() if not name.startswith("token_")})
+
+
+_TOKEN_ACCOUNT = sa.select(ApiToken.id.label("token_id"), ApiToken.last_used_at.label("token_last_used_at"),
+                           *Account.__table__.c) \
+    .join(Account, Account.id == ApiToken.account_id) \
+    .where(ApiToken.token_hash == sa.bindparam("token_hash"), ApiToken.revoked_at.is_(None),
+           Account.disabled_at.is_(None))
 
 
 def _aware(moment: datetime) -> datetime:

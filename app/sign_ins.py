@@ -1,11 +1,11 @@
 """Who a request's credentials name, remembered between requests: a browser's login session (its
-cookie's token) and the account an API `user_id` names (with the service key). Reading it is a
-statement on every page, fragment, stream and API call; remembering it is only safe if every process
-forgets it as soon as it changes anywhere: a disabled account, a signed-out browser or a new role must
-take effect at once.
+cookie's token), a personal API token, and the account an API `user_id` names (with the service key).
+Reading it is a statement on every page, fragment, stream and API call; remembering it is only safe if
+every process forgets it as soon as it changes anywhere: a disabled account, a signed-out browser, a
+revoked token or a new role must take effect at once.
 
-So it is remembered only on PostgreSQL, and only while this process LISTENs: triggers on `accounts`
-and `login_sessions` (migration 0009) NOTIFY `sign_ins_changed` with every change, and a process
+So it is remembered only on PostgreSQL, and only while this process LISTENs: triggers on `accounts`,
+`login_sessions` (migration 0009) and `api_tokens` (0010) NOTIFY `sign_ins_changed` with every change, and a process
 forgets everything it remembers when that arrives, when its listener (re)connects (a change may have
 been announced meanwhile), and when one of its own sessions commits such a change (so its next request
 does not wait for the notification). A value read before a change and offered after it is not kept
@@ -22,6 +22,7 @@ from itertools import chain
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
+from app.extensions import db
 from app.models import Account, LoginSession, utcnow
 
 CHANNEL = "sign_ins_changed"
@@ -78,6 +79,12 @@ class SignIns:
 
 def sign_ins() -> SignIns:
     return current_app.extensions["sign_ins"]
+
+
+def forget_sign_ins_at_commit() -> None:
+    """This session changed what a remembered credential depends on, in a table whose writes are not
+    all such changes (`api_tokens`: a revocation, not a last use): this process forgets at its commit."""
+    db.session.info["sign_ins_changed"] = True
 
 
 def init_app(app) -> SignIns:

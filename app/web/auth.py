@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from flask import Flask, current_app, g, request
@@ -39,9 +39,10 @@ class ApiAuthError(Exception):
 
 @dataclass(frozen=True)
 class Principal:
-    """The verified caller: a personal token's account (`account_id`), or one that may act for any
-    user_id (the OS key, or API_AUTH=off: `account_id` None)."""
+    """The verified caller: a personal token's account (`account_id`, and the account itself, detached),
+    or one that may act for any user_id (the OS key, or API_AUTH=off: `account_id` None)."""
     account_id: int | None = None
+    account: Account | None = field(default=None, compare=False)
 
 
 def register(app: Flask) -> None:
@@ -61,7 +62,7 @@ def authenticate() -> Principal:
         account = accounts.account_for_api_token(secret)
         if account is None:
             raise ApiAuthError("This API token is not valid: it was revoked, or its account is disabled.")
-        principal = Principal(account.id)
+        principal = Principal(account.id, account)
     elif current_app.config.get("API_AUTH") == "off":
         principal = Principal()
     elif secret and key and hmac.compare_digest(secret.encode(), key.encode()):
@@ -109,7 +110,7 @@ def _acting_account(create: bool) -> Account | None:
     principal = authenticate()
     user_id = requested_user_id()
     if principal.account_id is not None:  # a personal token: its own account, whatever it is called
-        account = db.session.get(Account, principal.account_id)
+        account = principal.account
         if user_id is not None and user_id not in (account.external_id, account.email, str(account.id)):
             raise ApiAuthError(f"This token acts for its own account only, not for user_id {user_id!r}.", 403)
         return account

@@ -3,9 +3,15 @@ the chats they start are that person's chats in the browser."""
 from __future__ import annotations
 
 import re
+import time
+from contextlib import contextmanager
 
+import pytest
+import sqlalchemy as sa
+
+from app import sign_ins
 from tests.api.apiclient import DELETE_50, Api, documented
-from tests.conftest import Browser
+from tests.conftest import Browser, on_each_statement, wait_for
 from tests.fake_openai import Turn
 
 
@@ -73,3 +79,82 @@ def test_a_chat_started_with_a_token_is_the_same_chat_in_the_browser(app, browse
 def test_a_token_name_is_required(browser):
     response = browser.post("/account/tokens", {"name": "   "}, htmx=False)
     assert response.status_code == 422 and b"Give the token a name" in response.data
+
+
+# A process remembers which account a token names (PostgreSQL, as a browser's sign-in: app.sign_ins)
+# and forgets it the moment the token is revoked anywhere.
+
+AT_ONCE = 5.0  # seconds: far less than a remembered token lives (app.sign_ins.ENTRY_SECONDS)
+postgresql_only = pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+
+
+@contextmanager
+def token_reads(app):
+    seen = []
+
+    def note(conn, cursor, statement, *args):
+        if "api_tokens" in statement and statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    with on_each_statement(app, note):
+        yield seen
+
+
+def remembered_token_api(app, browser) -> tuple[Api, str]:
+    secret = create_token(browser)
+    api = Api(app, headers={"Authorization": f"Bearer {secret}"})
+    with token_reads(app) as reads:  # the notifications of the token's own creation arrive a moment later
+        wait_for(lambda: reads.clear() or api.get("/sessions").status_code == 200 and not reads,
+                 message="a request that finds the token remembered")
+    return api, secret
+
+
+def test_postgresql_remembers_a_token_and_sqlite_reads_it_each_time(app, databases, browser):
+    remembers = databases.backend == "postgresql"
+    api = remembered_token_api(app, browser)[0] if remembers else \
+        Api(app, headers={"Authorization": f"Bearer {create_token(browser)}"})
+    with token_reads(app) as reads:
+        for _ in range(3):
+            assert api.get("/sessions").status_code == 200
+    assert len(reads) == (0 if remembers else 3)
+    assert "never" not in browser.get("/account").data.decode(), "its last use is still recorded"
+
+
+@postgresql_only
+def test_a_token_revoked_in_the_browser_is_refused_here_without_waiting_for_the_notification(app, browser):
+    api, _ = remembered_token_api(app, browser)
+    app.extensions["run_events"].listener.handlers[sign_ins.CHANNEL] = lambda payload: None  # as if late
+    token_id = re.search(r"/account/tokens/(\d+)/revoke", browser.get("/account").data.decode()).group(1)
+    assert browser.post(f"/account/tokens/{token_id}/revoke", htmx=False).status_code == 303
+    assert api.get("/sessions").status_code == 401
+
+
+@postgresql_only
+def test_a_token_revoked_by_another_process_is_refused_at_once(app, browser, databases):
+    api, secret = remembered_token_api(app, browser)
+    other_process = sa.create_engine(databases.app_url)  # its own connection: this process hears only the trigger
+    try:
+        with other_process.begin() as conn:
+            conn.execute(sa.text("UPDATE api_tokens SET revoked_at = now() WHERE prefix = :prefix"),
+                         {"prefix": secret[:12]})
+    finally:
+        other_process.dispose()
+    started = time.monotonic()
+    wait_for(lambda: api.get("/sessions").status_code == 401, timeout=AT_ONCE, message="the token refused")
+    assert time.monotonic() - started < AT_ONCE
+
+
+@postgresql_only
+def test_recording_a_tokens_last_use_does_not_make_every_process_forget(app, browser, databases):
+    api, secret = remembered_token_api(app, browser)
+    other_process = sa.create_engine(databases.app_url)
+    try:
+        with other_process.begin() as conn:  # what account_for_api_token writes once a minute
+            conn.execute(sa.text("UPDATE api_tokens SET last_used_at = now() WHERE prefix = :prefix"),
+                         {"prefix": secret[:12]})
+    finally:
+        other_process.dispose()
+    time.sleep(0.5)  # a notification, if there were one, would have arrived
+    with token_reads(app) as reads:
+        assert api.get("/sessions").status_code == 200
+    assert reads == []
