@@ -40,7 +40,11 @@ def authenticate():
 
 
 def _run(run: Run) -> dict:
-    return serialize.run_json(serialize.load_run(run))
+    """The run's JSON: as this process last answered it if `run` (just read) is still at that event
+    (`run_views`), else read."""
+    view = Tracked.remembered(current_app.extensions["api_run_views"], run, auth.acting_account()) \
+        or serialize.load_run(run)
+    return serialize.run_json(view)
 
 
 errors.register(bp, _run)

@@ -107,6 +107,16 @@ class Tracked:
         return cls(_copy(RunView(run, core.agents().get(run.agent_id), account.api_user_id, kept.session_id,
                                  kept.calls if calls is None else calls, kept.messages)))
 
+    @staticmethod
+    def remembered(remembered: Remembered, run: Run, owner) -> RunView | None:
+        """`run`, just read for its `owner` (the acting account), with its messages and calls as this
+        process last answered it, if that answer is still current."""
+        kept = remembered.at(run.id, run.last_seq) if owner is not None and owner.id == run.owner_id else None
+        if kept is None:
+            return None
+        return _copy(RunView(run, core.agents().get(run.agent_id), owner.api_user_id, kept.session_id, kept.calls,
+                             kept.messages))
+
     def advance(self, batch) -> None:
         """Follow `batch` (`core.follow`'s render): events in order, after the view's last."""
         if self.view is None:
