@@ -148,16 +148,21 @@ def on_each_statement(app, callback, when: str = "before"):
 
 
 @contextmanager
-def sign_in_reads(app):
-    """The statements that read a login session, as they are sent."""
+def reads_of(app, table: str):
+    """The statements that read `table`, as they are sent."""
     seen = []
 
     def count(conn, cursor, statement, *args):
-        if "login_sessions" in statement and statement.lstrip().upper().startswith("SELECT"):
+        if table in statement and statement.lstrip().upper().startswith("SELECT"):
             seen.append(statement)
 
     with on_each_statement(app, count):
         yield seen
+
+
+def sign_in_reads(app):
+    """The statements that read a login session, as they are sent."""
+    return reads_of(app, "login_sessions")
 
 
 def until_the_sign_in_is_remembered(app, browser, path: str = "/account") -> None:

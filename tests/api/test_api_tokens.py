@@ -1,17 +1,17 @@
 """Personal API tokens: created on the account page and shown once, they act as their own account only;
-the chats they start are that person's chats in the browser."""
+the chats they start are that person's chats in the browser; a revoked token is refused by every
+process at once, though each remembers the tokens it has seen (PostgreSQL)."""
 from __future__ import annotations
 
 import re
 import time
-from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
 
 from app import sign_ins
 from tests.api.apiclient import DELETE_50, Api, documented
-from tests.conftest import Browser, on_each_statement, wait_for
+from tests.conftest import Browser, reads_of, wait_for
 from tests.fake_openai import Turn
 
 
@@ -88,16 +88,8 @@ AT_ONCE = 5.0  # seconds: far less than a remembered token lives (app.sign_ins.E
 postgresql_only = pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
 
 
-@contextmanager
 def token_reads(app):
-    seen = []
-
-    def note(conn, cursor, statement, *args):
-        if "api_tokens" in statement and statement.lstrip().upper().startswith("SELECT"):
-            seen.append(statement)
-
-    with on_each_statement(app, note):
-        yield seen
+    return reads_of(app, "api_tokens")
 
 
 def remembered_token_api(app, browser) -> tuple[Api, str]:
