@@ -7,7 +7,9 @@ so CSRF-exempt; every error is JSON `{"detail": "..."}` (`app.api.errors`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import NotFound
@@ -97,18 +99,25 @@ def _owned_chat(session_id: str):
 
 # --- answering a run: as a stream of events, or as JSON once it settles ----------------------------------
 
-def _answer(run_id: str, cursor: int, release_slot, watched: tuple[core.Watch, str] | None = None,
-            tracked: Tracked | None = None, keep_for=None):
+@dataclass(frozen=True)
+class _Watched:
+    """The run as the command that wrote to it watched it: the watch opened before it wrote, the run's
+    status and (if this process knows it: `run_views`) its view at the answer's cursor, and `keep_for`,
+    which keeps the watch open for a streamed answer (`_watching`)."""
+    watch: core.Watch
+    status: str
+    tracked: Tracked
+    keep_for: Callable[[Response], Response]
+
+
+def _answer(run_id: str, cursor: int, release_slot, watched: _Watched | None = None):
     """`release_slot`: the stream slot the view took (limits.take_stream_slot) before it started
-    anything, so a refused stream starts no run; None answers with JSON once the run settles.
-    `watched`: the run's watch opened before the command wrote (`_watching`) and the run's status at
-    `cursor` (`keep_for` keeps it for a streamed answer: `_watching`); `tracked`: the run's view at
-    `cursor`, if this process knows it (`run_views`)."""
+    anything, so a refused stream starts no run; None answers with JSON once the run settles."""
     if release_slot is not None:
-        response = _event_stream(run_id, cursor, *(watched or ()), tracked=tracked)
+        response = _event_stream(run_id, cursor, watched)
         response.call_on_close(release_slot)
-        return keep_for(response) if watched else response
-    view = _settled(run_id, cursor, current_app.config["API_WAIT_SECONDS"], *(watched or ()), tracked=tracked)
+        return watched.keep_for(response) if watched else response
+    view = _settled(run_id, cursor, current_app.config["API_WAIT_SECONDS"], watched)
     if view is None:  # its session was deleted meanwhile
         _not_found(f"No runs found for run ID {run_id}")
     current_app.extensions["api_run_views"].keep(view)
@@ -118,14 +127,13 @@ def _answer(run_id: str, cursor: int, release_slot, watched: tuple[core.Watch, s
     return jsonify(body, 202 if run.status in RunStatus.ACTIVE else 200)
 
 
-def _settled(run_id: str, cursor: int, timeout: float, watch: core.Watch | None = None,
-             status: str | None = None, tracked: Tracked | None = None) -> serialize.RunView | None:
+def _settled(run_id: str, cursor: int, timeout: float, watched: _Watched | None) -> serialize.RunView | None:
     """Follow the run (holding no database connection between reads) until it pauses, completes,
-    fails or is cancelled; after `timeout` answer it as it is (still RUNNING: 202). Read unless
-    `tracked` followed it all the way from memory."""
-    tracked = tracked or Tracked(None)
+    fails or is cancelled; after `timeout` answer it as it is (still RUNNING: 202). Read unless its
+    view followed it all the way from memory."""
+    tracked = watched.tracked if watched else Tracked(None)
     for _ in core.follow(run_id, cursor, render=tracked.advance, finish=lambda status: None, timeout=timeout,
-                         wait_out_errors=False, watch=watch, status=status):
+                         wait_out_errors=False, watch=watched and watched.watch, status=watched and watched.status):
         pass
     if (view := tracked.settled()) is not None:
         return view
@@ -149,14 +157,12 @@ def _watching(run_id: str):
         yield watch, keep_for
 
 
-def _event_stream(run_id: str, cursor: int, watch: core.Watch | None = None, status: str | None = None,
-                  tracked: Tracked | None = None) -> Response:
+def _event_stream(run_id: str, cursor: int, watched: _Watched | None) -> Response:
     """The run's events after `cursor` as the reference's named events; the stream ends when the run
-    pauses, completes, fails or is cancelled, always with the event that says which. `watch`, `status`,
-    `tracked`: as for `_settled`."""
+    pauses, completes, fails or is cancelled, always with the event that says which."""
     ended = False
     view = None
-    tracked = tracked or Tracked(None)
+    tracked = watched.tracked if watched else Tracked(None)
 
     def render(batch):
         nonlocal ended, view
@@ -179,7 +185,8 @@ def _event_stream(run_id: str, cursor: int, watch: core.Watch | None = None, sta
         view = tracked.settled() or serialize.load_run_by_id(run_id)
         return "".join(serialize.sse(frame) for frame in serialize.final_frames(view, serialize.FINAL_KIND[status]))
 
-    return Response(core.follow_run(run_id, cursor, render, finish, watch=watch, status=status),
+    return Response(core.follow_run(run_id, cursor, render, finish, watch=watched and watched.watch,
+                                    status=watched and watched.status),
                     mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -220,10 +227,10 @@ def create_run(agent_id):
             started = core.start_run(chat, form.message, owner_locked=True, new_run_id=new_run_id)
         run_id = started.run_id
         # (A message that answers a paused run's cards resumes that run: it was not watched.)
-        watched = (watch, RunStatus.QUEUED) if run_id == new_run_id else None
-        tracked = Tracked.new_run(seen, started) if watched else None
+        watched = _Watched(watch, RunStatus.QUEUED, Tracked.new_run(seen, started), keep_for) \
+            if run_id == new_run_id else None
         return answer_after_commit(
-            lambda: _answer(run_id, started.cursor, release_slot, watched, tracked, keep_for),
+            lambda: _answer(run_id, started.cursor, release_slot, watched),
             "The run was started, but it could not be read just now: "
             f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id, "status": "RUNNING"})
 
@@ -242,7 +249,7 @@ def continue_run(agent_id, run_id):
                                             decider_is_admin=auth.acting_account().is_admin, locked=run,
                                             locked_calls=calls)
         return answer_after_commit(
-            lambda: _answer(run_id, cursor, release_slot, (watch, status), tracked, keep_for),
+            lambda: _answer(run_id, cursor, release_slot, _Watched(watch, status, tracked, keep_for)),
             "The decisions were recorded, but the run could not be read just now: "
             f"GET /agents/{agent_id}/runs/{run_id} for its state.", api_body={"run_id": run_id})
 
