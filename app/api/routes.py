@@ -71,24 +71,31 @@ def _not_found(message: str):
 
 
 def _owned_run(agent_id: str, run_id: str, session_id: str | None) -> tuple[Run, int]:
-    """The acting account's run of this agent (and of `session_id`, if sent), else a 404 that says
-    nothing about other people's runs."""
-    run, _, owner_id = _owned_run_and_calls(agent_id, run_id, session_id, to_decide=False)
-    return run, owner_id
+    """The acting account's run of this agent (and of `session_id`, if sent), and that account's id;
+    else a 404 that says nothing about other people's runs."""
+    account = _account_of_agent(agent_id)
+    run = core.find_api_run(account.id, run_id, session_id) if account is not None else None
+    return _of_agent(run, agent_id, run_id), account.id
 
 
-def _owned_run_and_calls(agent_id: str, run_id: str, session_id: str | None, to_decide: bool = True):
-    """`_owned_run`, and for a command (`to_decide`) read under the run's row lock with its calls when
-    the same statement could read them (else None: `core.find_api_run_to_decide`)."""
+def _owned_run_to_decide(agent_id: str, run_id: str, session_id: str | None) -> tuple[Run, list | None, int]:
+    """`_owned_run` for a command: read under the run's row lock, with its calls when the same statement
+    could read them (else None: `core.find_api_run_to_decide`)."""
+    account = _account_of_agent(agent_id)
+    run, calls = (core.find_api_run_to_decide(account.id, run_id, session_id) if account is not None
+                  else None) or (None, None)
+    return _of_agent(run, agent_id, run_id), calls, account.id
+
+
+def _account_of_agent(agent_id: str):
     _agent(agent_id)
-    account = auth.acting_account()
-    found = None
-    if account is not None:
-        found = core.find_api_run_to_decide(account.id, run_id, session_id) if to_decide \
-            else (core.find_api_run(account.id, run_id, session_id), None)
-    if found is None or found[0] is None or found[0].agent_id != agent_id:
+    return auth.acting_account()
+
+
+def _of_agent(run: Run | None, agent_id: str, run_id: str) -> Run:
+    if run is None or run.agent_id != agent_id:
         _not_found(f"No runs found for run ID {run_id}")
-    return *found, account.id
+    return run
 
 
 def _owned_chat(session_id: str):
@@ -241,7 +248,7 @@ def continue_run(agent_id, run_id):
     form = _form(rq.ContinueForm)
     with _watching(run_id) as (watch, keep_for):
         with _stream_slot(form.stream) as release_slot:
-            run, calls, owner_id = _owned_run_and_calls(agent_id, run_id, form.session_id)
+            run, calls, owner_id = _owned_run_to_decide(agent_id, run_id, form.session_id)
             status = run.status  # at the cursor: the run as the command reads it, under its lock
             tracked = Tracked.continued(current_app.extensions["api_run_views"], run, calls, auth.acting_account())
             decisions = form.decisions()

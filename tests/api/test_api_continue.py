@@ -151,9 +151,16 @@ def test_a_continue_that_waited_for_another_decision_sees_it(app, api, harness, 
         other.execute(sa.text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": run["run_id"]})
         waiting = threading.Thread(target=approve_the_first)
         waiting.start()
-        wait_for(lambda: other.execute(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )).scalar(), message="the continue waits for the run's lock")
+
+        def the_continue_waits() -> bool:
+            # Within a transaction pg_stat_activity is one snapshot, taken at its first read: clear it.
+            # (Its query text is cut at 1 kB: the continue's read of the run is known by its start.)
+            other.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+            return other.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database() AND query LIKE 'SELECT runs.id, %'")).scalar() == 1
+
+        wait_for(the_continue_waits, message="the continue waits for the run's lock")
         # What another tab's approval of the first call writes meanwhile: the call and the run's events.
         other.execute(sa.text("UPDATE tool_calls SET status = 'approved', decided_by = 'user' "
                               "WHERE run_id = :run AND call_id = :call"),
