@@ -173,6 +173,17 @@ def until_the_sign_in_is_remembered(app, browser, path: str = "/account") -> Non
                  message="a request that finds the sign-in remembered")
 
 
+def wait_for_a_lock_waiter(conn, message: str) -> None:
+    """Until a backend of `conn`'s database waits for a lock (PostgreSQL). `conn` may hold that lock in
+    its open transaction, whose reads of pg_stat_activity are one snapshot unless it is cleared."""
+    def waiting() -> bool:
+        conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+        return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                    "AND datname = current_database()")).scalar() > 0
+
+    wait_for(waiting, message=message)
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

@@ -11,7 +11,7 @@ from app.agent import commands
 from app.agent.refusals import Refusal
 from app.web.errors import status_of
 from app.extensions import db
-from tests.conftest import wait_for
+from tests.conftest import wait_for_a_lock_waiter
 from tests.fake_openai import ToolCall, Turn
 
 DELETE_50 = ToolCall("delete_records", {"table_name": "users", "count": 50})
@@ -123,9 +123,7 @@ def test_a_decision_that_waited_for_the_winner_is_told_the_call_was_already_deci
         winner.execute(sa.text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": run_id})
         loser = threading.Thread(target=approve)
         loser.start()
-        wait_for(lambda: winner.execute(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )).scalar(), message="the second decision waits for the run's lock")
+        wait_for_a_lock_waiter(winner, "the second decision waits for the run's lock")
         # What the winner's approval and the tool's run did meanwhile.
         winner.execute(sa.text("UPDATE tool_calls SET status = 'done' WHERE id = :id"), {"id": call.id})
         with db.engines["workspace"].begin() as workspace:

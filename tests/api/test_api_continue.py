@@ -13,7 +13,7 @@ from app.agent.definition import Agent
 from app.agent.tools import ToolContext, tool
 from app.extensions import db
 from tests.api.apiclient import DELETE_50, NOTIFY_ADMIN, Api, documented, events, names, paused
-from tests.conftest import wait_for
+from tests.conftest import wait_for_a_lock_waiter
 from tests.fake_openai import ToolCall, Turn
 
 PAUSED_TEXT = "I have tools to execute, but I need confirmation."
@@ -151,16 +151,7 @@ def test_a_continue_that_waited_for_another_decision_sees_it(app, api, harness, 
         other.execute(sa.text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": run["run_id"]})
         waiting = threading.Thread(target=approve_the_first)
         waiting.start()
-
-        def the_continue_waits() -> bool:
-            # Within a transaction pg_stat_activity is one snapshot, taken at its first read: clear it.
-            # (Its query text is cut at 1 kB: the continue's read of the run is known by its start.)
-            other.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
-            return other.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database() AND query LIKE 'SELECT runs.id, %'")).scalar() == 1
-
-        wait_for(the_continue_waits, message="the continue waits for the run's lock")
+        wait_for_a_lock_waiter(other, "the continue waits for the run's lock")
         # What another tab's approval of the first call writes meanwhile: the call and the run's events.
         other.execute(sa.text("UPDATE tool_calls SET status = 'approved', decided_by = 'user' "
                               "WHERE run_id = :run AND call_id = :call"),
