@@ -5,12 +5,13 @@ every process forgets it as soon as it changes anywhere: a disabled account, a s
 revoked token or a new role must take effect at once.
 
 So it is remembered only on PostgreSQL, and only while this process LISTENs: triggers on `accounts`,
-`login_sessions` (migration 0009) and `api_tokens` (0010) NOTIFY `sign_ins_changed` with every change, and a process
-forgets everything it remembers when that arrives, when its listener (re)connects (a change may have
-been announced meanwhile), and when one of its own sessions commits such a change (so its next request
-does not wait for the notification). A value read before a change and offered after it is not kept
-(`generation`). Entries also expire after ENTRY_SECONDS, a backstop for a change no trigger sees (say,
-rows restored with triggers disabled). SQLite reads every time: its processes cannot tell each other.
+`login_sessions` (migration 0009) and `api_tokens` (0010) NOTIFY `sign_ins_changed` with every change
+(of a token: its revocation or deletion), and a process forgets everything it remembers when that
+arrives, when its listener (re)connects (a change may have been announced meanwhile), and when one of
+its own sessions commits such a change (so its next request does not wait for the notification). A
+value read before a change and offered after it is not kept (`generation`). Entries also expire after
+ENTRY_SECONDS, a backstop for a change no trigger sees (say, rows restored with triggers disabled).
+SQLite reads every time: its processes cannot tell each other.
 """
 from __future__ import annotations
 

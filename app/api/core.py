@@ -14,7 +14,7 @@ from app.chats import (MAX_SESSION_ID, agents, api_chat, chats_page, delete_chat
                        find_api_run_to_decide, rename_chat)
 from app.web.stream import follow_run
 
-__all__ = ["MAX_MESSAGE_CHARS", "MAX_SESSION_ID", "STATUS_AFTER", "Agent", "Decision", "DemoModel", "NotFound", "Refusal", "TooMany",
-           "Watch", "agents", "api_chat", "cancel_run", "chats_page", "check_active_runs", "continue_run",
-           "delete_chat", "find_api_chat", "find_api_run", "find_api_run_to_decide", "follow", "follow_run",
-           "rename_chat", "start_run", "tool_output"]
+__all__ = ["MAX_MESSAGE_CHARS", "MAX_SESSION_ID", "STATUS_AFTER", "Agent", "Decision", "DemoModel", "NotFound",
+           "Refusal", "TooMany", "Watch", "agents", "api_chat", "cancel_run", "chats_page", "check_active_runs",
+           "continue_run", "delete_chat", "find_api_chat", "find_api_run", "find_api_run_to_decide", "follow",
+           "follow_run", "rename_chat", "start_run", "tool_output"]
