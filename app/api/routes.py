@@ -73,23 +73,23 @@ def _not_found(message: str):
 def _owned_run(agent_id: str, run_id: str, session_id: str | None) -> tuple[Run, int]:
     """The acting account's run of this agent (and of `session_id`, if sent), and that account's id;
     else a 404 that says nothing about other people's runs."""
-    account = _account_of_agent(agent_id)
-    run = core.find_api_run(account.id, run_id, session_id) if account is not None else None
-    return _of_agent(run, agent_id, run_id), account.id
+    account = _run_owner(agent_id, run_id)
+    return _of_agent(core.find_api_run(account.id, run_id, session_id), agent_id, run_id), account.id
 
 
 def _owned_run_to_decide(agent_id: str, run_id: str, session_id: str | None) -> tuple[Run, list | None, int]:
     """`_owned_run` for a command: read under the run's row lock, with its calls when the same statement
     could read them (else None: `core.find_api_run_to_decide`)."""
-    account = _account_of_agent(agent_id)
-    run, calls = (core.find_api_run_to_decide(account.id, run_id, session_id) if account is not None
-                  else None) or (None, None)
+    account = _run_owner(agent_id, run_id)
+    run, calls = core.find_api_run_to_decide(account.id, run_id, session_id) or (None, None)
     return _of_agent(run, agent_id, run_id), calls, account.id
 
 
-def _account_of_agent(agent_id: str):
+def _run_owner(agent_id: str, run_id: str):
+    """The acting account, for a run of an agent that exists (404s: no such agent; a user_id nobody
+    has used owns no run)."""
     _agent(agent_id)
-    return auth.acting_account()
+    return auth.acting_account() or _not_found(f"No runs found for run ID {run_id}")
 
 
 def _of_agent(run: Run | None, agent_id: str, run_id: str) -> Run:
