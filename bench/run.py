@@ -507,8 +507,10 @@ async def phase_capacity(b: Bench, levels: list[int], window_s: float) -> None:
         log(f"capacity: {level} streams for {window_s:.0f} s")
         browsers = await b.get_browsers(level)
         await b.fresh_chats(browsers)
+        meter = Meter(b)
         with LoopLag() as lag:
             wave = await stream_wave(b, browsers, tokens, window_s=window_s)
+        usage = meter.stop()
         await cancel_runs(b, wave["runs"])
         await asyncio.sleep(1.0)
         lags = wave["lags"]
@@ -516,8 +518,8 @@ async def phase_capacity(b: Bench, levels: list[int], window_s: float) -> None:
         ok = not wave["errors"] and wave["held"] == level and p95 is not None and p95 < 100 \
             and not wave["streamless"]
         b.data.setdefault("capacity", {})[level] = {"held": wave["held"], "p95": p95, "errors": len(wave["errors"])}
-        log(f"  {level}: {wave['held']} streaming within 2 s, relay lag p95 {fmt(p95)}, "
-            f"{len(wave['errors'])} errors, loop lag p95 {fmt(lag.p95)}")
+        log(f"  {level}: {wave['held']} streaming within 2 s, relay lag p50 {fmt(pct(lags, 50))}, p95 {fmt(p95)}, "
+            f"{len(wave['errors'])} errors, loop lag p95 {fmt(lag.p95)}; {Meter.describe(usage)}")
         if not ok:
             verdict = (f"at {level}: {wave['held']}/{level} streams got tokens within 2 s, "
                        f"relay lag p95 {fmt(p95)}, {len(wave['errors'])} errors")
@@ -900,11 +902,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-levels", metavar="N,N", default=None,
                         help="the streams phase's levels (default 1,100,1000; quick 1,50): "
                              "`--only streams --stream-levels 1` is the first-token overhead alone")
+    parser.add_argument("--capacity-levels", metavar="N,N", default=None,
+                        help="the capacity phase's levels, tried in order until one fails "
+                             "(default 1,2,4,…,2000; quick 2,8)")
     args = parser.parse_args(argv)
     args.only = set(args.only.split(","))
     plan = dict(PLAN["quick" if args.quick else "full"])
     if args.stream_levels:
         plan["streams"] = [int(level) for level in args.stream_levels.split(",")]
+    if args.capacity_levels:
+        plan["capacity"] = [int(level) for level in args.capacity_levels.split(",")]
     budget = (args.minutes or plan["budget_min"]) * 60
     started = time.monotonic()
     command = "python -m bench.run" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
