@@ -82,6 +82,25 @@ def render_streaming_markdown(text: str) -> Markup:
     return render_markdown(close_unfinished(text or ""))
 
 
+# One line that starts with a letter and holds no character Markdown or HTML gives a meaning to inside
+# a line (emphasis, code, links, escapes, entities, tags, line breaks) renders as a paragraph of that
+# text as it is (tests/test_markdown.py compares the two). It is what a stream renders most, the last
+# paragraph as it grows, and a StreamingReply checks only its new characters.
+_NOT_PLAIN = re.compile(r"[^\w ,.;:?!'\"()/%$@^{}=+#|-]|_")
+
+
+def _plain_from(text: str, start: int, checked: int) -> bool:
+    """Whether text[start:] is such a line, given that text[start:checked] is."""
+    if checked == start and not text[start:start + 1].isalpha():
+        return False
+    return _NOT_PLAIN.search(text, checked) is None
+
+
+def _plain_line(text: str) -> Markup | None:
+    """`render_streaming_markdown(text)` of a plain line, else None."""
+    return Markup(f"<p>{text.rstrip(' ')}</p>\n") if _plain_from(text, 0, 0) else None
+
+
 class StreamingReply:
     """The renders of one reply while it streams, each the same as `render_streaming_markdown` of the
     reply so far. The blocks before its last paragraph break that nothing after them can change are
@@ -90,20 +109,26 @@ class StreamingReply:
 
     def __init__(self) -> None:
         self._kept, self._kept_html = "", ""
+        self._plain = ""  # the last text whose rest after `_kept` was a plain line (`_plain_from`)
 
     def render(self, text: str) -> Markup:
         if "]:" in text or "\r" in text:
             # It may define a link reference (`[x]: url`), which changes links before it, or have line
             # breaks that `_settled_end` does not see: rendered whole.
-            self._kept, self._kept_html = "", ""
+            self._kept, self._kept_html, self._plain = "", "", ""
             return render_streaming_markdown(text)
         if not text.startswith(self._kept):  # not the same reply grown: start again
-            self._kept, self._kept_html = "", ""
+            self._kept, self._kept_html, self._plain = "", "", ""
         end = _settled_end(text, len(self._kept))
         if end > len(self._kept):
             self._kept_html += render_markdown(text[len(self._kept):end])
-            self._kept = text[:end]
-        return Markup(self._kept_html + render_streaming_markdown(text[len(self._kept):]))
+            self._kept, self._plain = text[:end], ""
+        start = len(self._kept)
+        checked = len(self._plain) if self._plain and text.startswith(self._plain) else start
+        if _plain_from(text, start, checked):
+            self._plain = text
+            return Markup(self._kept_html + f"<p>{text[start:].rstrip(' ')}</p>\n")
+        return Markup(self._kept_html + render_streaming_markdown(text[start:]))
 
 
 _FENCE_LINE = re.compile(r"^ {0,3}(`{3,}(?![^\n]*`)|~{3,})", re.MULTILINE)  # a backtick fence's info has none

@@ -1,9 +1,11 @@
 """Replies are rendered as Markdown through an allowlist: nothing executable survives; code is
 highlighted on the server; a reply still streaming never shows Markdown syntax."""
+import random
 import re
 
 import pytest
 
+from app import markdown
 from app.markdown import StreamingReply, close_unfinished, render_markdown, render_streaming_markdown
 
 
@@ -138,3 +140,38 @@ def test_a_streaming_reply_starts_again_when_its_text_is_not_the_same_reply_grow
     reply = StreamingReply()
     reply.render("First paragraph.\n\nSecond paragraph.\n\nThird, still")
     assert reply.render("Another reply.\n\nAll new") == render_streaming_markdown("Another reply.\n\nAll new")
+
+
+# Pieces of replies: mostly words and punctuation that make a plain line, some that give a line a meaning.
+_PIECES = ["word ", "Word", " ", ", ", ". ", "\n", "\n\n", "*", "**", "`", "_", "[a](b)", "1. ", "- ", "# ", "é",
+           "中 ", "'q' ", '"d" ', "a|b ", "x = y ", "100% ", "(c) ", "a@b.c ", "```\n", "  ", "\t", "<b>", "&amp;",
+           "~~", "---\n", ">", "\u00a0", "😀", "ǅ", "ⅷ ", "http://x.y/z ", "-- ", "^{}$ ", "!"]
+_WEIGHTS = [30, 10, 20, 5, 5, 3, 3] + [1] * (len(_PIECES) - 7)
+
+
+def test_a_plain_line_renders_the_same_on_the_short_way():
+    """A line with no Markdown in it is rendered without the parser (what a stream renders most): the
+    same HTML as the parser's, for lines of every character such a line may hold and a few it may not."""
+    rnd = random.Random(11)
+    short_way = 0
+    for _ in range(20_000):
+        text = "".join(rnd.choices(_PIECES, _WEIGHTS, k=rnd.randint(1, 12))).lstrip("\n")
+        if (html := markdown._plain_line(text)) is not None:
+            short_way += 1
+            assert html == render_streaming_markdown(text), text
+    assert short_way > 2_000  # the comparison ran on many lines
+
+
+def test_a_growing_reply_renders_the_same_in_and_out_of_plain_lines():
+    """StreamingReply checks only the new characters of a plain last line; replies that turn Markdown
+    and back, grown a few characters at a time, show what rendering them whole shows."""
+    rnd = random.Random(12)
+    for _ in range(400):
+        text = "".join(rnd.choices(_PIECES, _WEIGHTS, k=rnd.randint(5, 60)))
+        reply, end = StreamingReply(), 0
+        while end < len(text):
+            end = min(len(text), end + rnd.randint(1, 8))
+            assert reply.render(text[:end]) == render_streaming_markdown(text[:end]), text[:end]
+    reply = StreamingReply()  # and one whose text is replaced by another (not grown) checks all of it again
+    reply.render("Plain words, one line")
+    assert reply.render("*Not* plain words, one line") == render_streaming_markdown("*Not* plain words, one line")
