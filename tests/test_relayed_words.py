@@ -1,5 +1,7 @@
 """A reply's words reach this process's streams from memory before they are stored (app.agent.events:
 `relay`, `Watch`): between the stored text events, placed by `at`, and never twice."""
+import time
+
 from app.agent import events
 from app.extensions import db
 from app.models import RunStatus
@@ -66,3 +68,45 @@ def test_a_stream_that_joined_mid_reply_gets_relayed_words_after_the_stored_ones
             assert _words(batch) == [(3, " two three"), (None, " four")]
             assert batch[-1].data["reply"] == "One two three four"  # the whole reply, for a stream's view
             events.relayed(run_id, 7)
+
+
+def test_a_stream_holding_relayed_words_gets_them_when_its_hold_ends_without_more_words(app, harness):
+    """The page holds relayed words for a few tens of milliseconds after each render; words that came
+    meanwhile are shown when the hold ends, not when the model sends more."""
+    run_id = harness.stored_run(RunStatus.RUNNING)
+    hub = app.extensions["run_events"]
+    with app.app_context(), hub.watch(run_id) as watch:
+        _store(run_id, ("message_started", {"message_id": 7}), ("text", {"message_id": 7, "text": "One", "at": 0}))
+        watch.read_after(0)
+        db.session.rollback()
+        watch.hold_relays(time.monotonic() + 0.2)
+        seen = watch.generation
+        events.relay(run_id, 7, "One two")
+        assert watch.read_after(2)[0] == []  # held
+        started = time.monotonic()
+        watch.wait(seen, 30)  # the model says nothing more: the hold's end wakes the watch
+        assert 0.15 < time.monotonic() - started < 20
+        assert _words(watch.read_after(2)[0]) == [(None, " two")]
+        events.relayed(run_id, 7)
+
+
+def test_a_watch_that_takes_no_relayed_words_is_not_woken_by_them(app, harness):
+    """The REST API's wait for a run to settle follows only stored events, which carry every word."""
+    run_id = harness.stored_run(RunStatus.RUNNING)
+    hub = app.extensions["run_events"]
+    with app.app_context(), hub.watch(run_id) as watch:
+        watch.relays = False
+        _store(run_id, ("message_started", {"message_id": 7}), ("text", {"message_id": 7, "text": "One", "at": 0}))
+        watch.read_after(0)
+        db.session.rollback()
+        seen = watch.generation
+        events.relay(run_id, 7, "One two")
+        started = time.monotonic()
+        watch.wait(seen, 0.3)
+        assert time.monotonic() - started >= 0.3  # not woken
+        assert watch.read_after(2)[0] == []
+        _store(run_id, ("text", {"message_id": 7, "text": " two", "at": 3}))
+        batch, _ = watch.read_after(2)
+        db.session.rollback()
+        assert _words(batch) == [(3, " two")]  # all of it, as stored
+        events.relayed(run_id, 7)

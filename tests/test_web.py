@@ -302,6 +302,16 @@ def test_a_streaming_reply_shows_words_between_the_writes_that_store_them(app, b
     assert harness.messages(chat)[-1][1] == words
 
 
+def test_words_that_came_before_the_model_stopped_to_think_are_shown_while_it_thinks(browser, fake_model):
+    # Four words at once, then the model thinks for two seconds before the fifth.
+    fake_model.script(Turn(text="Alpha beta gamma delta epsilon", stall_after=4, stall=2.0))
+    chat = browser.new_chat()
+    run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "go"}).data)
+    renders = [text_of(e["data"]) for e in browser.events(run_id, after=0) if "-text" in e["data"]]
+    assert "Alpha beta gamma delta" in renders, renders  # not held back until the fifth word came
+    assert renders[-1] == "Alpha beta gamma delta epsilon"
+
+
 def live_events(browser, run_id: str, after: int):
     """The run's event stream as it comes: the stream stays open while the caller looks at each event."""
     response = browser.client.get(f"/runs/{run_id}/events?after={after}", buffered=False)

@@ -16,7 +16,10 @@ Relaying: a reply's words are stored a few times a second, but this process's st
 the agent loop hands the reply so far to the hub (`relay`), and each watch turns it into a `text`
 event with no seq of its own, placed by `at` like the stored ones. A watch trims
 the words it already relayed from the stored text events that follow, so a stream and the REST API's
-deltas see each word once; a reload reads the stored reply and its events, which always agree.
+deltas see each word once; a reload reads the stored reply and its events, which always agree. Every
+delta is relayed as it arrives; a watch may take them less often (`Watch.hold_relays`: the page renders
+a reply at most every few tens of milliseconds) and is then not woken by them meanwhile, and a watch
+that only waits for the run to settle takes none (`Watch.relays`).
 """
 from __future__ import annotations
 
@@ -456,8 +459,13 @@ class _Channel:
     """One watched run in this process."""
 
     def __init__(self):
-        self.changed = threading.Condition()
-        self.generation = 0   # bumped on every wake-up
+        # An RLock, as a Condition's own default: a plain lock makes Condition.wait test ownership with a
+        # non-blocking acquire, which under gevent yields while holding it, and `Hub.committing` takes it
+        # inside a write transaction (SQLite's write lock must never be held across a greenlet switch).
+        lock = threading.RLock()
+        self.changed = threading.Condition(lock)  # notified on every change, relayed words included
+        self.stored = threading.Condition(lock)   # notified on every change but relayed words
+        self.generation = 0   # bumped on every wake-up but relayed words (which `Watch.wait` looks at)
         self.external = 0     # bumped when another process may have written, and what is unknown (poll)
         self.noted = 0        # the highest seq a NOTIFY named that this process had not seen then
         self.watchers = 0
@@ -479,15 +487,19 @@ class _Channel:
                 if len(self.recent) > RECENT_EVENTS:
                     for seq in sorted(self.recent)[:-RECENT_EVENTS]:
                         del self.recent[seq]
-            self.generation += 1
-            self.changed.notify_all()
+            self.bump()
 
     def note(self, seq: int) -> None:
         """A NOTIFY named event `seq`: watchers that do not hold it by their next read read the database."""
         with self.changed:
             self.noted = max(self.noted, seq)
-            self.generation += 1
-            self.changed.notify_all()
+            self.bump()
+
+    def bump(self) -> None:
+        """Wake every watcher (the caller holds the lock)."""
+        self.generation += 1
+        self.changed.notify_all()
+        self.stored.notify_all()
 
     def relay(self, message_id: int, reply: str | None) -> None:
         with self.changed:
@@ -495,8 +507,7 @@ class _Channel:
                 self.replies.pop(message_id, None)
                 return
             self.replies[message_id] = reply
-            self.generation += 1
-            self.changed.notify_all()
+            self.changed.notify_all()  # only the watchers taking relayed words now (`Watch.wait`)
 
 
 ENDED = -1  # Watch.placed: the reply has ended (nothing more is relayed)
@@ -521,10 +532,17 @@ class Watch:
         # the poll), and memory has them.
         self._external_seen = channel.external if before_write else -1
         self.placed: dict[int, int] = {}  # per reply seen: the characters it has handed out (or ENDED)
+        self.relays = True         # False: relayed words are never handed out (stored events carry them)
+        self._relays_from = 0.0    # relayed words are held until then (`hold_relays`)
 
     @property
     def generation(self) -> int:
         return self.channel.generation
+
+    def hold_relays(self, until: float) -> None:
+        """Hand out no relayed words before `until` (time.monotonic()); they wait in memory, and do not
+        wake this watch meanwhile. Stored events are handed out as ever."""
+        self._relays_from = until
 
     def read_after(self, cursor: int, limit: int = 500) -> tuple[list[Event], str | None]:
         """The events after `cursor`, then the words relayed since (see `_placing`), and the run's
@@ -568,8 +586,7 @@ class Watch:
                 # Events this process had not seen: its other watchers of the run look too (their NOTIFY
                 # may have come during this read, or come later, and then wakes nobody).
                 channel.highest = rows[0].last_seq
-                channel.generation += 1
-                channel.changed.notify_all()
+                channel.bump()
         if len(batch) == limit:
             self._external_seen = -1  # more may follow: the next read asks the database again
         return self._placing(batch, cursor), rows[0].status
@@ -580,7 +597,8 @@ class Watch:
         past what the watch has handed out. Only replies whose start or stored words it has seen are
         relayed (a stream places them after what it knows), and none after their message_completed."""
         placed = self.placed
-        if not batch and not self.channel.replies:
+        relaying = self.relays and time.monotonic() >= self._relays_from
+        if not batch and not (relaying and self.channel.replies):
             return batch
         out = []
         for event in batch:
@@ -598,7 +616,7 @@ class Watch:
             elif event.type == "message_completed":
                 placed[event.data["message_id"]] = ENDED
             out.append(event)
-        if self.channel.replies:
+        if relaying and self.channel.replies:
             with self.channel.changed:
                 replies = list(self.channel.replies.items())
             for message_id, reply in replies:
@@ -610,9 +628,32 @@ class Watch:
         return out
 
     def wait(self, seen_generation: int, timeout: float) -> None:
-        """Block until the run is woken after `seen_generation`, or `timeout` passes."""
-        with self.channel.changed:
-            self.channel.changed.wait_for(lambda: self.channel.generation != seen_generation, timeout=timeout)
+        """Block until the run is woken after `seen_generation`, words are relayed that this watch may
+        take now (held ones: when `hold_relays` lets them out), or `timeout` passes."""
+        channel = self.channel
+        end = time.monotonic() + timeout
+        with channel.changed:
+            while channel.generation == seen_generation:
+                now = time.monotonic()
+                if now >= end:
+                    return
+                if not self.relays:
+                    channel.stored.wait(end - now)
+                elif now < self._relays_from:
+                    channel.stored.wait(min(end, self._relays_from) - now)
+                elif self._relayed_unplaced():
+                    return
+                else:
+                    channel.changed.wait(end - now)
+
+    def _relayed_unplaced(self) -> bool:
+        """Words relayed past what this watch has handed out, that `_placing` would hand out (the caller
+        holds the lock)."""
+        for message_id, reply in self.channel.replies.items():
+            known = self.placed.get(message_id)
+            if known is not None and known != ENDED and len(reply) > known:
+                return True
+        return False
 
 
 HAND_OVER_SECONDS = 10.0  # how long a command's watch waits for its answer's stream (`Hub.hand_over`)

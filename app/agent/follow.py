@@ -49,7 +49,7 @@ def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
            finish: Callable[[str | None], Chunk], *, hold_paused: bool = False,
            timeout: float | None = None, wait_out_errors: bool = True, watch: Watch | None = None,
            first: tuple[int, list[Event], str | None] | None = None,
-           status: str | None = None) -> Iterator[Chunk | None]:
+           status: str | None = None, relays: bool = True) -> Iterator[Chunk | None]:
     """Yield `render(events)` for each batch after `cursor` (skipping falsy results), then
     `finish(status)` once the run has stopped (paused; with `hold_paused` only finished; None: the run
     is gone), then end. Yields None after PING_SECONDS without output (a caller may send a keep-alive).
@@ -59,11 +59,13 @@ def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
     `watch` (opened by the caller, who closes it) and `first` (the generation before it read, and what
     `watch.read_after(cursor)` returned) let a caller check the run before its answer begins, with the
     same statement that reads the first events. `status`: the run's status at `cursor`, for a `watch`
-    opened `before_write` (its first read is then from memory, which does not say it)."""
+    opened `before_write` (its first read is then from memory, which does not say it). `relays` False:
+    words relayed from memory are not followed (the stored text events carry them a little later)."""
     hub = current_app.extensions["run_events"]
     deadline = None if timeout is None else time.monotonic() + timeout
     db.session.remove()
     with (nullcontext(watch) if watch is not None else hub.watch(run_id)) as watch:
+        watch.relays = relays
         last_sent = time.monotonic()
         failures = 0
         while True:

@@ -32,10 +32,10 @@ from app.models import CallStatus, Message, Run, RunStatus, ToolCall, new_id, ut
 log = logging.getLogger(__name__)
 
 
-# A reply's words reach this process's streams from memory every RELAY_SECONDS, and are stored (with
-# their text event, which other processes' streams and a reload read) every STORE_SECONDS: a durable
-# write per token, or per 40 ms, cost more than everything else a streamed reply does.
-RELAY_SECONDS = 0.04
+# A reply's words reach this process's streams from memory as they arrive (each stream takes them as
+# often as it shows them: `Watch.hold_relays`), and are stored (with their text event, which other
+# processes' streams and a reload read) every STORE_SECONDS: a durable write per token, or per 40 ms,
+# cost more than everything else a streamed reply does.
 STORE_SECONDS = 0.25
 
 
@@ -121,7 +121,7 @@ def _model_turn(run: RunRef, agent, model, turn: TurnStart | None = None) -> str
     response_id = None
     reply = ""  # the reply so far
     written = 0  # characters of it stored so far: each text event says where its words go
-    last_store = last_relay = 0.0  # the first words are stored at once (the reply's row with them)
+    last_store = 0.0  # the first words are stored at once (the reply's row with them)
     # A tail starts at the chain head; without one the context is already the whole conversation.
     is_tail = chains and context and context[0].role == "assistant" and context[0].response_id
     stream_kwargs = {"full_context": full_context} if is_tail else {}
@@ -140,9 +140,8 @@ def _model_turn(run: RunRef, agent, model, turn: TurnStart | None = None) -> str
                     elif not _flush_text(run.id, message_id, written, reply[written:]):
                         return "stopped"
                     written, last_store = len(reply), now
-                elif now - last_relay >= RELAY_SECONDS:
+                else:
                     events.relay(run.id, message_id, reply)
-                    last_relay = now
             elif isinstance(event, ToolCallRequest):
                 requests.append(event)
             elif isinstance(event, TurnDone):

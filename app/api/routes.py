@@ -140,7 +140,8 @@ def _settled(run_id: str, cursor: int, timeout: float, watched: _Watched | None)
     view followed it all the way from memory."""
     tracked = watched.tracked if watched else Tracked(None)
     for _ in core.follow(run_id, cursor, render=tracked.advance, finish=lambda status: None, timeout=timeout,
-                         wait_out_errors=False, watch=watched and watched.watch, status=watched and watched.status):
+                         wait_out_errors=False, watch=watched and watched.watch, status=watched and watched.status,
+                         relays=False):
         pass
     if (view := tracked.settled()) is not None:
         return view

@@ -425,7 +425,7 @@ def run_events(run_id):
         watching.close()
         raise
     watching.callback(release_slot)
-    view = StreamView(run_id, watch.run)  # what this stream remembers between batches
+    view = StreamView(run_id, watch.run, watch)  # what this stream remembers between batches
     cards.know_run(run_id, current_user.id, watch.run.agent_id)  # the cards it shows need no run read
     stream = follow_run(
         run_id, cursor,

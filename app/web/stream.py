@@ -49,10 +49,11 @@ def sse(data: str, event: str | None = None, id: int | str | None = None) -> str
     return "\n".join(lines) + "\n\n"
 
 
-# A stream re-renders a streaming reply at most every TEXT_INTERVAL seconds, and a long one less often:
-# rendering it whole costs more the longer it grows, so the wait after a render is RENDER_SHARE times
-# what the render took (a viewer's renders then use at most about a tenth of a core).
-TEXT_INTERVAL = 0.03
+# A stream shows a streaming reply at most every TEXT_INTERVAL seconds, and a long one less often:
+# rendering it whole costs more the longer it grows, so the hold after a render is RENDER_SHARE times
+# what the render took (a viewer's renders then use at most about a tenth of a core). Words relayed
+# meanwhile wait in memory (`Watch.hold_relays`), and are shown together as the hold ends.
+TEXT_INTERVAL = 0.04
 RENDER_SHARE = 10
 
 
@@ -79,12 +80,13 @@ class StreamView:
     """What one stream remembers between batches, so that most events render without a query: the
     run's fixed fields (read once), each reply's text so far (kept from its text events, whose `at`
     says where their words go; read from the database once when the stream joined mid-reply or
-    missed words), and when each reply was last rendered (see render_batch)."""
+    missed words). After showing a reply it holds its `watch`'s relayed words for a while (see
+    render_batch)."""
 
-    def __init__(self, run_id: str, run=None):
+    def __init__(self, run_id: str, run=None, watch: Watch | None = None):
         self.run_id = run_id
+        self.watch = watch
         self.texts: dict[int, str] = {}
-        self.next_text: dict[int, float] = {}  # per reply: when it may be rendered again
         self.renders: dict[int, StreamingReply] = {}  # per reply: its finished blocks, rendered once
         self.approved: dict[str, CallCard] = {}  # cards last shown approved, by call id
         self._run = run
@@ -149,6 +151,11 @@ class StreamView:
         elif at + len(words) > len(known):  # words it already holds (read after they were stored) stay
             self.texts[message_id] = known[:at] + words
 
+    def shown(self, started: float, took: float) -> None:
+        """A reply's text was rendered at `started`, in `took` seconds: hold the next relayed words."""
+        if self.watch is not None:
+            self.watch.hold_relays(started + max(TEXT_INTERVAL, RENDER_SHARE * took))
+
     def render_streaming(self, message_id: int, text: str) -> Markup:
         """A streaming reply so far, as Markdown, its finished blocks rendered once per stream."""
         return self.renders.setdefault(message_id, StreamingReply()).render(text)
@@ -167,10 +174,8 @@ class StreamView:
 def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]]:
     """Each event with its fragment. A reply's text events are coalesced: only the batch's last one per
     message with words is rendered (the reply so far, as Markdown; it includes the earlier ones' words).
-
-    A reply is re-rendered at most every TEXT_INTERVAL, and a long one less often (see RENDER_SHARE and
-    bench/markdown_stream.py). A skipped event is never needed: the next text event, or the
-    `message_completed` every reply ends with (also after Stop or a failure), shows all of it."""
+    After it the view's watch holds relayed words for TEXT_INTERVAL, or longer for a long reply (see
+    RENDER_SHARE and bench/markdown_stream.py): a reply is re-rendered at most that often."""
     newest = {event.data["message_id"]: i for i, event in enumerate(batch)
               if event.type == "text" and event.data.get("text")}
     last_update = {event.data["call_id"]: event.seq for event in batch if event.type == "tool_call_updated"}
@@ -185,13 +190,11 @@ def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]
             view.started(event.data["message_id"])
         elif event.type == "text":
             view.add_text(event.data)
-            message_id = event.data["message_id"]
-            started = time.monotonic()
-            if newest.get(message_id) != i or started < view.next_text.get(message_id, float("-inf")):
+            if newest.get(event.data["message_id"]) != i:
                 continue
+            started = time.monotonic()
             shown.append((event, render_event(event, view)))
-            took = time.monotonic() - started
-            view.next_text[message_id] = started + max(TEXT_INTERVAL, RENDER_SHARE * took)
+            view.shown(started, time.monotonic() - started)
             continue
         shown.append((event, render_event(event, view)))
     return shown

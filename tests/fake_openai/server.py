@@ -64,6 +64,8 @@ class Turn:
     token_delay: float = 0.0  # seconds slept between streamed text deltas
     delay: float = 0.0  # seconds slept before sending anything (to trigger client timeouts)
     cut_after: int | None = None  # streaming only: drop the connection after this many text deltas
+    stall_after: int | None = None  # streaming only: after this many text deltas, sleep `stall` seconds
+    stall: float = 0.0              # (a model that stops to think mid-reply)
 
 
 @dataclass
@@ -572,7 +574,7 @@ class FakeOpenAI:
                 if i == turn.cut_after:
                     raise _Cut
                 if i:
-                    self._sleep(turn.token_delay)
+                    self._sleep(turn.stall if i == turn.stall_after else turn.token_delay)
                 emit("response.output_text.delta", **loc, content_index=0, delta=delta, logprobs=[])
             if turn.cut_after is not None:
                 raise _Cut
@@ -667,7 +669,7 @@ class FakeOpenAI:
             if i == turn.cut_after:
                 raise _Cut
             if i:
-                self._sleep(turn.token_delay)
+                self._sleep(turn.stall if i == turn.stall_after else turn.token_delay)
             chunk({"content": delta})
         if turn.cut_after is not None:
             raise _Cut
