@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 import time
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 
 from app.extensions import db
+from app.markdown import StreamingReply
 from app.models import ChatSession
+from app.web.stream import StreamView
 from tests.conftest import parse_sse, wait_for
 from tests.fake_openai import ToolCall, Turn
 from tests.test_faults import workspace_locked
@@ -310,6 +313,20 @@ def test_words_that_came_before_the_model_stopped_to_think_are_shown_while_it_th
     renders = [text_of(e["data"]) for e in browser.events(run_id, after=0) if "-text" in e["data"]]
     assert "Alpha beta gamma delta" in renders, renders  # not held back until the fifth word came
     assert renders[-1] == "Alpha beta gamma delta epsilon"
+
+
+def test_a_streaming_update_is_the_replys_element_then_the_writing_status(app):
+    """A stream fills each update of a reply into its templates' HTML, rendered once per reply
+    (StreamView.render_streaming): the same as rendering the templates, escaped the same."""
+    env = app.jinja_env
+    with app.app_context():
+        view = StreamView("run", SimpleNamespace(id="run", session_id="s", agent_id="a"))
+        for text in ("One", "One *two*", "One *two*\n\nThree <script>x</script>", "One *two*\n\nThree, four"):
+            reply = SimpleNamespace(id=7, content=text, state="streaming", html=StreamingReply().render(text))
+            expected = (env.get_template("chat/events/_message_replace.html").render(message=reply)
+                        + env.get_template("chat/events/_activity.html").render(activity="Writing…"))
+            assert view.render_streaming(7, text) == expected
+            assert "<script>" not in expected
 
 
 def live_events(browser, run_id: str, after: int):

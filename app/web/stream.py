@@ -88,6 +88,7 @@ class StreamView:
         self.watch = watch
         self.texts: dict[int, str] = {}
         self.renders: dict[int, StreamingReply] = {}  # per reply: its finished blocks, rendered once
+        self.frames: dict[int, tuple[str, str]] = {}  # per reply: its update's HTML before and after the reply
         self.approved: dict[str, CallCard] = {}  # cards last shown approved, by call id
         self._run = run
         self._held: list = []
@@ -156,9 +157,19 @@ class StreamView:
         if self.watch is not None:
             self.watch.hold_relays(started + max(TEXT_INTERVAL, RENDER_SHARE * took))
 
-    def render_streaming(self, message_id: int, text: str) -> Markup:
-        """A streaming reply so far, as Markdown, its finished blocks rendered once per stream."""
-        return self.renders.setdefault(message_id, StreamingReply()).render(text)
+    def render_streaming(self, message_id: int, text: str) -> str:
+        """A streaming reply's update: the reply so far, as Markdown (its finished blocks rendered once
+        per stream), in its element, then the "Writing…" status. The templates are rendered once per
+        reply, around a marker, and each update fills the reply in."""
+        html = self.renders.setdefault(message_id, StreamingReply()).render(text)
+        if (frame := self.frames.get(message_id)) is None:
+            env = current_app.jinja_env
+            shell = SimpleNamespace(id=message_id, content="", state="streaming", html=Markup(_REPLY_SLOT))
+            update = (env.get_template("chat/events/_message_replace.html").render(message=shell)
+                      + env.get_template("chat/events/_activity.html").render(activity="Writing…"))
+            before, after = update.split(_REPLY_SLOT)
+            frame = self.frames[message_id] = (before, after)
+        return "".join((frame[0], html, frame[1]))  # str's join: the frame is HTML already, not text
 
     def reply(self, message_id: int) -> str | None:
         """The reply so far, from memory, or None."""
@@ -169,6 +180,9 @@ class StreamView:
         if message is not None:
             self.texts[message_id] = message.content
         return message
+
+
+_REPLY_SLOT = "\x00reply\x00"  # no template's output has a NUL
 
 
 def render_batch(batch: list[Event], view: StreamView) -> list[tuple[Event, str]]:
@@ -229,13 +243,10 @@ def render_event(event: Event, view: StreamView) -> str:
                 if message is None:
                     return ""
                 content, state = message.content, message.state
-            reply = SimpleNamespace(id=data["message_id"], content=content, state=state)
             if state == "streaming":
-                reply.html = view.render_streaming(reply.id, content)
-            env = current_app.jinja_env
-            return (env.get_template("chat/events/_message_replace.html").render(message=reply)
-                    + (env.get_template("chat/events/_activity.html").render(activity="Writing…")
-                       if state == "streaming" else ""))
+                return view.render_streaming(data["message_id"], content)
+            reply = SimpleNamespace(id=data["message_id"], content=content, state=state)
+            return current_app.jinja_env.get_template("chat/events/_message_replace.html").render(message=reply)
         case "message_started":
             # A new reply is empty and streaming: its shell needs no query (text events fill it).
             run = view.run()
