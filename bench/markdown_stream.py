@@ -6,9 +6,10 @@ finished block once. Prints, per reply size, the number of renders and their tot
     .venv/bin/python -m bench.markdown_stream                       # a render per 40 ms relay (8 chars)
     .venv/bin/python -m bench.markdown_stream --chars-per-flush 40  # one render per 200 ms
 
-The browser's stream gets a reply's words every 40 ms (relayed from memory, app.agent.loop.RELAY_SECONDS)
-and renders it at most every 30 ms, and a long reply less often: after each render it waits ten times
-what the render took (app.web.stream.TEXT_INTERVAL, RENDER_SHARE).
+The browser's stream gets a reply's words from memory as they come and renders it at most every 40 ms,
+and a long reply less often: after each render it holds them ten times what the render took
+(app.web.stream.TEXT_INTERVAL, RENDER_SHARE). A last paragraph that is one plain line is not parsed at
+all (app.markdown._plain_from): the reply here has Markdown in every paragraph.
 """
 from __future__ import annotations
 
