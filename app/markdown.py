@@ -96,11 +96,6 @@ def _plain_from(text: str, start: int, checked: int) -> bool:
     return _NOT_PLAIN.search(text, checked) is None
 
 
-def _plain_line(text: str) -> Markup | None:
-    """`render_streaming_markdown(text)` of a plain line, else None."""
-    return Markup(f"<p>{text.rstrip(' ')}</p>\n") if _plain_from(text, 0, 0) else None
-
-
 class StreamingReply:
     """The renders of one reply while it streams, each the same as `render_streaming_markdown` of the
     reply so far. The blocks before its last paragraph break that nothing after them can change are
