@@ -100,13 +100,20 @@ class StreamingReply:
     """The renders of one reply while it streams, each the same as `render_streaming_markdown` of the
     reply so far. The blocks before its last paragraph break that nothing after them can change are
     rendered once and kept (`_settled_end` says which); each update renders only the text after them,
-    so an update costs what the last blocks cost, not what the whole reply does."""
+    so an update costs what the last blocks cost, not what the whole reply does.
+
+    After each render, `grown` says whether it only added characters to the last render's last
+    paragraph, a plain line both times: (that paragraph's text as the last render showed it, the
+    characters added), else None. A stream then sends only those characters (app/web/stream.py)."""
 
     def __init__(self) -> None:
         self._kept, self._kept_html = "", ""
         self._plain = ""  # the last text whose rest after `_kept` was a plain line (`_plain_from`)
+        self._shown_plain = ""  # the last render's text, if its rest after `_kept` was a plain line
+        self.grown: tuple[str, str] | None = None
 
     def render(self, text: str) -> Markup:
+        previous, self._shown_plain, self.grown = self._shown_plain, "", None
         if "]:" in text or "\r" in text:
             # It may define a link reference (`[x]: url`), which changes links before it, or have line
             # breaks that `_settled_end` does not see: rendered whole.
@@ -117,12 +124,16 @@ class StreamingReply:
         end = _settled_end(text, len(self._kept))
         if end > len(self._kept):
             self._kept_html += render_markdown(text[len(self._kept):end])
-            self._kept, self._plain = text[:end], ""
+            self._kept, self._plain, previous = text[:end], "", ""
         start = len(self._kept)
         checked = len(self._plain) if self._plain and text.startswith(self._plain) else start
         if _plain_from(text, start, checked):
-            self._plain = text
-            return Markup(self._kept_html + f"<p>{text[start:].rstrip(' ')}</p>\n")
+            self._plain = self._shown_plain = text
+            line = text[start:].rstrip(' ')
+            if previous and text.startswith(previous):
+                before = previous[start:].rstrip(' ')
+                self.grown = (before, line[len(before):])
+            return Markup(self._kept_html + f"<p>{line}</p>\n")
         return Markup(self._kept_html + render_streaming_markdown(text[start:]))
 
 

@@ -26,6 +26,7 @@ RUN_ID_RE = re.compile(r"/runs/(run_\w+)/")
 CALL_RE = re.compile(r"/runs/(run_\w+)/calls/(tc_\w+)/approve")
 RUN_STATUS_RE = re.compile(r'id="run-status"')
 TEXT_RE = re.compile(r'id="msg-\d+-text"[^>]*hx-swap-oob="true"')  # a reply so far, re-rendered whole
+ADDED_RE = re.compile(r'hx-swap-oob="beforeend:#msg-\d+-text ')  # only the words added to its last paragraph
 
 
 class HTTPError(Exception):
@@ -274,9 +275,10 @@ class Browser:
     @staticmethod
     def _event(result: StreamResult, fragment: str, now: int) -> None:
         result.events += 1
-        stamps = TOKEN_RE.findall(fragment) if TEXT_RE.search(fragment) else None
-        if stamps:
-            stamps = stamps[result.tokens:]  # the reply so far: only the words after those already seen
+        if TEXT_RE.search(fragment):
+            stamps = TOKEN_RE.findall(fragment)[result.tokens:]  # the reply so far: the words not seen yet
+        else:
+            stamps = TOKEN_RE.findall(fragment) if ADDED_RE.search(fragment) else None
         if stamps:
             if not result.first_token_recv_ns:
                 result.first_token_recv_ns = now

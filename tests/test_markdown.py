@@ -175,3 +175,30 @@ def test_a_growing_reply_renders_the_same_in_and_out_of_plain_lines():
     reply = StreamingReply()  # and one whose text is replaced by another (not grown) checks all of it again
     reply.render("Plain words, one line")
     assert reply.render("*Not* plain words, one line") == render_streaming_markdown("*Not* plain words, one line")
+
+
+def test_a_growing_reply_says_when_an_update_only_added_words_to_its_last_paragraph():
+    """`StreamingReply.grown` (what a stream sends instead of the whole reply): when it is set, the
+    last render ended in that paragraph and this one is the same with the characters added to it."""
+    rnd = random.Random(13)
+    grown = whole = 0
+    for _ in range(400):
+        text = "".join(rnd.choices(_PIECES, _WEIGHTS, k=rnd.randint(5, 60)))
+        reply, end, last = StreamingReply(), 0, None
+        while end < len(text):
+            end = min(len(text), end + rnd.randint(1, 8))
+            html = reply.render(text[:end])
+            if reply.grown is None:
+                whole += 1
+            else:
+                grown += 1
+                before, added = reply.grown
+                assert last.endswith(f"<p>{before}</p>\n"), (last, reply.grown)
+                assert html == last[:-len("</p>\n")] + added + "</p>\n", text[:end]
+            last = str(html)
+    assert grown > 300 and whole > 300  # both kinds of update were checked, many times
+    reply = StreamingReply()
+    reply.render("Plain words")
+    reply.render("Plain *words")  # not plain: the next render shows it whole again, also if it is plain
+    reply.render("Plain words and more")
+    assert reply.grown is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from html import unescape
 from html.parser import HTMLParser
 from types import SimpleNamespace
 
@@ -34,6 +35,36 @@ def text_of(html: str) -> str:
     """The words of the (last) reply in a page or fragment, without its markup."""
     replies = re.findall(r'<div id="msg-\d+-text" class="msg-text markdown[^"]*"[^>]*>(.*?)</div>', html, re.S)
     return re.sub(r"<[^>]+>", "", replies[-1]).strip() if replies else ""
+
+
+_WHOLE_REPLY = re.compile(r'<div id="msg-(\d+)-text" class="msg-text markdown[^"]*"[^>]*>(.*?)</div>', re.S)
+_ADDED_WORDS = re.compile(r'<span hx-swap-oob="beforeend:#msg-(\d+)-text &gt; p:last-child" data-at="(\d+)">([^<]*)</span>')
+_LAST_PLAIN_PARAGRAPH = re.compile(r"<p>([^<]*)</p>\s*$")
+
+
+def shown_replies(events) -> list[str]:
+    """The words of the reply after each of the stream's updates of it, applied as app.js applies them:
+    a whole reply replaces it; words added to its last paragraph go there only if the paragraph is as
+    long as they say it was."""
+    replies, shown = {}, []
+    for event in events:
+        data = event["data"]
+        updated = None
+        for message_id, html in _WHOLE_REPLY.findall(data):
+            replies[message_id] = updated = html
+        for message_id, at, words in _ADDED_WORDS.findall(data):
+            html = replies.get(message_id, "")
+            last = _LAST_PLAIN_PARAGRAPH.search(html)
+            if last and len(unescape(last[1]).encode("utf-16-le")) // 2 == int(at):
+                html = replies[message_id] = html[:last.end(1)] + words + html[last.end(1):]
+            updated = html
+        if updated is not None:
+            shown.append(_words(updated))
+    return shown
+
+
+def _words(html: str) -> str:
+    return unescape(re.sub(r"<[^>]+>", "", html)).strip()
 
 
 def wait_until_idle(harness, run_id):
@@ -140,8 +171,8 @@ def test_reload_continues_the_stream_without_gaps_or_repeats(browser, harness, f
     words = "one two three four five six seven eight nine ten"
     shown = [text_of(page)]
     rest = browser.events(run_id, after=cursor)
-    # Each text event replaces the reply with all of it so far: it grows, and ends whole.
-    shown += [text_of(e["data"]) for e in rest if "-text" in e["data"]]
+    # Each update shows the reply so far (all of it, or the words added to it): it grows, and ends whole.
+    shown += shown_replies(rest)
     assert all(words.startswith(text) for text in shown), shown
     assert [len(text) for text in shown] == sorted(len(text) for text in shown)
     assert shown[-1] == words
@@ -149,7 +180,7 @@ def test_reload_continues_the_stream_without_gaps_or_repeats(browser, harness, f
     # Last-Event-ID (what the browser sends on reconnect) wins over the URL's cursor.
     again = browser.events(run_id, after=0, last_event_id=cursor)
     assert all(int(e["id"]) > cursor for e in again if e["id"]) and again[-1]["id"] is None
-    assert [text_of(e["data"]) for e in again if "-text" in e["data"]][-1] == words
+    assert shown_replies(again)[-1] == words
 
 
 def test_decisions_are_compare_and_set(browser, harness, fake_model):
@@ -292,7 +323,7 @@ def test_a_streaming_reply_shows_words_between_the_writes_that_store_them(app, b
     chat = browser.new_chat()
     run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "go"}).data)
     stream = browser.events(run_id, after=0)  # follows the run live to its end
-    renders = [text_of(e["data"]) for e in stream if "-text" in e["data"]]
+    renders = shown_replies(stream)
     assert renders[-1] == words, "the reply ends whole (message_completed)"
     assert all(words.startswith(r) for r in renders)
     assert [len(r) for r in renders] == sorted(len(r) for r in renders), "it only grows"
@@ -310,7 +341,7 @@ def test_words_that_came_before_the_model_stopped_to_think_are_shown_while_it_th
     fake_model.script(Turn(text="Alpha beta gamma delta epsilon", stall_after=4, stall=2.0))
     chat = browser.new_chat()
     run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "go"}).data)
-    renders = [text_of(e["data"]) for e in browser.events(run_id, after=0) if "-text" in e["data"]]
+    renders = shown_replies(browser.events(run_id, after=0))
     assert "Alpha beta gamma delta" in renders, renders  # not held back until the fifth word came
     assert renders[-1] == "Alpha beta gamma delta epsilon"
 
@@ -327,6 +358,29 @@ def test_a_streaming_update_is_the_replys_element_then_the_writing_status(app):
                         + env.get_template("chat/events/_activity.html").render(activity="Writing…"))
             assert view.render_streaming(7, text) == expected
             assert "<script>" not in expected
+
+
+def test_while_the_last_paragraph_grows_a_stream_sends_only_the_words_added(app, monkeypatch):
+    """Between whole updates (the first, one every WHOLE_EVERY, and any that is more than words added
+    to the last paragraph), an update is the new words with where they go: applied as the page applies
+    them, the reply shows what it shows whole."""
+    from app.web import stream
+    replies = ["Café 𝐀 said", 'Café 𝐀 said "yes"', 'Café 𝐀 said "yes" ', 'Café 𝐀 said "yes" and',
+               'Café 𝐀 said "yes" and *no', 'Café 𝐀 said "yes" and *no* then', "Another reply"]
+    with app.app_context():
+        view = StreamView("run", SimpleNamespace(id="run", session_id="s", agent_id="a"))
+        updates = [view.render_streaming(7, text) for text in replies]
+        monkeypatch.setattr(stream, "WHOLE_EVERY", 0.0)  # a stream whose last whole update is a second old
+        later = view.render_streaming(7, "Another reply, grown")
+    assert [bool(_WHOLE_REPLY.search(u)) for u in updates] == [True, False, False, False, True, True, True]
+    assert updates[2] == "", "nothing new to show: nothing is sent"
+    assert updates[1] == ('<span hx-swap-oob="beforeend:#msg-7-text &gt; p:last-child" data-at="12">'
+                          " &#34;yes&#34;</span>"), "escaped, and placed after 12 UTF-16 units (𝐀 is two)"
+    shown = shown_replies([{"data": u} for u in updates[:6]])
+    assert shown == [_words(StreamingReply().render(text)) for text in replies[:6] if text != replies[2]]
+    assert _WHOLE_REPLY.search(later), "sent whole again once WHOLE_EVERY has passed"
+    # Words that do not fit where the page's paragraph is (another stream of the run added them) are skipped.
+    assert shown_replies([{"data": updates[0]}, {"data": updates[1]}, {"data": updates[1]}])[-1] == 'Café 𝐀 said "yes"'
 
 
 def live_events(browser, run_id: str, after: int):

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import sqlalchemy as sa
 from flask import current_app, render_template, stream_with_context
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from app.agent.events import Event, Watch
 from app.agent.follow import STATUS_AFTER, follow
@@ -55,6 +55,10 @@ def sse(data: str, event: str | None = None, id: int | str | None = None) -> str
 # meanwhile wait in memory (`Watch.hold_relays`), and are shown together as the hold ends.
 TEXT_INTERVAL = 0.04
 RENDER_SHARE = 10
+# While a reply's last paragraph only grows, a stream sends just the words added to it (see
+# StreamView.render_streaming), and the whole reply again this often, so a page that skipped some
+# (app.js applies added words only where they fit) is whole again within the second.
+WHOLE_EVERY = 1.0
 
 
 _CALL_COLUMNS = tuple(ToolCall.__table__.columns.keys())
@@ -89,6 +93,7 @@ class StreamView:
         self.texts: dict[int, str] = {}
         self.renders: dict[int, StreamingReply] = {}  # per reply: its finished blocks, rendered once
         self.frames: dict[int, tuple[str, str]] = {}  # per reply: its update's HTML before and after the reply
+        self.sent_whole: dict[int, float] = {}  # per reply: when this stream last sent all of it
         self.approved: dict[str, CallCard] = {}  # cards last shown approved, by call id
         self._run = run
         self._held: list = []
@@ -160,8 +165,25 @@ class StreamView:
     def render_streaming(self, message_id: int, text: str) -> str:
         """A streaming reply's update: the reply so far, as Markdown (its finished blocks rendered once
         per stream), in its element, then the "Writing…" status. The templates are rendered once per
-        reply, around a marker, and each update fills the reply in."""
-        html = self.renders.setdefault(message_id, StreamingReply()).render(text)
+        reply, around a marker, and each update fills the reply in.
+
+        When this stream sent the whole reply less than WHOLE_EVERY ago and the update only adds
+        characters to its last paragraph (`StreamingReply.grown`), it is just those characters, to
+        append to that paragraph: an update then costs (here, on the wire and in the browser) what its
+        new words do, not what the whole reply does. They say where they go (`data-at`, the paragraph's
+        length before them as the browser counts it, in UTF-16 units): app.js adds them only there."""
+        reply = self.renders.setdefault(message_id, StreamingReply())
+        html = reply.render(text)
+        now = time.monotonic()
+        sent_whole = self.sent_whole.get(message_id)
+        if reply.grown is not None and sent_whole is not None and now - sent_whole < WHOLE_EVERY:
+            before, added = reply.grown
+            if not added:
+                return ""
+            at = len(before.encode("utf-16-le")) // 2
+            return (f'<span hx-swap-oob="beforeend:#msg-{message_id}-text &gt; p:last-child" data-at="{at}">'
+                    f"{escape(added)}</span>")
+        self.sent_whole[message_id] = now
         if (frame := self.frames.get(message_id)) is None:
             env = current_app.jinja_env
             shell = SimpleNamespace(id=message_id, content="", state="streaming", html=Markup(_REPLY_SLOT))

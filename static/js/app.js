@@ -51,6 +51,17 @@
     applied[run] = id;
   });
 
+  // Words added to a streaming reply's last paragraph (app/web/stream.py) say the paragraph's length
+  // before them: they are added only to exactly that, so two streams of a run on the page never add
+  // them twice (the reply is sent whole again within the second, and puts back any words skipped).
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var words = event.detail.fragment;
+    if (!words || !words.hasAttribute || !words.hasAttribute("data-at")) return;
+    if (event.detail.target.textContent.length !== parseInt(words.getAttribute("data-at"), 10)) {
+      event.detail.shouldSwap = false;
+    }
+  });
+
   // Follow the conversation while the reader is at the bottom; when they scrolled up, leave them be
   // and offer "Jump to latest" as new content arrives.
   var pinned = true, followedTo = null;

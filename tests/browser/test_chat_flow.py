@@ -126,6 +126,39 @@ def test_reload_mid_stream_shows_every_word_once(page, fake_model):
     expect(page.get_by_role("button", name="Send")).to_be_visible()
 
 
+RECORD_THE_STREAMS_UPDATES = """
+window.streamUpdates = [];
+document.addEventListener("htmx:sseBeforeMessage", function (event) { window.streamUpdates.push(event.detail.data); });
+"""
+
+
+def test_a_long_paragraph_streams_as_the_words_added_and_shows_each_word_once(page, fake_model):
+    words = " ".join(f"word{i}" for i in range(80))
+    fake_model.script(Turn(text=words, token_delay=0.03))
+    page.add_init_script(RECORD_THE_REPLY_AS_SHOWN)
+    page.add_init_script(RECORD_THE_STREAMS_UPDATES)
+    start_chat(page, "Say eighty words")
+    reply = page.locator(".msg-assistant .msg-text")
+    expect(reply).to_have_text(words, timeout=20_000)
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+    shown = [t.strip() for t in page.evaluate("window.replyAsShown")]
+    assert all(words.startswith(t) for t in shown), "every word once, in order, at every moment"
+    assert len([t for t in shown if t and t != words]) >= 5, shown
+    added = [u for u in page.evaluate("window.streamUpdates") if "data-at=" in u]
+    assert len(added) >= 5 and all(len(u) < 200 for u in added), "most updates carry only the new words"
+
+    # Words that say they follow a paragraph of another length are not added (a second stream of the
+    # run would send them again); words that fit are.
+    message = reply.get_attribute("id")
+    page.evaluate("""([id, at]) => {
+        const oob = (at, words) => `<span hx-swap-oob="beforeend:#${id} > p:last-child" data-at="${at}">${words}</span>`;
+        htmx.swap(document.body, oob(at - 7, " stale"), {swapStyle: "none"});
+        htmx.swap(document.body, oob(at, " fits"), {swapStyle: "none"});
+    }""", [message, len(words)])
+    expect(reply).to_have_text(words + " fits")
+
+
 def test_sidebar_lists_and_switches_chats(page, fake_model):
     fake_model.script(Turn(text="First answer."), Turn(text="Second answer."))
     start_chat(page, "first question")
