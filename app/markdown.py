@@ -133,7 +133,7 @@ class StreamingReply:
             if previous and text.startswith(previous):
                 before = previous[start:].rstrip(' ')
                 self.grown = (before, line[len(before):])
-            return Markup(self._kept_html + f"<p>{line}</p>\n")
+            return Markup(f"{self._kept_html}<p>{line}</p>\n")  # formatted: Markup + str would escape the str
         return Markup(self._kept_html + render_streaming_markdown(text[start:]))
 
 
@@ -144,8 +144,9 @@ _MAY_CONTINUE = re.compile(r"[ \t]|(?:[-*+]|\d+[.)])(?:[ \t\n]|\Z)")  # indented
 def _settled_end(text: str, start: int) -> int:
     """Where the blocks of `text` that are final end (from `start`, which is such an end): just after a
     blank line, outside any fenced block, before a line that starts a block of its own (not indented,
-    not a list item, which could belong to the list before it) and is not the last line, the only one
-    `close_unfinished` changes. Keeps that function's count of ``` even in what it leaves out."""
+    not a list item, which could belong to the list before it) and either starts with a letter (no
+    marker can follow) or is not the last line, the only one `close_unfinished` changes (a lone "1"
+    may become a list item). Keeps that function's count of ``` even in what it leaves out."""
     end, fence, position = start, None, start
     while (blank := text.find("\n\n", position)) != -1:
         after = blank + 2
@@ -158,7 +159,8 @@ def _settled_end(text: str, start: int) -> int:
         position = after
         while text.startswith("\n", after):
             after += 1
-        if fence is None and not _MAY_CONTINUE.match(text, after) and -1 < text.find("\n", after) < len(text) - 1 \
+        if fence is None and not _MAY_CONTINUE.match(text, after) \
+                and (text[after:after + 1].isalpha() or -1 < text.find("\n", after) < len(text) - 1) \
                 and text.count("```", end, after) % 2 == 0:
             end = after
     return end
