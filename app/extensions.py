@@ -97,6 +97,8 @@ def _read_once_more_on_a_dropped_connection(state):
     the pool's connections go by then, so it gets a new one. Only then: nothing is pending, queued
     (session.info) or read yet, so there is nothing for the failed transaction to have lost."""
     session = state.session
+    if session.info.pop(_READS_NEXT, False) and not session.in_transaction():
+        session.connection(execution_options=reads_only(db.engine))  # `begin_reads`, now that it reads
     if not state.is_select or session.in_transaction() or any(session.info.values()) or session.new or session.dirty \
             or session.deleted:
         return None
@@ -121,12 +123,23 @@ _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 _READ_ONLY = {"read_only": True}
 
 
+_READS_NEXT = "reads_only_next"  # session.info: `begin_reads` was called and nothing has been executed since
+
+
 def begin_reads() -> None:
     """The session's next statements only read (`reads_only`), unless it is in a transaction already,
     which they then join: on PostgreSQL no BEGIN and, above all, no ROLLBACK at the end, at which
-    psycopg forgets its prepared statements."""
-    if not db.session().in_transaction():
-        db.session.connection(execution_options=reads_only(db.engine))
+    psycopg forgets its prepared statements. The connection is taken when the first of them runs: a
+    stream's batch that renders from memory (most of a reply's words) takes none."""
+    session = db.session()
+    if not session.in_transaction():
+        session.info[_READS_NEXT] = True
+
+
+@sa.event.listens_for(sa.orm.Session, "after_transaction_create")
+def _reads_began_otherwise(session, transaction) -> None:
+    """A transaction begun by other means (a write, `Session.connection`, a commit) is not the reads'."""
+    session.info.pop(_READS_NEXT, None)
 
 
 @contextmanager

@@ -54,7 +54,7 @@ def paused_in_the_browser(browser, harness, fake_model):
     return run_id, harness.calls(run_id)[0].id
 
 
-def test_an_approval_that_committed_says_so_in_the_card(app, databases, browser, harness, fake_model, monkeypatch):
+def test_an_approval_that_committed_says_so_in_the_card(app, browser, harness, fake_model, monkeypatch):
     run_id, call_id = paused_in_the_browser(browser, harness, fake_model)
     before = harness.rows("users")
     with database_lost_after_the_commit(app, monkeypatch) as lost:
@@ -63,10 +63,7 @@ def test_an_approval_that_committed_says_so_in_the_card(app, databases, browser,
     assert response.status_code == 200, "not a 503: the decision was made"
     html = response.get_data(as_text=True)
     assert f'id="call-{call_id}"' in html and "try again" not in html.lower()
-    if databases.backend == "postgresql":  # the answer reads nothing: the card as the decision wrote it
-        assert "call-approved" in html and "Approved by you" in html
-    else:  # SQLite begins the answer's reads, which the lost database refuses: what was done, and to reload
-        assert "Approved." in html and "reload" in html
+    assert "call-approved" in html and "Approved by you" in html, "the answer reads nothing: the card as written"
     assert harness.wait(run_id, "completed").status == "completed"
     assert harness.rows("users") == before - 50, "the tool ran once"
     again = browser.post(f"/runs/{run_id}/calls/{call_id}/approve")  # a click on the stale card
@@ -95,8 +92,7 @@ def test_a_stop_that_committed_says_stopped(app, browser, harness, fake_model, m
     assert harness.run(run_id).status == "cancelled"
 
 
-def test_an_api_continue_that_committed_answers_with_what_was_decided(app, databases, harness, fake_model,
-                                                                      monkeypatch):
+def test_an_api_continue_that_committed_answers_with_what_was_decided(app, harness, fake_model, monkeypatch):
     api = Api(app)
     fake_model.script(Turn(tool_calls=[DELETE_50]), Turn(text="Deleted."))
     run = paused(api, user_id="alice", session_id="s")
@@ -109,25 +105,31 @@ def test_an_api_continue_that_committed_answers_with_what_was_decided(app, datab
     assert harness.rows("users") == before - 50
     state = api.get(f"/agents/data_manager/runs/{run['run_id']}", query_string={"user_id": "alice"}).get_json()
     assert state["status"] == "COMPLETED"
-    if databases.backend == "postgresql":  # the answer reads nothing: the run as this process wrote it
-        assert response.status_code == 200 and body == state
-    else:  # SQLite begins the answer's reads, which the lost database refuses: what was done, and where
-        assert response.status_code == 202, response.get_data(as_text=True)
-        assert body["run_id"] == run["run_id"] and "decisions were recorded" in body["detail"]
-        assert f"/agents/data_manager/runs/{run['run_id']}" in body["detail"]
+    assert response.status_code == 200 and body == state, "the answer reads nothing: the run as this process wrote it"
 
 
-def test_an_api_run_that_committed_answers_with_its_id(app, databases, harness, fake_model, monkeypatch):
+def test_an_api_run_that_committed_answers_with_what_it_wrote(app, harness, fake_model, monkeypatch):
     api = Api(app)
     fake_model.script(Turn(text="Hello."))
     with database_lost_after_the_commit(app, monkeypatch):
         response = api.run("hello", user_id="alice", session_id="s", stream=False)
     run_id = response.get_json()["run_id"]
     assert harness.wait(run_id, "completed").status == "completed"
-    if databases.backend == "postgresql":
-        assert response.status_code == 200 and response.get_json()["content"] == "Hello."
-    else:
-        assert response.status_code == 202
+    assert response.status_code == 200 and response.get_json()["content"] == "Hello."
+
+
+def test_an_api_answer_that_must_read_the_lost_database_says_what_was_done_and_where(app, harness, fake_model,
+                                                                                     monkeypatch):
+    """A failed run's answer reads the run (its error is not in memory): the database refuses, and the
+    answer is a 202 with the run's id and where to read it, not a 503."""
+    api = Api(app)
+    fake_model.script(Turn(status=400, error_message="bad request"))
+    with database_lost_after_the_commit(app, monkeypatch):
+        response = api.run("hello", user_id="alice", session_id="s", stream=False)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    body = response.get_json()
+    assert harness.wait(body["run_id"], "failed").status == "failed"
+    assert f"/agents/data_manager/runs/{body['run_id']}" in body["detail"]
 
 
 def test_a_failure_before_the_commit_is_still_a_503(app, browser, harness, fake_model, monkeypatch):

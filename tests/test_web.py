@@ -3,6 +3,7 @@ what bad input, other people and hostile model text get."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from html import unescape
 from html.parser import HTMLParser
@@ -334,6 +335,33 @@ def test_a_streaming_reply_shows_words_between_the_writes_that_store_them(app, b
     # several tokens at once; the stored reply is the whole of it.
     assert stored < len(renders) < 60, (stored, len(renders))
     assert harness.messages(chat)[-1][1] == words
+
+
+def test_a_longer_reply_takes_its_stream_no_more_database_connections(app, browser, harness, fake_model):
+    """A stream renders a reply's words from memory, the stored ones too: it takes a connection for what
+    it must read (the run, its end), not for every batch the reply's stores wake it for."""
+    def stream_checkouts(words: str) -> tuple[int, int]:
+        fake_model.script(Turn(text=words, token_delay=0.03))
+        chat = browser.new_chat()
+        run_id = run_id_in(browser.post(f"/chats/{chat}/messages", {"message": "go"}).data)
+        checkouts, stream_thread = [], threading.get_ident()
+        count = lambda *args: checkouts.append(1) if threading.get_ident() == stream_thread else None
+        with app.app_context():
+            engine = db.engine
+        sa.event.listen(engine, "checkout", count)
+        try:
+            assert shown_replies(browser.events(run_id, after=0))[-1] == words
+        finally:
+            sa.event.remove(engine, "checkout", count)
+        with app.app_context():
+            stored = db.session.scalar(sa.text("SELECT count(*) FROM run_events WHERE run_id = :run AND type = 'text'"),
+                                       {"run": run_id})
+        return len(checkouts), stored
+
+    short, _ = stream_checkouts("Hi.")
+    long, stored = stream_checkouts(" ".join(f"w{i}" for i in range(60)))  # ~2 s: stored ~8 times
+    assert stored >= 5, stored
+    assert long <= short, (short, long, stored)
 
 
 def test_words_that_came_before_the_model_stopped_to_think_are_shown_while_it_thinks(browser, fake_model):

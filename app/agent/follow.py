@@ -81,10 +81,8 @@ def follow(run_id: str, cursor: int, render: Callable[[list[Event]], Chunk],
                     status = status_after(batch, status)
                 stopped = status is None or status in RunStatus.FINISHED or \
                     (status == RunStatus.PAUSED and not hold_paused)
-                # Words relayed from memory (no seq) render without the database: no connection for them.
-                relayed_only = batch and all(event.seq is None for event in batch)
-                if (batch or stopped) and not relayed_only:
-                    begin_reads()
+                if batch or stopped:
+                    begin_reads()  # a connection only if rendering reads (words in memory do not)
                 chunk = render(batch) if batch else (finish(status) if stopped else None)
             except TRANSIENT_DB_ERRORS as exc:
                 if not wait_out_errors:
