@@ -193,7 +193,10 @@ def _size_postgres_pools(config) -> None:
     background work waits longer, and an idle connection is pinged before use (PatientQueuePool).
     Explicit engine options win. SQLite engines are left as they were."""
     pool = {"poolclass": PatientQueuePool, "pool_size": config["DATABASE_POOL_SIZE"],
-            "max_overflow": config["DATABASE_MAX_OVERFLOW"], "pool_timeout": config["DATABASE_POOL_TIMEOUT"]}
+            "max_overflow": config["DATABASE_MAX_OVERFLOW"], "pool_timeout": config["DATABASE_POOL_TIMEOUT"],
+            # The connection returned last is used next: the rest of a pool a peak opened stay idle,
+            # rather than each being idle long enough between uses to be pinged (PING_AFTER_IDLE_SECONDS).
+            "pool_use_lifo": True}
     if _is_postgres(config["SQLALCHEMY_DATABASE_URI"]):
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {**pool, **config["SQLALCHEMY_ENGINE_OPTIONS"]}
     binds = {}

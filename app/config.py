@@ -74,9 +74,12 @@ def load(instance_path: str, environ: dict[str, str] | None = None) -> dict:
 
     # PostgreSQL connections each engine (app, workspace) of each worker process may open. Under gevent
     # every query yields, so many requests and runs hold or wait for a connection at once; the pool
-    # must cover that, and PostgreSQL's max_connections the pools of every worker.
-    pool_size = _count(get("DATABASE_POOL_SIZE", "10"), "DATABASE_POOL_SIZE", minimum=1)
-    max_overflow = _count(get("DATABASE_MAX_OVERFLOW", "10"), "DATABASE_MAX_OVERFLOW", minimum=0)
+    # must cover that, and PostgreSQL's max_connections the pools of every worker. All of them are kept
+    # (no overflow by default): a worker near a full core holds ~20 at once, and overflow connections,
+    # closed as they are returned, were opened again at the next peak (500 backends in 40 s at 96
+    # streams, each a fork and cold caches on the server; bench/README.md, twenty-second round).
+    pool_size = _count(get("DATABASE_POOL_SIZE", "20"), "DATABASE_POOL_SIZE", minimum=1)
+    max_overflow = _count(get("DATABASE_MAX_OVERFLOW", "0"), "DATABASE_MAX_OVERFLOW", minimum=0)
     # Whole seconds: Flask-SQLAlchemy builds engines with engine_from_config, which truncates to an int.
     pool_timeout = _count(get("DATABASE_POOL_TIMEOUT", "10"), "DATABASE_POOL_TIMEOUT", minimum=1)
 

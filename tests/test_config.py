@@ -25,7 +25,7 @@ def test_web_processes_execute_runs_unless_workers_are_asked_for(tmp_path):
 def test_postgres_pools_default_to_what_a_gevent_worker_admits(tmp_path):
     settings = config.load(str(tmp_path), {})
     assert (settings["DATABASE_POOL_SIZE"], settings["DATABASE_MAX_OVERFLOW"], settings["DATABASE_POOL_TIMEOUT"]) == \
-        (10, 10, 10)
+        (20, 0, 10)
     settings = config.load(str(tmp_path), {"DATABASE_POOL_SIZE": "5", "DATABASE_MAX_OVERFLOW": "0",
                                            "DATABASE_POOL_TIMEOUT": "3"})
     assert (settings["DATABASE_POOL_SIZE"], settings["DATABASE_MAX_OVERFLOW"], settings["DATABASE_POOL_TIMEOUT"]) == \

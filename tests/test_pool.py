@@ -37,6 +37,44 @@ def test_postgres_engines_get_the_configured_pool_and_sqlite_keeps_its_own(app_c
         stop_app(app)
 
 
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+def test_a_peak_beyond_the_pool_waits_for_its_connections_and_keeps_them(app_config, databases):
+    """PostgreSQL's backends are not opened and closed with each peak (a fork and cold caches each):
+    more requests at once than the pool holds wait for a connection, every connection opened stays
+    open, and at a quiet time one connection serves request after request (so none is idle long
+    enough to need a ping before use)."""
+    app = create_app({**app_config, "DATABASE_POOL_SIZE": 3})  # the default overflow
+    opened, closed = [], []
+    try:
+        with app.app_context():
+            engine = db.engine
+        sa.event.listen(engine.pool, "connect", lambda *args: opened.append(1))
+        sa.event.listen(engine.pool, "close", lambda *args: closed.append(1))
+        backends = []
+
+        def request() -> None:
+            with engine.connect() as conn:
+                backends.append(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+                time.sleep(0.05)
+
+        for _ in range(2):  # two peaks of 8 at once
+            peak = [threading.Thread(target=request) for _ in range(8)]
+            for thread in peak:
+                thread.start()
+            for thread in peak:
+                thread.join()
+        assert len(backends) == 16, "every request got a connection"
+        assert (len(opened), len(closed)) == (3, 0), "the pool's connections, opened once and kept"
+        quiet = []
+        for _ in range(5):
+            with engine.connect() as conn:
+                quiet.append(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+            time.sleep(0.01)
+        assert len(set(quiet)) == 1, "one connection serves a quiet time"
+    finally:
+        stop_app(app)
+
+
 def _drop_the_connections_of(app_url: str, admin_url: str, wait: bool = False, listener: bool = True) -> None:
     """What a database restart does to the connections a pool holds (`wait`: until they are gone;
     `listener` False: all but the LISTENing one)."""
