@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.extensions import db, reads_only
+from app.extensions import db, end_reads, reads_only
 from app.models import Account, ApiToken, ChatSession, Invite, LoginSession, Role, Run, utcnow
 from app.sign_ins import forget_sign_ins_at_commit, sign_ins
 
@@ -76,6 +76,7 @@ def create_account(email: str, password: str, role: str = Role.MEMBER, name: str
     email, password = normalise_email(email), check_password(password)
     if role not in Role.ALL:
         raise AccountError(f"The role must be one of {', '.join(Role.ALL)}.")
+    end_reads()  # the page's checks read: nothing held across the slow hash
     account = Account(email=email, password_hash=generate_password_hash(password), role=role,
                       name=(name or "").strip()[:120] or None)
     db.session.add(account)
@@ -91,7 +92,8 @@ def create_first_admin(email: str, password: str) -> Account:
     """The setup page's one action: only while nobody can sign in; the admin receives the chats of the
     guest accounts an installation from before sign-in had (one browser each)."""
     email, password = normalise_email(email), check_password(password)
-    password_hash = generate_password_hash(password)  # slow: before the transaction
+    end_reads()  # the page's check read: nothing held across the slow hash
+    password_hash = generate_password_hash(password)
     if db.session.get_bind().dialect.name == "postgresql":
         # Two setup forms sent at once must not both create an admin (SQLite's BEGIN IMMEDIATE already
         # serialises writers).
@@ -113,6 +115,7 @@ def create_first_admin(email: str, password: str) -> Account:
 def verify_password(email: str, password: str) -> Account | None:
     """The account these credentials sign in, or None (unknown email, wrong password, disabled)."""
     account = find_by_email(email)
+    end_reads()  # nothing held across the slow hash: a pooled connection, on SQLite the write lock
     if account is None or not account.password_hash:
         check_password_hash(_DUMMY_HASH, password or "")
         return None
@@ -123,6 +126,7 @@ def verify_password(email: str, password: str) -> Account | None:
 
 def change_password(account_id: int, current: str, new: str) -> None:
     account = db.session.get(Account, account_id)
+    end_reads()  # nothing held across the slow hashes
     if account is None or not check_password_hash(account.password_hash or _DUMMY_HASH, current or ""):
         raise AccountError("The current password is not right.")
     account.password_hash = generate_password_hash(check_password(new))
@@ -354,8 +358,8 @@ def accept_invite(secret: str, email: str, password: str) -> Account:
     if invite is None:
         raise AccountError("This invite link has expired or was already used. Ask for a new one.", "not_found")
     role = invite.role
+    db.session.rollback()  # no transaction held across the slow hash
     password_hash = generate_password_hash(password)
-    db.session.rollback()  # no transaction held across the slow hash above
     account = Account(email=email, password_hash=password_hash, role=role)
     db.session.add(account)
     try:

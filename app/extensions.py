@@ -142,6 +142,19 @@ def _reads_began_otherwise(session, transaction) -> None:
     session.info.pop(_READS_NEXT, None)
 
 
+def end_reads() -> None:
+    """Commit a transaction that only read, keeping what it read loaded, so that no pooled connection
+    (and on SQLite no write lock) is held through what comes next: a slow password hash, or a rate
+    limit's counting, which may switch greenlets."""
+    session = db.session()
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        session.expire_on_commit = False
+        try:
+            session.commit()
+        finally:
+            session.expire_on_commit = True
+
+
 @contextmanager
 def patient_checkouts():
     token = _patient.set(True)

@@ -27,7 +27,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from werkzeug.exceptions import TooManyRequests
 
-from app.extensions import db, limiter
+from app.extensions import end_reads, limiter
 
 
 class LimitReached(TooManyRequests):
@@ -70,20 +70,8 @@ def account_key(create: bool = False) -> str:
         key = f"account:{current_user.id}"
     else:
         key = f"address:{get_remote_address()}"
-    _end_read_transaction()
+    end_reads()  # what it read stays loaded (the account is used later, also by a stream)
     return key
-
-
-def _end_read_transaction() -> None:
-    """Commit a transaction that only read, keeping what it read loaded (the signed-in account is
-    used later, also by a stream that has let its session go)."""
-    session = db.session()
-    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
-        session.expire_on_commit = False
-        try:
-            session.commit()
-        finally:
-            session.expire_on_commit = True
 
 
 def _too_fast(what: str, setting: str) -> Callable[[], str]:

@@ -147,6 +147,43 @@ def test_a_wrong_current_password_changes_nothing(app, browser):
     assert Browser(app, sign_in=False).sign_in(browser.email).status_code == 303
 
 
+def test_no_database_connection_is_held_while_a_password_is_hashed(app, monkeypatch):
+    """A password hash takes tens of milliseconds of CPU: held through it, a pooled connection (and on
+    SQLite the write lock, which every writer, a streaming reply's too, waits for) is kept from
+    everyone else. Setup, sign-in, sign-up, an invite and a password change all let go first."""
+    held = []
+
+    def measured(hash_function):
+        def hashing(*args, **kwargs):
+            held.append(db.engine.pool.checkedout())
+            return hash_function(*args, **kwargs)
+        return hashing
+
+    monkeypatch.setattr(accounts, "generate_password_hash", measured(accounts.generate_password_hash))
+    monkeypatch.setattr(accounts, "check_password_hash", measured(accounts.check_password_hash))
+    founder = Browser(app, sign_in=False)
+    founder.get("/setup")
+    assert founder.client.post("/setup", data={"email": "root@example.test", "password": TEST_PASSWORD,
+                                               "csrf_token": founder.csrf}).status_code == 303
+    page = Browser(app, role=Role.ADMIN).post("/admin/invites", {"note": "Dana", "role": "member"}, htmx=False)
+    link = re.search(rb'id="new-invite">http://localhost(/join/[^<]+)<', page.data).group(1).decode()
+    newcomer = Browser(app, sign_in=False)
+    newcomer.get(link)
+    assert newcomer.client.post(link, data={"email": "dana@example.test", "password": TEST_PASSWORD,
+                                            "csrf_token": newcomer.csrf}).status_code == 303
+    app.config["SIGNUP"] = "open"
+    joiner = Browser(app, sign_in=False)
+    joiner.get("/signup")
+    assert joiner.client.post("/signup", data={"email": "sam@example.test", "password": TEST_PASSWORD,
+                                               "csrf_token": joiner.csrf}).status_code == 303
+    assert Browser(app, sign_in=False).sign_in("dana@example.test", "wrong password!").status_code == 401
+    assert Browser(app, sign_in=False).sign_in("nobody@example.test").status_code == 401
+    assert Browser(app).post("/account/password", {"current_password": TEST_PASSWORD,
+                                                "new_password": "a new one, longer"}).status_code == 200
+    assert len(held) >= 8, held
+    assert set(held) == {0}, held
+
+
 # --- Invites and sign-up ---------------------------------------------------------------------------------------
 
 def test_an_admin_invites_someone_with_a_link_that_works_once(app):
