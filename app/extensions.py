@@ -91,14 +91,21 @@ def _check_before_use(dbapi_connection, record, proxy) -> None:
 
 
 @sa.event.listens_for(sa.orm.Session, "do_orm_execute")
+def _begin_reads_now(state) -> None:
+    """The first statement after `begin_reads` takes the read-only connection. (Registered before the
+    listener below, so it runs first: a session it begins is in a transaction there.)"""
+    session = state.session
+    if session.info.pop(_READS_NEXT, False) and not session.in_transaction():
+        session.connection(execution_options=reads_only(db.engine))
+
+
+@sa.event.listens_for(sa.orm.Session, "do_orm_execute")
 def _read_once_more_on_a_dropped_connection(state):
     """A read that begins a session's transaction, on a pooled connection the server had just dropped
     (its goodbye still on the way at checkout, `_check_before_use`), runs once more: SQLAlchemy has let
     the pool's connections go by then, so it gets a new one. Only then: nothing is pending, queued
     (session.info) or read yet, so there is nothing for the failed transaction to have lost."""
     session = state.session
-    if session.info.pop(_READS_NEXT, False) and not session.in_transaction():
-        session.connection(execution_options=reads_only(db.engine))  # `begin_reads`, now that it reads
     if not state.is_select or session.in_transaction() or any(session.info.values()) or session.new or session.dirty \
             or session.deleted:
         return None
