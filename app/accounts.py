@@ -16,6 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db, end_reads, reads_only
 from app.models import Account, ApiToken, ChatSession, Invite, LoginSession, Role, Run, utcnow
+from app.native_threads import run_in_native_thread
 from app.sign_ins import forget_sign_ins_at_commit, sign_ins
 
 MIN_PASSWORD = 10
@@ -34,6 +35,14 @@ class AccountError(Exception):
     def __init__(self, message: str, kind: str = "invalid"):
         super().__init__(message)
         self.kind = kind  # invalid | conflict | not_found | forbidden
+
+
+def hash_password(password: str) -> str:
+    return run_in_native_thread(generate_password_hash, password)
+
+
+def password_matches(password_hash: str, password: str) -> bool:
+    return run_in_native_thread(check_password_hash, password_hash, password)
 
 
 def digest(secret: str) -> str:
@@ -77,7 +86,7 @@ def create_account(email: str, password: str, role: str = Role.MEMBER, name: str
     if role not in Role.ALL:
         raise AccountError(f"The role must be one of {', '.join(Role.ALL)}.")
     end_reads()  # the page's checks read: nothing held across the slow hash
-    account = Account(email=email, password_hash=generate_password_hash(password), role=role,
+    account = Account(email=email, password_hash=hash_password(password), role=role,
                       name=(name or "").strip()[:120] or None)
     db.session.add(account)
     try:
@@ -93,7 +102,7 @@ def create_first_admin(email: str, password: str) -> Account:
     guest accounts an installation from before sign-in had (one browser each)."""
     email, password = normalise_email(email), check_password(password)
     end_reads()  # the page's check read: nothing held across the slow hash
-    password_hash = generate_password_hash(password)
+    password_hash = hash_password(password)
     if db.session.get_bind().dialect.name == "postgresql":
         # Two setup forms sent at once must not both create an admin (SQLite's BEGIN IMMEDIATE already
         # serialises writers).
@@ -117,9 +126,9 @@ def verify_password(email: str, password: str) -> Account | None:
     account = find_by_email(email)
     end_reads()  # nothing held across the slow hash: a pooled connection, on SQLite the write lock
     if account is None or not account.password_hash:
-        check_password_hash(_DUMMY_HASH, password or "")
+        password_matches(_DUMMY_HASH, password or "")
         return None
-    if not check_password_hash(account.password_hash, (password or "")[:MAX_PASSWORD]):
+    if not password_matches(account.password_hash, (password or "")[:MAX_PASSWORD]):
         return None
     return None if account.disabled_at else account
 
@@ -127,9 +136,9 @@ def verify_password(email: str, password: str) -> Account | None:
 def change_password(account_id: int, current: str, new: str) -> None:
     account = db.session.get(Account, account_id)
     end_reads()  # nothing held across the slow hashes
-    if account is None or not check_password_hash(account.password_hash or _DUMMY_HASH, current or ""):
+    if account is None or not password_matches(account.password_hash or _DUMMY_HASH, current or ""):
         raise AccountError("The current password is not right.")
-    account.password_hash = generate_password_hash(check_password(new))
+    account.password_hash = hash_password(check_password(new))
     end_all_login_sessions(account_id, commit=False)
     db.session.commit()
 
@@ -359,7 +368,7 @@ def accept_invite(secret: str, email: str, password: str) -> Account:
         raise AccountError("This invite link has expired or was already used. Ask for a new one.", "not_found")
     role = invite.role
     db.session.rollback()  # no transaction held across the slow hash
-    password_hash = generate_password_hash(password)
+    password_hash = hash_password(password)
     account = Account(email=email, password_hash=password_hash, role=role)
     db.session.add(account)
     try:
