@@ -118,9 +118,18 @@ class Browser:
             text = await response.text()
             return response.status, text, response.headers.get("Location")
 
-    async def open(self) -> "Browser":
+    async def open(self, email: str | None = None) -> "Browser":
         """An account of its own (the server runs with SIGNUP=open; the first browser also sets the
-        server up with an admin, as a self-hoster would) and a new chat."""
+        server up with an admin, as a self-hoster would) and a new chat. With `email`, an account made
+        beforehand (`bench.server.make_accounts`), it signs in to that one instead."""
+        if email is not None:
+            await self.get("/login")
+            status, _, _ = await self._form("/login", email)
+            if status != 303:
+                raise HTTPError("POST /login", status)
+            await self.get("/")  # a new session, with a new CSRF token
+            self.chat = await self.new_chat()
+            return self
         status, _ = await self.get("/signup")
         if status == 404:  # no admin yet
             await self.get("/setup")

@@ -96,16 +96,19 @@ class Bench:
     # -- browsers ------------------------------------------------------------------------------------
 
     async def get_browsers(self, n: int, timeout: float = 120.0) -> list[Browser]:
-        """n browsers, each with a guest account and a chat (created as needed, 100 at a time)."""
+        """n browsers, each signed in to an account of its own and with a chat (created as needed,
+        100 at a time). The accounts are made beforehand with a cheap password hash: a real one each
+        (~130 ms of CPU) would make the held-open phase's 2,500 sign-ins a password-hashing bench."""
         missing = n - len(self.browsers)
         if missing > 0:
             gate = asyncio.Semaphore(100)
+            emails = await asyncio.to_thread(S.make_accounts, self.dbs.app_url, missing)
 
-            async def make():
+            async def make(email):
                 async with gate:
-                    return await Browser(self.server.url).open()
+                    return await Browser(self.server.url).open(email)
 
-            made = await asyncio.wait_for(asyncio.gather(*(make() for _ in range(missing)),
+            made = await asyncio.wait_for(asyncio.gather(*(make(e) for e in emails),
                                                          return_exceptions=True), timeout)
             failed = [m for m in made if isinstance(m, BaseException)]
             self.browsers.extend(m for m in made if not isinstance(m, BaseException))
@@ -532,6 +535,36 @@ async def phase_capacity(b: Bench, levels: list[int], window_s: float) -> None:
 
 
 OPEN_STREAMERS = 8  # clients streaming replies while the quiet streams are held
+SIGNIN_STREAMERS, SIGNIN_PEOPLE, SIGNIN_TOKENS = 8, 20, 150  # replies of 3 s at 50 tokens/s
+
+
+async def phase_signins(b: Bench) -> None:
+    """A few replies stream while 20 people sign up at once, each with a real password hash (~130 ms
+    of CPU): the relay lag the streams see meanwhile. A hash run on a gevent worker's event loop
+    stalls every stream of that worker for as long (app/native_threads.py)."""
+    log(f"sign-ins: {SIGNIN_STREAMERS} streams while {SIGNIN_PEOPLE} people sign up")
+    streamers = await b.get_browsers(SIGNIN_STREAMERS)
+    alone = await stream_wave(b, streamers, SIGNIN_TOKENS)
+
+    async def arrive() -> float:
+        t0 = time.monotonic_ns()
+        browser = await Browser(b.server.url).open()
+        await browser.close()
+        return (time.monotonic_ns() - t0) / MS
+
+    wave = asyncio.create_task(stream_wave(b, streamers, SIGNIN_TOKENS))
+    await asyncio.sleep(0.5)  # the replies are streaming
+    arrivals = await asyncio.gather(*(arrive() for _ in range(SIGNIN_PEOPLE)), return_exceptions=True)
+    during = await wave
+    signed_up = [a for a in arrivals if not isinstance(a, BaseException)]
+    errors = len(arrivals) - len(signed_up) + len(during["errors"])
+    b.row("streams", f"Token relay lag of {SIGNIN_STREAMERS} streams, p50 / p95 / max: alone, then while "
+          f"{SIGNIN_PEOPLE} people sign up at once",
+          f"{fmt(pct(alone['lags'], 50))} / {fmt(pct(alone['lags'], 95))} / {fmt(max(alone['lags'], default=None))}"
+          f" -> {fmt(pct(during['lags'], 50))} / {fmt(pct(during['lags'], 95))} / "
+          f"{fmt(max(during['lags'], default=None))}; sign-up (page, form, first chat) p50 / max "
+          f"{fmt(pct(signed_up, 50))} / {fmt(max(signed_up, default=None))}; {errors} errors",
+          "p95 < 100 ms", judge(pct(during["lags"], 95) or 1e9, 100) if not errors else "MISS (errors)")
 
 
 async def probe_pause(b: Bench, probe: Browser, timeout: float) -> tuple[float | None, str]:
@@ -806,7 +839,7 @@ def judge(value, target, higher: bool = False) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 
-PHASES = ("baseline", "latency", "throughput", "streams", "capacity", "open", "database")
+PHASES = ("baseline", "latency", "throughput", "streams", "capacity", "signins", "open", "database")
 
 
 async def run_phases(b: Bench) -> None:
@@ -829,6 +862,7 @@ async def run_phases(b: Bench) -> None:
         await timed("throughput", phase_throughput(b, clients, p["throughput_s"]))
     await timed("streams", phase_streams(b, p["streams"]))
     await timed("capacity", phase_capacity(b, p["capacity"], p["capacity_window_s"]))
+    await timed("signins", phase_signins(b))
     await timed("open", phase_open_streams(b, p["open_streams"]))
     await asyncio.sleep(2)
     b.data["rss_after"] = S.memory(b.server)

@@ -94,6 +94,32 @@ class Databases:
                          "tup_fetched"), row))
 
 
+def make_accounts(app_url: str, count: int) -> list[str]:
+    """`count` member accounts (and an admin, if the server has none yet), written to the database
+    with a cheap password hash, so that a phase with thousands of clients signs them in without
+    spending a real hash each: 2,500 sign-ups cost ~5 minutes of CPU on two cores, which the phases
+    do not measure. Returns their emails (the password is `bench.client.BENCH_PASSWORD`)."""
+    from werkzeug.security import generate_password_hash
+
+    from app.models import Account, Role
+    from bench.client import BENCH_PASSWORD
+    cheap = generate_password_hash(BENCH_PASSWORD, method="scrypt:1024:8:1")
+    emails = [f"bench-{secrets.token_hex(6)}@example.test" for _ in range(count)]
+    accounts = Account.__table__
+    engine = sa.create_engine(app_url)
+    try:
+        with engine.begin() as conn:
+            if conn.scalar(sa.select(accounts.c.id).where(accounts.c.role == Role.ADMIN).limit(1)) is None:
+                conn.execute(accounts.insert(), [{"email": f"admin-{secrets.token_hex(4)}@example.test",
+                                                  "role": Role.ADMIN, "password_hash": cheap}])
+            if emails:
+                conn.execute(accounts.insert(), [{"email": e, "role": Role.MEMBER, "password_hash": cheap}
+                                                 for e in emails])
+    finally:
+        engine.dispose()
+    return emails
+
+
 def server_env(dbs: Databases, model_url: str) -> dict[str, str]:
     return {
         "DATABASE_URL": dbs.app_url,
