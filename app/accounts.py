@@ -6,6 +6,7 @@ once, and stored only as their SHA-256: a copy of the database signs nobody in.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -25,8 +26,6 @@ MAX_EMAIL = 254
 MAX_TOKEN_NAME = 80
 TOKEN_PREFIX = "act_"  # recognisable in logs and by secret scanners
 TOKEN_USE_RESOLUTION = timedelta(minutes=1)  # last use is recorded at most this often (it is a write)
-# Verifying an unknown email still costs one hash check, so timing does not tell which emails exist.
-_DUMMY_HASH = generate_password_hash("not a password", method="scrypt")
 
 
 class AccountError(Exception):
@@ -43,6 +42,14 @@ def hash_password(password: str) -> str:
 
 def password_matches(password_hash: str, password: str) -> bool:
     return run_in_native_thread(check_password_hash, password_hash, password)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked against when there is no account (or no password), so that timing does not tell which
+    emails exist. Made when first needed: at import, every process (each worker, each `flask`
+    command, each test subprocess) paid a hash's ~130 ms of CPU to start."""
+    return hash_password("not a password")
 
 
 def digest(secret: str) -> str:
@@ -126,7 +133,7 @@ def verify_password(email: str, password: str) -> Account | None:
     account = find_by_email(email)
     end_reads()  # nothing held across the slow hash: a pooled connection, on SQLite the write lock
     if account is None or not account.password_hash:
-        password_matches(_DUMMY_HASH, password or "")
+        password_matches(_dummy_hash(), password or "")
         return None
     if not password_matches(account.password_hash, (password or "")[:MAX_PASSWORD]):
         return None
@@ -136,7 +143,7 @@ def verify_password(email: str, password: str) -> Account | None:
 def change_password(account_id: int, current: str, new: str) -> None:
     account = db.session.get(Account, account_id)
     end_reads()  # nothing held across the slow hashes
-    if account is None or not password_matches(account.password_hash or _DUMMY_HASH, current or ""):
+    if account is None or not password_matches(account.password_hash or _dummy_hash(), current or ""):
         raise AccountError("The current password is not right.")
     account.password_hash = hash_password(check_password(new))
     end_all_login_sessions(account_id, commit=False)

@@ -87,6 +87,19 @@ def test_a_wrong_password_or_unknown_email_is_refused_alike(app):
         assert person.get("/account").status_code == 302
 
 
+def test_an_unknown_email_still_costs_a_full_password_check(app, monkeypatch):
+    """Timing must not tell which emails exist: with no account, the password is still checked against
+    a hash as costly as a new password's (made when first needed, not when a process starts)."""
+    make_account(app)  # someone exists: the sign-in page is open
+    checked = []
+    monkeypatch.setattr(accounts, "check_password_hash", lambda stored, _password: checked.append(stored) and False)
+    person = Browser(app, sign_in=False)
+    for _ in range(2):
+        assert person.sign_in("nobody@example.test", TEST_PASSWORD).status_code == 401
+    new_password_method = accounts.hash_password("a new password").split("$")[0]  # e.g. scrypt:32768:8:1
+    assert [stored.split("$")[0] for stored in checked] == [new_password_method] * 2
+
+
 def test_sign_in_rotates_the_session_and_the_cookie_names_no_account_number(app):
     account_id, email = make_account(app)
     person = Browser(app, sign_in=False)
