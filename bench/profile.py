@@ -6,6 +6,7 @@ record every gunicorn worker with py-spy, then print the functions with the most
     .venv/bin/python -m bench.profile idle    --clients 1000 --seconds 15   # quiet open streams
     .venv/bin/python -m bench.profile long    --clients 100 --seconds 15    # one long reply each (capacity)
     .venv/bin/python -m bench.profile growth  --turns 300                   # one long session
+    .venv/bin/python -m bench.profile read bench/results/profile-cycles-*.txt  # summarize saved stacks again
 
 Collapsed stacks (flamegraph input) go to bench/results/profile-<shape>-<pid>.txt.
 """
@@ -34,6 +35,7 @@ SIGN_IN_FRAMES = ("signup (app/web/signin.py", "login (app/web/signin.py", "(wer
 
 def summarize(paths: list[Path], top: int) -> str:
     own, total, samples = collections.Counter(), collections.Counter(), 0
+    stacks = []
     for path in paths:
         for line in path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
@@ -42,6 +44,7 @@ def summarize(paths: list[Path], top: int) -> str:
             count = int(count)
             samples += count
             frames = stack.split(";")
+            stacks.append((frames, count))
             own[frames[-1]] += count
             for frame in set(frames):
                 total[frame] += count
@@ -54,7 +57,60 @@ def summarize(paths: list[Path], top: int) -> str:
     out += [f"  {n / samples * 100:5.1f} %  {f}" for f, n in total.most_common(top * 4)
             if "(app/" not in f and not any(x in f for x in ("gunicorn/", "gevent/", "threading.py",
                                                                   "concurrent/futures"))][:top]
+    out += ["", breakdown(stacks)]
     return "\n".join(out)
+
+
+# Where a sample's own time is spent: the package of its innermost frame (first match wins).
+LAYERS = (
+    ("templates", (".html:",)),
+    ("Jinja + MarkupSafe", ("(jinja2/", "(markupsafe/")),
+    # the driver's C calls show as the SQLAlchemy frame that makes them (py-spy without --native)
+    ("database calls (the driver)", ("DefaultDialect.do_execute", "DefaultDialect.do_commit",
+                                     "DefaultDialect.do_rollback", "(sqlite3/", "(psycopg")),
+    ("SQLAlchemy", ("(sqlalchemy/", "<sqlalchemy ")),
+    ("Flask, Werkzeug, extensions", ("(flask/", "(werkzeug/", "(flask_", "(itsdangerous/", "(limits/")),
+    ("openai SDK + HTTP client", ("(openai/", "(httpx", "(httpcore", "(h11/", "(anyio/", "(pydantic")),
+    ("app", ("(app/",)),
+    ("gevent + gunicorn (server, event loop)", ("(gevent/", "(gunicorn/", "(greenlet/")),
+    ("JSON", ("(json/",)),
+)
+# Which part of the work a sample belongs to: the first part with a frame in its stack. A greenlet's
+# stack is often sampled from where it last switched in, so some stacks name no part.
+PARTS = (
+    ("executor (the runs)", ("RunExecutor._execute", "(app/agent/loop.py", "(app/agent/llm.py")),
+    ("event streams", ("follow_run", "(app/web/stream.py", "run_events.<locals>", "_iter_encoded")),
+    ("request views", ("dispatch_request",)),
+    ("request machinery (hooks, context, response)", ("wsgi_app",)),
+    ("HTTP server (parse, write)", ("AsyncWorker.handle", "GeventWorker.handle")),
+    ("event loop", ("Hub.run",)),
+)
+UNATTRIBUTED = "stack names no part"
+
+
+def _layer(frame: str) -> str:
+    return next((name for name, marks in LAYERS if any(m in frame for m in marks)), "other (stdlib, ...)")
+
+
+def _part(frames: list[str]) -> str:
+    return next((name for name, marks in PARTS if any(m in f for m in marks for f in frames)), UNATTRIBUTED)
+
+
+def breakdown(stacks: list[tuple[list[str], int]]) -> str:
+    """Self time by layer (rows) within each part of the work (columns), in % of all samples."""
+    cells, samples = collections.Counter(), sum(n for _, n in stacks)
+    for frames, n in stacks:
+        cells[_part(frames), _layer(frames[-1])] += n
+    parts = [name for name, _ in PARTS] + [UNATTRIBUTED]
+    layers = [name for name, _ in LAYERS] + ["other (stdlib, ...)"]
+    pct = lambda n: f"{n / max(1, samples) * 100:.1f}"
+    rows = ["self time by layer and part of the work (% of samples):", "",
+            "| layer | " + " | ".join(parts) + " | all |", "|---" * (len(parts) + 2) + "|"]
+    for layer in sorted(layers, key=lambda l: -sum(cells[p, l] for p in parts)):
+        rows.append(f"| {layer} | " + " | ".join(pct(cells[p, layer]) for p in parts)
+                    + f" | {pct(sum(cells[p, layer] for p in parts))} |")
+    rows.append("| **all** | " + " | ".join(pct(sum(cells[p, l] for l in layers)) for p in parts) + " | 100 |")
+    return "\n".join(rows)
 
 
 async def load(shape: str, url: str, app_url: str, clients: int, seconds: float, turns: int,
@@ -117,7 +173,8 @@ async def load(shape: str, url: str, app_url: str, clients: int, seconds: float,
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("shape", choices=["cycles", "streams", "long", "idle", "growth"])
+    parser.add_argument("shape", choices=["cycles", "streams", "long", "idle", "growth", "read"])
+    parser.add_argument("files", nargs="*", type=Path, help="with `read`: summarize these saved stacks, run nothing")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--turns", type=int, default=300)
@@ -130,6 +187,9 @@ def main() -> int:
     parser.add_argument("--idle", action="store_true", help="py-spy --idle: keep samples of waiting threads "
                         "(shows where a worker blocks, e.g. SQLite's busy wait)")
     args = parser.parse_args()
+    if args.shape == "read":
+        print(summarize(args.files, args.top))
+        return 0
     if args.shape == "growth":
         args.clients = 1
     S.raise_fd_limit()
