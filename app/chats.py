@@ -166,8 +166,8 @@ def find_api_run_to_decide(owner_id: int, run_id: str, session_id: str | None
                            ) -> tuple[Run, list[ToolCall] | None] | None:
     """`find_api_run`, read afresh under the run's row lock (as `Run.owned_by`), with its calls when
     the same statement could read them (`Run.read_locked_with_calls`)."""
-    query = _api_run(owner_id, run_id, session_id).with_for_update(of=Run).execution_options(populate_existing=True)
-    return Run.read_locked_with_calls(query)
+    params = {"owner_id": owner_id, "run_id": run_id, "session_id": session_id}
+    return Run.read_locked_with_calls(_API_RUN_TO_DECIDE[session_id is not None], params)
 
 
 def _api_run(owner_id: int, run_id: str, session_id: str | None) -> sa.Select:
@@ -178,11 +178,21 @@ def _api_run(owner_id: int, run_id: str, session_id: str | None) -> sa.Select:
     return query
 
 
+def _api_run_to_decide_statement(in_session: bool) -> sa.Select:
+    """`find_api_run_to_decide`'s statement, with or without the session: built once."""
+    query = _api_run(sa.bindparam("owner_id"), sa.bindparam("run_id"),
+                     sa.bindparam("session_id") if in_session else None)
+    return Run.locked_with_calls(query.with_for_update(of=Run).execution_options(populate_existing=True))
+
+
 def _api_chat(owner_id: int, session_id: str) -> sa.Select:
     by_id = ChatSession.id == session_id
     return sa.select(ChatSession).where(
         ChatSession.owner_id == owner_id, LIVE, sa.or_(by_id, ChatSession.external_id == session_id)) \
         .order_by(by_id.desc()).limit(1)
+
+
+_API_RUN_TO_DECIDE = {in_session: _api_run_to_decide_statement(in_session) for in_session in (False, True)}
 
 
 def api_chat(owner_id: int, agent_id: str, session_id: str | None) -> ChatSession:

@@ -209,17 +209,23 @@ class Run(db.Model):
         return db.session.scalar(query)
 
     @classmethod
-    def read_locked_with_calls(cls, query: sa.Select) -> "tuple[Run, list[ToolCall] | None] | None":
+    def locked_with_calls(cls, query: sa.Select) -> sa.Select:
         """`query` (of one Run, `with_for_update(of=Run)`) that also reads the run's calls, in their
-        order, in the same statement: (run, calls) or None. PostgreSQL's wait for the lock re-reads the
-        run's row but not its calls, so calls come only if the run did not change between the
-        statement's snapshot and the lock (every change to a call numbers an event: `last_seq` moves);
-        else None, for the caller to read them afresh."""
+        order, in the same statement, for `read_locked_with_calls`. Build it once, with bind
+        parameters: an aliased class's statement costs as much to build as to run."""
         before_lock = sa.orm.aliased(cls)
         seq_seen = sa.select(before_lock.last_seq).where(before_lock.id == cls.id).scalar_subquery()
-        rows = db.session.execute(query.add_columns(seq_seen, ToolCall)
-                                  .outerjoin(ToolCall, ToolCall.run_id == cls.id)
-                                  .order_by(ToolCall.created_at, ToolCall.position)).all()
+        return query.add_columns(seq_seen, ToolCall).outerjoin(ToolCall, ToolCall.run_id == cls.id) \
+            .order_by(ToolCall.created_at, ToolCall.position)
+
+    @classmethod
+    def read_locked_with_calls(cls, statement: sa.Select, params: dict
+                               ) -> "tuple[Run, list[ToolCall] | None] | None":
+        """Run a `locked_with_calls` statement: (run, calls) or None. PostgreSQL's wait for the lock
+        re-reads the run's row but not its calls, so calls come only if the run did not change between
+        the statement's snapshot and the lock (every change to a call numbers an event: `last_seq`
+        moves); else None, for the caller to read them afresh."""
+        rows = db.session.execute(statement, params).all()
         if not rows:
             return None
         run, last_seq_seen = rows[0][0], rows[0][1]
