@@ -74,6 +74,13 @@ def pending_count_select(scoped: bool, but_one: bool = False) -> sa.Select:
     return select
 
 
+@functools.cache
+def others_pending_column(scoped: bool) -> sa.ScalarSelect:
+    """pending_count_select(but_one=True) as a column to read with another statement (built once, so
+    that statement can be too: `ToolCall.owned_with_run`'s `also`)."""
+    return pending_count_select(scoped, but_one=True).scalar_subquery().correlate(None)
+
+
 def as_json(item: Pending, card_url: str, chat_url: str) -> dict:
     """One pending call for API clients: what it would do, whose it is, and where its card is."""
     call = item.call

@@ -333,14 +333,9 @@ class ToolCall(db.Model):
         On PostgreSQL, waiting for the lock re-reads the run's row but not the call's: a call read as
         pending may have been decided meanwhile (the decision's compare-and-set is what settles it).
         `also`: one more (uncorrelated) column the caller wants read with them, as the run row's `also`,
-        run with `also_params`."""
-        query = sa.select(cls, Run.last_seq, Run.session_id, Run.owner_id, Run.agent_id) \
-            .join(Run, cls.run_id == Run.id).where(cls.id == call_id, cls.run_id == run_id) \
-            .with_for_update(of=Run).execution_options(populate_existing=True)
-        if also is not None:
-            query = query.add_columns(also.label("also"))
-        query = query if owner_id is None else query.where(Run.owner_id == owner_id)
-        row = db.session.execute(query, also_params or {}).first()
+        run with `also_params`; build it once (the statement is built once per `also`)."""
+        params = {"owned_call_id": call_id, "owned_run_id": run_id, "owned_owner_id": owner_id, **(also_params or {})}
+        row = db.session.execute(_owned_with_run_statement(owner_id is None, also), params).first()
         return None if row is None else (row[0], row)
 
     @classmethod
@@ -368,6 +363,20 @@ class ToolCall(db.Model):
         calls = cls.__table__ if calls is None else calls
         return sa.select(calls.c.id).where(calls.c.run_id == run_id, calls.c.status == CallStatus.APPROVED) \
             .order_by(calls.c.created_at, calls.c.position).limit(1).scalar_subquery()
+
+
+@functools.cache
+def _owned_with_run_statement(any_owner: bool, also) -> sa.Select:
+    """`ToolCall.owned_with_run`'s statement, built once per kind (building it cost as much as running
+    it). `also` is cached by identity: callers pass one built once."""
+    table = ToolCall
+    query = sa.select(table, Run.last_seq, Run.session_id, Run.owner_id, Run.agent_id) \
+        .join(Run, table.run_id == Run.id) \
+        .where(table.id == sa.bindparam("owned_call_id"), table.run_id == sa.bindparam("owned_run_id")) \
+        .with_for_update(of=Run).execution_options(populate_existing=True)
+    if also is not None:
+        query = query.add_columns(also.label("also"))
+    return query if any_owner else query.where(Run.owner_id == sa.bindparam("owned_owner_id"))
 
 
 @dataclass(frozen=True)

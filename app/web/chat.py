@@ -328,7 +328,7 @@ def _others_waiting(call_id: str) -> dict:
     """For `commands.decide`: read with the call the other calls waiting for this person (the sidebar's
     count, which the answer updates)."""
     scope = approvals.scope_of(current_user)
-    return {"also": approvals.pending_count_select(scope is not None, but_one=True).scalar_subquery().correlate(None),
+    return {"also": approvals.others_pending_column(scope is not None),
             "also_params": {**approvals.decidable_params(scope), "decidable_but": call_id}}
 
 
