@@ -152,47 +152,48 @@ MAX_TITLE = 200
 def find_api_chat(owner_id: int, session_id: str, lock_owner: bool = False) -> ChatSession | None:
     """The owner's chat with this id, else the one the client named so (one statement). `lock_owner`:
     when found, also take the owner's account row lock (as `get_chat_heading_list`)."""
-    query = _api_chat(owner_id, session_id)
-    return db.session.scalar(_locking_owner(query) if lock_owner else query)
+    return db.session.scalar(_API_CHAT[lock_owner], {"owner_id": owner_id, "session_id": session_id})
 
 
 def find_api_run(owner_id: int, run_id: str, session_id: str | None) -> Run | None:
     """The owner's run, if it is in the chat `find_api_chat` finds for `session_id` (in any of theirs
     for None), in one statement."""
-    return db.session.scalar(_api_run(owner_id, run_id, session_id))
+    return db.session.scalar(_API_RUN[session_id is not None],
+                             {"owner_id": owner_id, "run_id": run_id, "session_id": session_id})
 
 
 def find_api_run_to_decide(owner_id: int, run_id: str, session_id: str | None
                            ) -> tuple[Run, list[ToolCall] | None] | None:
     """`find_api_run`, read afresh under the run's row lock (as `Run.owned_by`), with its calls when
     the same statement could read them (`Run.read_locked_with_calls`)."""
-    params = {"owner_id": owner_id, "run_id": run_id, "session_id": session_id}
-    return Run.read_locked_with_calls(_API_RUN_TO_DECIDE[session_id is not None], params)
+    return Run.read_locked_with_calls(_API_RUN_TO_DECIDE[session_id is not None],
+                                      {"owner_id": owner_id, "run_id": run_id, "session_id": session_id})
 
 
-def _api_run(owner_id: int, run_id: str, session_id: str | None) -> sa.Select:
-    query = sa.select(Run).where(Run.id == run_id, Run.owner_id == owner_id)
-    if session_id is not None:
-        chat_id = _api_chat(owner_id, session_id).with_only_columns(ChatSession.id).scalar_subquery()
-        query = query.where(Run.session_id == chat_id)
+# The API's lookups are built once, run with the parameters owner_id, session_id and run_id (building
+# one cost about as much as running it).
+
+def _api_chat() -> sa.Select:
+    session_id = sa.bindparam("session_id")
+    by_id = ChatSession.id == session_id
+    return sa.select(ChatSession).where(
+        ChatSession.owner_id == sa.bindparam("owner_id"), LIVE,
+        sa.or_(by_id, ChatSession.external_id == session_id)).order_by(by_id.desc()).limit(1)
+
+
+def _api_run(in_session: bool) -> sa.Select:
+    query = sa.select(Run).where(Run.id == sa.bindparam("run_id"), Run.owner_id == sa.bindparam("owner_id"))
+    if in_session:
+        query = query.where(Run.session_id == _api_chat().with_only_columns(ChatSession.id).scalar_subquery())
     return query
 
 
-def _api_run_to_decide_statement(in_session: bool) -> sa.Select:
-    """`find_api_run_to_decide`'s statement, with or without the session: built once."""
-    query = _api_run(sa.bindparam("owner_id"), sa.bindparam("run_id"),
-                     sa.bindparam("session_id") if in_session else None)
-    return Run.locked_with_calls(query.with_for_update(of=Run).execution_options(populate_existing=True))
-
-
-def _api_chat(owner_id: int, session_id: str) -> sa.Select:
-    by_id = ChatSession.id == session_id
-    return sa.select(ChatSession).where(
-        ChatSession.owner_id == owner_id, LIVE, sa.or_(by_id, ChatSession.external_id == session_id)) \
-        .order_by(by_id.desc()).limit(1)
-
-
-_API_RUN_TO_DECIDE = {in_session: _api_run_to_decide_statement(in_session) for in_session in (False, True)}
+_API_CHAT = {False: _api_chat(), True: _locking_owner(_api_chat())}
+_API_RUN = {in_session: _api_run(in_session) for in_session in (False, True)}
+_API_RUN_TO_DECIDE = {
+    in_session: Run.locked_with_calls(_api_run(in_session).with_for_update(of=Run)
+                                      .execution_options(populate_existing=True))
+    for in_session in (False, True)}
 
 
 def api_chat(owner_id: int, agent_id: str, session_id: str | None) -> ChatSession:

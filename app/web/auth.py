@@ -104,6 +104,11 @@ def acting_account(create: bool = False) -> Account | None:
 
 
 _COLUMNS = tuple(sa.inspect(Account).column_attrs)
+# The account an API user_id names: its external id, else its email (built once: building a statement
+# cost about as much as running it).
+_BY_USER_ID = sa.select(Account).where(sa.or_(Account.external_id == sa.bindparam("user_id"),
+                                              Account.email == sa.bindparam("email")))
+_BY_USER_ID_EXTERNAL_FIRST = _BY_USER_ID.order_by(Account.external_id.is_(None)).limit(1)
 
 
 def _acting_account(create: bool) -> Account | None:
@@ -121,8 +126,8 @@ def _acting_account(create: bool) -> Account | None:
         return accounts.detached_account(values)
     # Not inside a transaction begun earlier: its snapshot might predate what `generation` has seen.
     generation = None if db.session().in_transaction() else remembered.generation()
-    find = sa.select(Account).where(sa.or_(Account.external_id == user_id, Account.email == user_id.lower()))
-    account = db.session.scalar(find.order_by(Account.external_id.is_(None)).limit(1))
+    params = {"user_id": user_id, "email": user_id.lower()}
+    account = db.session.scalar(_BY_USER_ID_EXTERNAL_FIRST, params)
     if account is not None:
         remembered.put(key, generation, {column.key: getattr(account, column.key) for column in _COLUMNS})
     elif create:
@@ -132,5 +137,5 @@ def _acting_account(create: bool) -> Account | None:
             db.session.commit()
         except sa.exc.IntegrityError:  # another request created it first
             db.session.rollback()
-            account = db.session.scalar(find)
+            account = db.session.scalar(_BY_USER_ID, params)
     return account
