@@ -333,7 +333,7 @@ class ToolCall(db.Model):
         On PostgreSQL, waiting for the lock re-reads the run's row but not the call's: a call read as
         pending may have been decided meanwhile (the decision's compare-and-set is what settles it).
         `also`: one more (uncorrelated) column the caller wants read with them, as the run row's `also`,
-        run with `also_params`; build it once (the statement is built once per `also`)."""
+        run with `also_params`. Build `also` once: the statement is cached per `also` object."""
         params = {"owned_call_id": call_id, "owned_run_id": run_id, "owned_owner_id": owner_id, **(also_params or {})}
         row = db.session.execute(_owned_with_run_statement(owner_id is None, also), params).first()
         return None if row is None else (row[0], row)
@@ -369,10 +369,9 @@ class ToolCall(db.Model):
 def _owned_with_run_statement(any_owner: bool, also) -> sa.Select:
     """`ToolCall.owned_with_run`'s statement, built once per kind (building it cost as much as running
     it). `also` is cached by identity: callers pass one built once."""
-    table = ToolCall
-    query = sa.select(table, Run.last_seq, Run.session_id, Run.owner_id, Run.agent_id) \
-        .join(Run, table.run_id == Run.id) \
-        .where(table.id == sa.bindparam("owned_call_id"), table.run_id == sa.bindparam("owned_run_id")) \
+    query = sa.select(ToolCall, Run.last_seq, Run.session_id, Run.owner_id, Run.agent_id) \
+        .join(Run, ToolCall.run_id == Run.id) \
+        .where(ToolCall.id == sa.bindparam("owned_call_id"), ToolCall.run_id == sa.bindparam("owned_run_id")) \
         .with_for_update(of=Run).execution_options(populate_existing=True)
     if also is not None:
         query = query.add_columns(also.label("also"))
