@@ -178,10 +178,14 @@ class ChatSession(db.Model):
 
 class Run(db.Model):
     __tablename__ = "runs"
+    # A message's checks read through these, not through all of an account's or a chat's runs: the
+    # account's active runs, and the chat's newest run (migration 0011).
+    __table_args__ = (sa.Index("ix_runs_owner_id_status", "owner_id", "status"),
+                      sa.Index("ix_runs_session_id_created_at", "session_id", "created_at", "id"))
 
     id: so.Mapped[str] = so.mapped_column(sa.String(40), primary_key=True, default=lambda: new_id("run"))
-    session_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey("chat_sessions.id", ondelete="CASCADE"), index=True)
-    owner_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    session_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey("chat_sessions.id", ondelete="CASCADE"))
+    owner_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("accounts.id"))
     agent_id: so.Mapped[str] = so.mapped_column(sa.String(80))
     status: so.Mapped[str] = so.mapped_column(sa.String(20), default=RunStatus.QUEUED, index=True)
     input: so.Mapped[str] = so.mapped_column(sa.Text, default="")
